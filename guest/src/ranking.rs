@@ -1,0 +1,148 @@
+//! The policy's answer, built item by item.
+
+use crate::bindings::relish::policy::types as raw;
+use crate::score;
+
+/// A policy's answer: candidate indices best first, their scores, and optional reason codes.
+///
+/// The host checks it (indices in range, no duplicates, finite scores, at most `limit` items);
+/// building it with these methods keeps a policy on the right side of that check.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ranking {
+    order: Vec<u32>,
+    scores: Vec<f32>,
+    reasons: Vec<Option<u32>>,
+    reason_codes: Vec<String>,
+}
+
+impl Ranking {
+    /// An empty ranking.
+    pub fn new() -> Self {
+        Ranking::default()
+    }
+
+    /// An empty ranking with room for `capacity` items.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Ranking {
+            order: Vec::with_capacity(capacity),
+            scores: Vec::with_capacity(capacity),
+            reasons: Vec::with_capacity(capacity),
+            reason_codes: Vec::new(),
+        }
+    }
+
+    /// The top `limit` candidates by score, best first (ties keep input order; NaN scores last).
+    pub fn from_scores(scores: &[f32], limit: usize) -> Self {
+        let order = score::top_k(scores, limit);
+        let mut ranking = Ranking::with_capacity(order.len());
+        for i in order {
+            ranking.push(i as usize, scores[i as usize]);
+        }
+        ranking
+    }
+
+    /// Appends candidate `index` with its score.
+    pub fn push(&mut self, index: usize, score: f32) {
+        self.order.push(index as u32);
+        self.scores.push(score);
+        self.reasons.push(None);
+    }
+
+    /// Appends candidate `index` with its score and a short reason code (for example `affinity`).
+    pub fn push_with_reason(&mut self, index: usize, score: f32, reason: &str) {
+        let code = match self.reason_codes.iter().position(|c| c == reason) {
+            Some(code) => code,
+            None => {
+                self.reason_codes.push(reason.to_owned());
+                self.reason_codes.len() - 1
+            }
+        };
+        self.order.push(index as u32);
+        self.scores.push(score);
+        self.reasons.push(Some(code as u32));
+    }
+
+    /// The number of items.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether the ranking is empty.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Candidate indices, best first.
+    pub fn order(&self) -> &[u32] {
+        &self.order
+    }
+
+    /// One score per item.
+    pub fn scores(&self) -> &[f32] {
+        &self.scores
+    }
+
+    /// The reason code of item `position`, if it has one.
+    pub fn reason(&self, position: usize) -> Option<&str> {
+        self.reasons[position].map(|code| self.reason_codes[code as usize].as_str())
+    }
+
+    /// Whether candidate `index` is in the ranking.
+    pub fn contains(&self, index: usize) -> bool {
+        self.order.contains(&(index as u32))
+    }
+
+    /// The contract's `ranking` record. Items without a reason get the empty code, which the host
+    /// shows as no reason.
+    pub fn into_raw(self) -> raw::Ranking {
+        let Ranking { order, scores, reasons, mut reason_codes } = self;
+        let reasons = if reasons.iter().all(Option::is_none) {
+            Vec::new()
+        } else {
+            let mut empty = None;
+            reasons
+                .into_iter()
+                .map(|reason| {
+                    reason.unwrap_or_else(|| {
+                        *empty.get_or_insert_with(|| {
+                            reason_codes.push(String::new());
+                            (reason_codes.len() - 1) as u32
+                        })
+                    })
+                })
+                .collect()
+        };
+        raw::Ranking { order, scores, reasons, reason_codes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_scores_orders_best_first_and_keeps_input_order_on_ties() {
+        let ranking = Ranking::from_scores(&[0.5, 2.0, f32::NAN, 2.0, -1.0], 4);
+        assert_eq!(ranking.order(), &[1, 3, 0, 4]);
+    }
+
+    #[test]
+    fn reasons_are_interned_and_missing_ones_become_the_empty_code() {
+        let mut ranking = Ranking::new();
+        ranking.push_with_reason(2, 1.0, "affinity");
+        ranking.push(0, 0.5);
+        ranking.push_with_reason(1, 0.2, "affinity");
+        assert_eq!(ranking.reason(1), None);
+        let raw = ranking.into_raw();
+        assert_eq!(raw.reason_codes, vec!["affinity".to_owned(), String::new()]);
+        assert_eq!(raw.reasons, vec![0, 1, 0]);
+    }
+
+    #[test]
+    fn a_ranking_without_reasons_sends_none() {
+        let mut ranking = Ranking::new();
+        ranking.push(0, 1.0);
+        let raw = ranking.into_raw();
+        assert!(raw.reasons.is_empty() && raw.reason_codes.is_empty());
+    }
+}

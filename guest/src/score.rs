@@ -1,0 +1,260 @@
+//! The scoring steps most policies share: normalisation, decay, smoothing, top-k selection and
+//! diversity re-ranking.
+//!
+//! Every function is deterministic: ties break by candidate index, NaN (a missing value) never
+//! poisons its neighbours, and transcendental functions come from [`crate::math`].
+
+use std::cmp::Ordering;
+
+use crate::math;
+
+/// Rescales the present (non-NaN) values to `[0, 1]` in place; NaN stays NaN. A column whose present
+/// values are all equal carries no information and becomes all `0.0`.
+pub fn min_max(values: &mut [f32]) {
+    let (lo, hi) = values
+        .iter()
+        .filter(|v| !v.is_nan())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let range = hi - lo;
+    for v in values.iter_mut().filter(|v| !v.is_nan()) {
+        *v = if range > 0.0 && range.is_finite() { (*v - lo) / range } else { 0.0 };
+    }
+}
+
+/// Standardises the present values to mean 0 and standard deviation 1 in place; NaN stays NaN. A
+/// constant column becomes all `0.0`.
+pub fn z_score(values: &mut [f32]) {
+    let present = values.iter().filter(|v| !v.is_nan()).count();
+    if present == 0 {
+        return;
+    }
+    let mean = values.iter().filter(|v| !v.is_nan()).map(|&v| v as f64).sum::<f64>() / present as f64;
+    let variance =
+        values.iter().filter(|v| !v.is_nan()).map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / present as f64;
+    let sd = variance.sqrt();
+    for v in values.iter_mut().filter(|v| !v.is_nan()) {
+        *v = if sd > 0.0 { ((*v as f64 - mean) / sd) as f32 } else { 0.0 };
+    }
+}
+
+/// Exponential decay with a half-life: `1` at `age = 0`, `0.5` at `age = half_life`, towards `0`
+/// after. Negative ages count as `0`.
+#[inline]
+pub fn decay(age: f32, half_life: f32) -> f32 {
+    math::exp(-std::f32::consts::LN_2 * age.max(0.0) / half_life)
+}
+
+/// A rate shrunk toward a prior: `(successes + prior_rate * prior_weight) / (trials + prior_weight)`.
+///
+/// With few trials the answer stays near `prior_rate`; with many it approaches the observed rate.
+/// This is the posterior mean of a Beta–Binomial model with `prior_weight` pseudo-trials.
+#[inline]
+pub fn smoothed_rate(successes: f32, trials: f32, prior_rate: f32, prior_weight: f32) -> f32 {
+    (successes.max(0.0) + prior_rate * prior_weight) / (trials.max(0.0) + prior_weight)
+}
+
+/// `ln(1 + x)` for non-negative counts, a common squashing of popularity counts.
+#[inline]
+pub fn log_count(count: f32) -> f32 {
+    math::ln_1p(count.max(0.0))
+}
+
+fn best_first(scores: &[f32]) -> impl Fn(&u32, &u32) -> Ordering + '_ {
+    move |&a, &b| {
+        let (sa, sb) = (scores[a as usize], scores[b as usize]);
+        match (sa.is_nan(), sb.is_nan()) {
+            (false, false) => sb.total_cmp(&sa).then(a.cmp(&b)),
+            (true, true) => a.cmp(&b),
+            (nan_a, nan_b) => nan_a.cmp(&nan_b),
+        }
+    }
+}
+
+/// The indices of the `k` best scores, best first. Ties keep input order; NaN scores come last.
+///
+/// Selects in `O(n)` and sorts only the top `k`.
+pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
+    let k = k.min(scores.len());
+    let mut indices: Vec<u32> = (0..scores.len() as u32).collect();
+    let compare = best_first(scores);
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < indices.len() {
+        indices.select_nth_unstable_by(k - 1, &compare);
+        indices.truncate(k);
+    }
+    indices.sort_unstable_by(&compare);
+    indices
+}
+
+/// Sorts a list of candidate indices by score, best first (ties keep index order, NaN last).
+pub fn sort_by_score(indices: &mut [u32], scores: &[f32]) {
+    indices.sort_unstable_by(best_first(scores));
+}
+
+/// Jaccard similarity of two tag sets (`|a ∩ b| / |a ∪ b|`), for the short tag lists candidates
+/// carry. Two empty sets are not similar (`0`).
+pub fn jaccard(a: &[u32], b: &[u32]) -> f32 {
+    if a.is_empty() && b.is_empty() {
+        return 0.0;
+    }
+    let common = a.iter().filter(|t| b.contains(t)).count();
+    common as f32 / (a.len() + b.len() - common) as f32
+}
+
+/// Maximal marginal relevance: picks `k` of `pool` greedily, each time the candidate maximising
+/// `lambda * relevance[i] - (1 - lambda) * max_similarity(i, already picked)`.
+///
+/// `lambda = 1` is pure relevance order; lower values trade relevance for diversity. Relevance
+/// should be on a comparable scale to similarity (for example [`min_max`]-normalised to `[0, 1]`).
+/// Ties break by position in `pool`. Costs `O(k · |pool|)` similarity calls.
+pub fn mmr(
+    pool: &[u32],
+    relevance: &[f32],
+    k: usize,
+    lambda: f32,
+    mut similarity: impl FnMut(u32, u32) -> f32,
+) -> Vec<u32> {
+    let k = k.min(pool.len());
+    let mut picked = Vec::with_capacity(k);
+    let mut remaining: Vec<u32> = pool.to_vec();
+    let mut max_similarity = vec![0.0f32; remaining.len()];
+    while picked.len() < k {
+        let mut best = 0;
+        let mut best_value = f32::NEG_INFINITY;
+        for (slot, &i) in remaining.iter().enumerate() {
+            let rel = relevance[i as usize];
+            let rel = if rel.is_nan() { f32::MIN } else { rel };
+            let value = lambda * rel - (1.0 - lambda) * max_similarity[slot];
+            if value > best_value {
+                best_value = value;
+                best = slot;
+            }
+        }
+        let chosen = remaining.remove(best);
+        max_similarity.remove(best);
+        for (slot, &i) in remaining.iter().enumerate() {
+            max_similarity[slot] = max_similarity[slot].max(similarity(chosen, i));
+        }
+        picked.push(chosen);
+    }
+    picked
+}
+
+/// Re-orders `order` so that among its first `window` items no key appears more than `max_per_key`
+/// times, whenever the rest of the list makes that possible; items keep their relative order
+/// otherwise. Items whose key is `None` are never limited.
+///
+/// This is the hard guarantee behind "the top of the page is not all one cuisine": for example
+/// `max_per_key = 2, window = 5` puts at least three distinct keys in the top five when three exist.
+pub fn cap_per_key<K: PartialEq>(
+    order: &[u32],
+    window: usize,
+    max_per_key: usize,
+    key: impl Fn(u32) -> Option<K>,
+) -> Vec<u32> {
+    let mut remaining: Vec<(u32, Option<K>)> = order.iter().map(|&i| (i, key(i))).collect();
+    let mut counts: Vec<(K, usize)> = Vec::new();
+    let mut result = Vec::with_capacity(order.len());
+    while result.len() < window.min(order.len()) {
+        let allowed = remaining.iter().position(|(_, k)| match k {
+            None => true,
+            Some(k) => counts.iter().find(|(c, _)| c == k).is_none_or(|(_, n)| *n < max_per_key),
+        });
+        let (i, k) = remaining.remove(allowed.unwrap_or(0));
+        if let Some(k) = k {
+            match counts.iter_mut().find(|(c, _)| *c == k) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((k, 1)),
+            }
+        }
+        result.push(i);
+    }
+    result.extend(remaining.into_iter().map(|(i, _)| i));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_max_keeps_missing_values_missing() {
+        let mut values = [2.0, f32::NAN, 4.0, 3.0];
+        min_max(&mut values);
+        assert_eq!(values[0], 0.0);
+        assert!(values[1].is_nan());
+        assert_eq!(values[2], 1.0);
+        assert_eq!(values[3], 0.5);
+        let mut constant = [5.0, 5.0];
+        min_max(&mut constant);
+        assert_eq!(constant, [0.0, 0.0]);
+    }
+
+    #[test]
+    fn z_score_centres_and_scales() {
+        let mut values = [1.0, 2.0, 3.0, f32::NAN];
+        z_score(&mut values);
+        assert!((values[0] + values[2]).abs() < 1e-6 && values[1].abs() < 1e-6);
+        assert!(values[3].is_nan());
+    }
+
+    #[test]
+    fn decay_halves_at_the_half_life() {
+        assert_eq!(decay(0.0, 10.0), 1.0);
+        assert!((decay(10.0, 10.0) - 0.5).abs() < 1e-6);
+        assert!((decay(20.0, 10.0) - 0.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn smoothed_rate_moves_from_prior_to_observation() {
+        assert!((smoothed_rate(0.0, 0.0, 0.1, 50.0) - 0.1).abs() < 1e-6);
+        assert!((smoothed_rate(5_000.0, 10_000.0, 0.1, 50.0) - 0.498).abs() < 1e-3);
+    }
+
+    #[test]
+    fn top_k_selects_and_orders() {
+        let scores = [0.1, 0.9, f32::NAN, 0.5, 0.9, 0.3];
+        assert_eq!(top_k(&scores, 3), vec![1, 4, 3]);
+        assert_eq!(top_k(&scores, 10), vec![1, 4, 3, 5, 0, 2]);
+        assert!(top_k(&scores, 0).is_empty());
+    }
+
+    #[test]
+    fn mmr_with_lambda_one_is_relevance_order() {
+        let relevance = [0.2, 1.0, 0.5];
+        assert_eq!(mmr(&[0, 1, 2], &relevance, 3, 1.0, |_, _| 1.0), vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn mmr_penalises_items_similar_to_those_picked() {
+        // 0 and 1 are near-duplicates; 2 is different and a little less relevant.
+        let relevance = [1.0, 0.95, 0.8];
+        let similar = |a: u32, b: u32| if a.min(b) == 0 && a.max(b) == 1 { 1.0 } else { 0.0 };
+        assert_eq!(mmr(&[0, 1, 2], &relevance, 3, 0.7, similar), vec![0, 2, 1]);
+    }
+
+    #[test]
+    fn cap_per_key_spreads_the_window() {
+        let keys = ['a', 'a', 'a', 'a', 'b', 'b', 'b', 'c'];
+        let order: Vec<u32> = (0..8).collect();
+        let capped = cap_per_key(&order, 5, 2, |i| Some(keys[i as usize]));
+        assert_eq!(capped, vec![0, 1, 4, 5, 7, 2, 3, 6]);
+        let distinct: std::collections::BTreeSet<char> = capped[..5].iter().map(|&i| keys[i as usize]).collect();
+        assert_eq!(distinct.len(), 3);
+    }
+
+    #[test]
+    fn cap_per_key_falls_back_to_order_when_keys_run_out() {
+        let order = [0, 1, 2];
+        assert_eq!(cap_per_key(&order, 3, 1, |_| Some('a')), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn jaccard_of_tag_sets() {
+        assert_eq!(jaccard(&[1, 2], &[2, 3]), 1.0 / 3.0);
+        assert_eq!(jaccard(&[], &[]), 0.0);
+        assert_eq!(jaccard(&[4], &[4]), 1.0);
+    }
+}

@@ -1,0 +1,16 @@
+//! Relish: a host that runs personalisation policies as WebAssembly components.
+//!
+//! Policies are components of the `relish:policy` world (`wit/policy.wit`), written against the
+//! `relish-guest` SDK. This crate is everything around them:
+//!
+//! - [`runtime`]: the one wrapper around wasmtime: load, check, compile and pre-instantiate a
+//!   component once, then run each call on a fresh pooled instance under a deadline, a memory cap
+//!   and output validation.
+//! - [`wire`]: the JSON request and response, decoded straight into the contract's columns.
+//! - [`builder`]: `relish build`, which compiles policy crates to components with no WASI imports.
+//! - [`fallback`]: the answer when a policy fails: a page never fails because a policy did.
+
+pub mod builder;
+pub mod fallback;
+pub mod runtime;
+pub mod wire;

@@ -1,0 +1,223 @@
+//! `relish`: build, inspect, run and serve personalisation policies.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use relish_host::builder::{self, BuildOptions};
+use relish_host::runtime::{Budget, Runtime, RuntimeConfig};
+use relish_host::wire::{self, DecodeOptions, Fallback, PolicyRef, Response};
+use relish_host::fallback;
+
+#[derive(Parser)]
+#[command(name = "relish", version, about = "Run personalisation policies as WebAssembly components")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build policy crates into components (`<target>/policies/<name>.wasm`).
+    Build {
+        /// The workspace or crate to build (default: the current directory's workspace).
+        #[arg(long)]
+        manifest_path: Option<PathBuf>,
+        /// Build only these packages (default: every cdylib that depends on relish-guest).
+        #[arg(short, long = "package")]
+        packages: Vec<String>,
+        /// Where to put the components (default: `<target dir>/policies`).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Skip loading each component into a runtime to check it.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Print a component's metadata, imports and exports.
+    Inspect {
+        /// The component.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank one JSON request with one component and print the response.
+    Rank {
+        /// The policy component.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The request (row or columnar shape); `-` reads standard input.
+        #[arg(long)]
+        request: PathBuf,
+        /// The surface, when the request does not name one (default: the policy's first surface).
+        #[arg(long)]
+        surface: Option<String>,
+        /// A policy parameter, `key=value`; repeatable.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// The call's deadline in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        deadline_ms: u64,
+        /// Print compact JSON.
+        #[arg(long)]
+        compact: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Build { manifest_path, packages, out_dir, no_verify } => {
+            build(BuildOptions { manifest_path, packages, out_dir, target: None, quiet: false }, !no_verify)
+        }
+        Command::Inspect { file, json } => inspect(&file, json),
+        Command::Rank { policy, request, surface, params, deadline_ms, compact } => {
+            rank(&policy, &request, surface, &params, Duration::from_millis(deadline_ms), compact)
+        }
+    }
+}
+
+fn build(options: BuildOptions, verify: bool) -> anyhow::Result<ExitCode> {
+    let built = builder::build(&options)?;
+    let runtime = if verify { Some(Runtime::new(RuntimeConfig::default())?) } else { None };
+    for policy in &built {
+        let mut line = format!("{:<20} {:>8} bytes  {}  {}", policy.name, policy.size, policy.digest, policy.component.display());
+        if let Some(runtime) = &runtime {
+            let bytes = std::fs::read(&policy.component)?;
+            let loaded = runtime.load(&bytes).with_context(|| format!("{} does not load", policy.component.display()))?;
+            let metadata = loaded.metadata();
+            line.push_str(&format!("  ({} {}: {})", metadata.name, metadata.version, metadata.surfaces.join(", ")));
+        }
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(file: &PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let (imports, exports) = runtime.inspect_interfaces(&bytes)?;
+    let loaded = runtime.load(&bytes);
+    if json {
+        let report = serde_json::json!({
+            "file": file,
+            "size": bytes.len(),
+            "digest": relish_host::runtime::Digest::of(&bytes),
+            "imports": imports,
+            "exports": exports,
+            "metadata": loaded.as_ref().ok().map(|p| p.metadata()),
+            "error": loaded.as_ref().err().map(|e| e.to_string()),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("file:     {}", file.display());
+        println!("size:     {} bytes", bytes.len());
+        println!("digest:   {}", relish_host::runtime::Digest::of(&bytes));
+        println!("imports:  {}", if imports.is_empty() { "(none)".to_owned() } else { imports.join(", ") });
+        println!("exports:  {}", exports.join(", "));
+        match &loaded {
+            Ok(policy) => {
+                let m = policy.metadata();
+                println!("policy:   {} {}", m.name, m.version);
+                println!("about:    {}", m.description);
+                println!("surfaces: {}", m.surfaces.join(", "));
+                println!("params:");
+                for p in &m.params {
+                    println!("  {:<24} default {:<10} {}", p.name, p.default, p.description);
+                }
+                println!("features:");
+                for f in &m.features {
+                    println!("  {:<24} {:<10} {}", f.name, f.scope, f.description);
+                }
+            }
+            Err(error) => println!("rejected: {error}"),
+        }
+    }
+    Ok(if loaded.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn rank(
+    policy: &PathBuf,
+    request: &PathBuf,
+    surface: Option<String>,
+    params: &[String],
+    deadline: Duration,
+    compact: bool,
+) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(policy).with_context(|| format!("reading {}", policy.display()))?;
+    let body = if request.as_os_str() == "-" {
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)?;
+        body
+    } else {
+        std::fs::read(request).with_context(|| format!("reading {}", request.display()))?
+    };
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let policy = runtime.load(&bytes).with_context(|| format!("loading {}", policy.display()))?;
+    let started = Instant::now();
+    let now_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+    let options = DecodeOptions { now_unix_ms, ..DecodeOptions::default() };
+    let mut decoded = wire::decode(&body, &options).map_err(|e| anyhow::anyhow!("{}: {e}", request.display()))?;
+    let request = &mut decoded.request;
+    if let Some(surface) = surface {
+        request.surface = surface;
+    } else if request.surface.is_empty() {
+        request.surface = policy.metadata().surfaces.first().cloned().unwrap_or_default();
+    }
+    for param in params {
+        let Some((key, value)) = param.split_once('=') else {
+            bail!("--param `{param}` is not KEY=VALUE");
+        };
+        if !policy.metadata().params.iter().any(|p| p.name == key) {
+            let known: Vec<&str> = policy.metadata().params.iter().map(|p| p.name.as_str()).collect();
+            bail!("--param `{key}`: the policy has no such parameter (it reads: {})", known.join(", "));
+        }
+        request.params.push((key.to_owned(), value.to_owned()));
+    }
+    let budget = Budget { deadline, ..Budget::default() };
+    let (ranking, failure) = match policy.rank(request, &budget) {
+        Ok(ranking) => (ranking, None),
+        Err(error) => (fallback::input_order(request), Some(error)),
+    };
+    let detail = failure.as_ref().map(ToString::to_string).unwrap_or_default();
+    let metadata = policy.metadata();
+    let response = Response {
+        request_id: &request.request_id,
+        items: wire::Items { ranking: &ranking, request },
+        policy: Some(PolicyRef { name: &metadata.name, version: &metadata.version, digest: policy.digest() }),
+        fallback: failure.as_ref().map(|error| Fallback {
+            reason: error.reason(),
+            answered_by: fallback::INPUT_ORDER,
+            detail: &detail,
+        }),
+        took_us: started.elapsed().as_micros() as u64,
+    };
+    if compact {
+        println!("{}", String::from_utf8(response.to_json())?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+    }
+    if let Some(error) = failure {
+        eprintln!("error: the policy failed ({}): {error}; answered in input order", error.reason());
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}

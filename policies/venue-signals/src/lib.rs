@@ -1,0 +1,207 @@
+//! Venue signals shared by the venue policies (`popularity`, `discovery`, `category`).
+//!
+//! Not a policy itself (it has no `cdylib` target, so `relish build` skips it): a library of the
+//! non-personalised signals every venue ranking starts from, so that the personalised policies'
+//! cold-start answer *is* the popularity order, not a copy of it. Each policy lists the
+//! parameters and features it reads from here in its own [`relish_guest::Spec`].
+//!
+//! Feature conventions (candidate features): `is_open` is a 0/1 flag, missing means open;
+//! `conversions_7d` and `impressions_7d` are counts over the last seven days; `rating` is 0–10;
+//! `orders_7d` is a count; `eta_min` is the delivery estimate in minutes.
+
+use relish_guest::score::{self, decay, smoothed_rate};
+use relish_guest::{Feature, Param, RankError, Request};
+
+/// The parameters of the popularity score.
+pub mod params {
+    use super::Param;
+
+    /// Pseudo-impressions of the conversion prior.
+    pub const PRIOR_WEIGHT: Param = Param {
+        name: "prior_weight",
+        default: "200",
+        description: "Pseudo-impressions given to the prior conversion rate (the pooled rate of all candidates); \
+                      higher trusts small venues' own numbers less. 0..10000.",
+    };
+    /// Weight of the smoothed conversion rate.
+    pub const W_CONVERSION: Param = Param {
+        name: "w_conversion",
+        default: "1.0",
+        description: "Weight of the smoothed conversion rate (normalised to 0..1 across candidates).",
+    };
+    /// Weight of the rating.
+    pub const W_RATING: Param = Param {
+        name: "w_rating",
+        default: "0.6",
+        description: "Weight of the rating (0..10, scaled to 0..1; a missing rating counts as 0).",
+    };
+    /// Weight of recent orders.
+    pub const W_ORDERS: Param = Param {
+        name: "w_orders",
+        default: "0.4",
+        description: "Weight of ln(1 + orders_7d), normalised to 0..1 across candidates.",
+    };
+    /// ETA below which there is no penalty.
+    pub const ETA_FREE_MIN: Param = Param {
+        name: "eta_free_min",
+        default: "20",
+        description: "Delivery estimate in minutes up to which there is no ETA penalty.",
+    };
+    /// Half-life of the ETA penalty.
+    pub const ETA_HALF_LIFE_MIN: Param = Param {
+        name: "eta_half_life_min",
+        default: "25",
+        description: "Every this many minutes beyond eta_free_min halve the score (exponential penalty).",
+    };
+    /// ETA assumed when missing.
+    pub const ETA_MISSING_MIN: Param = Param {
+        name: "eta_missing_min",
+        default: "45",
+        description: "Delivery estimate assumed for candidates without eta_min.",
+    };
+
+    /// Every popularity parameter.
+    pub const ALL: [Param; 7] =
+        [PRIOR_WEIGHT, W_CONVERSION, W_RATING, W_ORDERS, ETA_FREE_MIN, ETA_HALF_LIFE_MIN, ETA_MISSING_MIN];
+}
+
+/// The candidate features the popularity score reads.
+pub mod features {
+    use super::Feature;
+
+    /// Open flag.
+    pub const IS_OPEN: Feature = Feature::candidate("is_open", "1 if the venue takes orders now, 0 if closed; missing = open.");
+    /// Conversions.
+    pub const CONVERSIONS_7D: Feature = Feature::candidate("conversions_7d", "Orders placed after seeing the venue, last 7 days.");
+    /// Impressions.
+    pub const IMPRESSIONS_7D: Feature = Feature::candidate("impressions_7d", "Times the venue was shown, last 7 days.");
+    /// Rating.
+    pub const RATING: Feature = Feature::candidate("rating", "Average rating, 0..10.");
+    /// Orders.
+    pub const ORDERS_7D: Feature = Feature::candidate("orders_7d", "Orders, last 7 days.");
+    /// ETA.
+    pub const ETA_MIN: Feature = Feature::candidate("eta_min", "Delivery estimate in minutes.");
+
+    /// Every popularity feature.
+    pub const ALL: [Feature; 6] = [IS_OPEN, CONVERSIONS_7D, IMPRESSIONS_7D, RATING, ORDERS_7D, ETA_MIN];
+}
+
+/// The popularity parameters, read once per request.
+#[derive(Debug, Clone, Copy)]
+pub struct Popularity {
+    prior_weight: f32,
+    w_conversion: f32,
+    w_rating: f32,
+    w_orders: f32,
+    eta: Eta,
+}
+
+/// The ETA penalty parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Eta {
+    free_min: f32,
+    half_life_min: f32,
+    missing_min: f32,
+}
+
+impl Eta {
+    /// Reads the ETA parameters.
+    pub fn read(request: &Request) -> Result<Self, RankError> {
+        let eta = Eta {
+            free_min: request.param(params::ETA_FREE_MIN.name)?,
+            half_life_min: request.param(params::ETA_HALF_LIFE_MIN.name)?,
+            missing_min: request.param(params::ETA_MISSING_MIN.name)?,
+        };
+        if eta.half_life_min <= 0.0 || !eta.half_life_min.is_finite() {
+            return Err(RankError::InvalidRequest(format!(
+                "parameter `eta_half_life_min` must be positive, got {}",
+                eta.half_life_min
+            )));
+        }
+        Ok(eta)
+    }
+
+    /// Each candidate's ETA factor in `(0, 1]`: 1 up to `eta_free_min`, halving every
+    /// `eta_half_life_min` minutes beyond.
+    pub fn factors(&self, request: &Request) -> Vec<f32> {
+        let eta = request.candidates().feature("eta_min");
+        (0..request.candidates().len())
+            .map(|i| decay(eta.get_or(i, self.missing_min) - self.free_min, self.half_life_min))
+            .collect()
+    }
+}
+
+impl Popularity {
+    /// Reads the popularity parameters.
+    pub fn read(request: &Request) -> Result<Self, RankError> {
+        Ok(Popularity {
+            prior_weight: request.param::<f32>(params::PRIOR_WEIGHT.name)?.max(0.0),
+            w_conversion: request.param(params::W_CONVERSION.name)?,
+            w_rating: request.param(params::W_RATING.name)?,
+            w_orders: request.param(params::W_ORDERS.name)?,
+            eta: Eta::read(request)?,
+        })
+    }
+
+    /// Each candidate's popularity score (higher is better), ETA penalty included.
+    ///
+    /// `(w_conversion · conversion + w_rating · rating / 10 + w_orders · orders) · eta_factor`,
+    /// where conversion is the rate shrunk toward the pooled rate of all candidates and then
+    /// min-max normalised, and orders is `ln(1 + orders_7d)` min-max normalised.
+    pub fn scores(&self, request: &Request) -> Vec<f32> {
+        let candidates = request.candidates();
+        let n = candidates.len();
+        let (conversions, impressions) = (candidates.feature("conversions_7d"), candidates.feature("impressions_7d"));
+        let (total_conversions, total_impressions) = (0..n).fold((0.0f32, 0.0f32), |(c, i), k| {
+            (c + conversions.get_or(k, 0.0).max(0.0), i + impressions.get_or(k, 0.0).max(0.0))
+        });
+        let prior_rate = if total_impressions > 0.0 { total_conversions / total_impressions } else { 0.0 };
+        let mut conversion: Vec<f32> = (0..n)
+            .map(|k| {
+                smoothed_rate(conversions.get_or(k, 0.0), impressions.get_or(k, 0.0), prior_rate, self.prior_weight)
+            })
+            .collect();
+        score::min_max(&mut conversion);
+        let orders_7d = candidates.feature("orders_7d");
+        let mut orders: Vec<f32> = (0..n).map(|k| score::log_count(orders_7d.get_or(k, 0.0))).collect();
+        score::min_max(&mut orders);
+        let rating = candidates.feature("rating");
+        let eta = self.eta.factors(request);
+        (0..n)
+            .map(|k| {
+                let rating = (rating.get_or(k, 0.0) / 10.0).clamp(0.0, 1.0);
+                let base = self.w_conversion * conversion[k] + self.w_rating * rating + self.w_orders * orders[k];
+                base * eta[k]
+            })
+            .collect()
+    }
+}
+
+/// Whether each candidate is open (`is_open` missing counts as open: the caller did not say it is
+/// closed).
+pub fn open_flags(request: &Request) -> Vec<bool> {
+    let is_open = request.candidates().feature("is_open");
+    (0..request.candidates().len()).map(|i| is_open.flag(i).unwrap_or(true)).collect()
+}
+
+/// Candidate indices with open ones first, each group best score first (ties by index).
+pub fn open_first(scores: &[f32], open: &[bool]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..scores.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        let (a_, b_) = (a as usize, b as usize);
+        open[b_].cmp(&open[a_]).then(scores[b_].total_cmp(&scores[a_])).then(a.cmp(&b))
+    });
+    order
+}
+
+/// The popularity ranking: open venues first, then by popularity score.
+pub fn popularity_ranking(request: &Request) -> Result<relish_guest::Ranking, RankError> {
+    let scores = Popularity::read(request)?.scores(request);
+    let open = open_flags(request);
+    let mut ranking = relish_guest::Ranking::with_capacity(request.limit());
+    for i in open_first(&scores, &open).into_iter().take(request.limit()) {
+        let i = i as usize;
+        ranking.push_with_reason(i, scores[i], if open[i] { "popular" } else { "closed" });
+    }
+    Ok(ranking)
+}
