@@ -1,0 +1,9 @@
+//! End-to-end tests: bundled policies and test guests run through the real host runtime.
+//!
+//! One test binary with a module per area; shared helpers live in the `relish-tests` library.
+
+mod determinism;
+mod native;
+mod policies;
+mod rejection;
+mod validation;
