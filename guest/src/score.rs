@@ -4,8 +4,6 @@
 //! Every function is deterministic: ties break by candidate index, NaN (a missing value) never
 //! poisons its neighbours, and transcendental functions come from [`crate::math`].
 
-use std::cmp::Ordering;
-
 use crate::math;
 
 /// Rescales the present (non-NaN) values to `[0, 1]` in place; NaN stays NaN. A column whose present
@@ -14,7 +12,7 @@ pub fn min_max(values: &mut [f32]) {
     let (lo, hi) = values
         .iter()
         .filter(|v| !v.is_nan())
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (math::min(lo, v), math::max(hi, v)));
     let range = hi - lo;
     for v in values.iter_mut().filter(|v| !v.is_nan()) {
         *v = if range > 0.0 && range.is_finite() { (*v - lo) / range } else { 0.0 };
@@ -41,7 +39,7 @@ pub fn z_score(values: &mut [f32]) {
 /// after. Negative ages count as `0`.
 #[inline]
 pub fn decay(age: f32, half_life: f32) -> f32 {
-    math::exp(-std::f32::consts::LN_2 * age.max(0.0) / half_life)
+    math::exp(-std::f32::consts::LN_2 * math::max(age, 0.0) / half_life)
 }
 
 /// A rate shrunk toward a prior: `(successes + prior_rate * prior_weight) / (trials + prior_weight)`.
@@ -50,47 +48,63 @@ pub fn decay(age: f32, half_life: f32) -> f32 {
 /// This is the posterior mean of a Beta–Binomial model with `prior_weight` pseudo-trials.
 #[inline]
 pub fn smoothed_rate(successes: f32, trials: f32, prior_rate: f32, prior_weight: f32) -> f32 {
-    (successes.max(0.0) + prior_rate * prior_weight) / (trials.max(0.0) + prior_weight)
+    (math::max(successes, 0.0) + prior_rate * prior_weight) / (math::max(trials, 0.0) + prior_weight)
 }
 
 /// `ln(1 + x)` for non-negative counts, a common squashing of popularity counts.
 #[inline]
 pub fn log_count(count: f32) -> f32 {
-    math::ln_1p(count.max(0.0))
+    math::ln_1p(math::max(count, 0.0))
 }
 
-fn best_first(scores: &[f32]) -> impl Fn(&u32, &u32) -> Ordering + '_ {
-    move |&a, &b| {
-        let (sa, sb) = (scores[a as usize], scores[b as usize]);
-        match (sa.is_nan(), sb.is_nan()) {
-            (false, false) => sb.total_cmp(&sa).then(a.cmp(&b)),
-            (true, true) => a.cmp(&b),
-            (nan_a, nan_b) => nan_a.cmp(&nan_b),
-        }
+/// Maps a score to a `u32` that sorts the same way, with every NaN below every number. Sorting
+/// integers is much cheaper than sorting floats through a comparator, in wasm especially.
+#[inline]
+pub fn sort_key(score: f32) -> u32 {
+    if score.is_nan() {
+        return 0;
     }
+    let bits = score.to_bits();
+    if bits & 0x8000_0000 != 0 { !bits } else { bits | 0x8000_0000 }
+}
+
+/// Keys that order candidates best score first, ties by index: score key in the high half,
+/// inverted index in the low half, so one descending integer sort does both.
+#[inline]
+fn key(scores: &[f32], i: u32) -> u64 {
+    ((sort_key(scores[i as usize]) as u64) << 32) | (u32::MAX - i) as u64
+}
+
+#[inline]
+fn index(key: u64) -> u32 {
+    u32::MAX - key as u32
 }
 
 /// The indices of the `k` best scores, best first. Ties keep input order; NaN scores come last.
 ///
 /// Selects in `O(n)` and sorts only the top `k`.
 pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
-    let k = k.min(scores.len());
-    let mut indices: Vec<u32> = (0..scores.len() as u32).collect();
-    let compare = best_first(scores);
+    top_k_of(0..scores.len() as u32, scores, k)
+}
+
+/// [`top_k`] restricted to some candidates: the `k` best of `candidates`, best first.
+pub fn top_k_of(candidates: impl IntoIterator<Item = u32>, scores: &[f32], k: usize) -> Vec<u32> {
+    let mut keys: Vec<u64> = candidates.into_iter().map(|i| key(scores, i)).collect();
+    let k = k.min(keys.len());
     if k == 0 {
         return Vec::new();
     }
-    if k < indices.len() {
-        indices.select_nth_unstable_by(k - 1, &compare);
-        indices.truncate(k);
+    if k < keys.len() {
+        keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+        keys.truncate(k);
     }
-    indices.sort_unstable_by(&compare);
-    indices
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    keys.into_iter().map(index).collect()
 }
 
 /// Sorts a list of candidate indices by score, best first (ties keep index order, NaN last).
 pub fn sort_by_score(indices: &mut [u32], scores: &[f32]) {
-    indices.sort_unstable_by(best_first(scores));
+    indices.sort_unstable_by_key(|&i| std::cmp::Reverse(key(scores, i)));
 }
 
 /// Jaccard similarity of two tag sets (`|a ∩ b| / |a ∪ b|`), for the short tag lists candidates
@@ -101,6 +115,18 @@ pub fn jaccard(a: &[u32], b: &[u32]) -> f32 {
     }
     let common = a.iter().filter(|t| b.contains(t)).count();
     common as f32 / (a.len() + b.len() - common) as f32
+}
+
+/// [`jaccard`] over the tags for which `keep[tag]` is true (for example cuisines only, leaving out
+/// daypart tags), without allocating.
+pub fn jaccard_where(a: &[u32], b: &[u32], keep: &[bool]) -> f32 {
+    let kept = |t: &&u32| keep[**t as usize];
+    let (len_a, len_b) = (a.iter().filter(kept).count(), b.iter().filter(kept).count());
+    if len_a == 0 && len_b == 0 {
+        return 0.0;
+    }
+    let common = a.iter().filter(kept).filter(|t| b.contains(t)).count();
+    common as f32 / (len_a + len_b - common) as f32
 }
 
 /// Maximal marginal relevance: picks `k` of `pool` greedily, each time the candidate maximising
@@ -135,7 +161,7 @@ pub fn mmr(
         let chosen = remaining.remove(best);
         max_similarity.remove(best);
         for (slot, &i) in remaining.iter().enumerate() {
-            max_similarity[slot] = max_similarity[slot].max(similarity(chosen, i));
+            max_similarity[slot] = math::max(max_similarity[slot], similarity(chosen, i));
         }
         picked.push(chosen);
     }
@@ -219,6 +245,25 @@ mod tests {
         assert_eq!(top_k(&scores, 3), vec![1, 4, 3]);
         assert_eq!(top_k(&scores, 10), vec![1, 4, 3, 5, 0, 2]);
         assert!(top_k(&scores, 0).is_empty());
+    }
+
+    #[test]
+    fn top_k_of_a_subset_and_sorting_agree_with_top_k() {
+        let scores = [0.3, -0.0, 0.0, -2.0, f32::NAN, 7.5, 0.3];
+        assert_eq!(top_k_of([6, 0, 3], &scores, 2), vec![0, 6]);
+        let mut all: Vec<u32> = (0..7).collect();
+        sort_by_score(&mut all, &scores);
+        assert_eq!(all, top_k(&scores, 7));
+        assert_eq!(all, vec![5, 0, 6, 2, 1, 3, 4]);
+    }
+
+    #[test]
+    fn sort_keys_keep_the_order_of_numbers() {
+        let values = [f32::NEG_INFINITY, -3.0, -0.5, -0.0, 0.0, 1e-30, 0.5, 9.0, f32::INFINITY];
+        for pair in values.windows(2) {
+            assert!(sort_key(pair[0]) < sort_key(pair[1]), "{} < {}", pair[0], pair[1]);
+        }
+        assert!(sort_key(f32::NAN) < sort_key(f32::NEG_INFINITY));
     }
 
     #[test]

@@ -20,8 +20,8 @@
 //! the first `diversity_window` places. Closed venues come last. Users without features
 //! (anonymous, or unknown to the feature store) get the popularity order unchanged.
 
-use relish_guest::score::{self, cap_per_key, decay, jaccard, mmr};
-use relish_guest::{Feature, Param, Policy, RankError, Ranking, Request, Spec};
+use relish_guest::score::{self, cap_per_key, decay, jaccard_where, mmr};
+use relish_guest::{Feature, Param, Policy, RankError, Ranking, Request, Spec, math};
 use relish_venue_signals::{Eta, Popularity, open_first, open_flags, popularity_ranking};
 
 /// The discovery policy.
@@ -109,8 +109,9 @@ impl Policy for Discovery {
             .collect();
 
         let open = open_flags(request);
-        let by_relevance = open_first(&relevance, &open);
-        let open_count = open.iter().filter(|&&o| o).count();
+        // Only the places that can be shown matter: the MMR pool or the limit, whichever is more.
+        let by_relevance = open_first(&relevance, &open, request.limit().max(weights.mmr_pool));
+        let open_count = by_relevance.iter().take_while(|&&i| open[i as usize]).count();
         let (open_order, closed_order) = by_relevance.split_at(open_count);
         let order = diversify(request, &relevance, open_order, &weights);
 
@@ -184,8 +185,8 @@ fn signals(request: &Request) -> Result<Vec<Signals>, RankError> {
     let candidates = request.candidates();
     let n = candidates.len();
     let affinity_by_tag = request.user().features_by_tag("affinity.");
-    let saturation: f32 = request.param::<f32>("reorder_saturation")?.max(1e-3);
-    let half_life: f32 = request.param::<f32>("reorder_half_life_days")?.max(1e-3);
+    let saturation = math::max(request.param("reorder_saturation")?, 1e-3);
+    let half_life = math::max(request.param("reorder_half_life_days")?, 1e-3);
     let (orders, last_days) = (candidates.feature("user_orders"), candidates.feature("user_last_order_days"));
     let daypart_tag = match request.hour() {
         5..=10 => request.tags().id("breakfast"),
@@ -206,11 +207,11 @@ fn signals(request: &Request) -> Result<Vec<Signals>, RankError> {
                 .tags(i)
                 .iter()
                 .filter_map(|&t| affinity_by_tag[t as usize])
-                .fold(0.0f32, f32::max)
-                .clamp(0.0, 1.0);
+                .fold(0.0f32, math::max);
+            let affinity = math::clamp(affinity, 0.0, 1.0);
             let reorder = match orders.get(i) {
                 Some(count) if count > 0.0 => {
-                    (count / saturation).min(1.0) * last_days.get(i).map_or(1.0, |days| decay(days, half_life))
+                    math::min(count / saturation, 1.0) * last_days.get(i).map_or(1.0, |days| decay(days, half_life))
                 }
                 _ => 0.0,
             };
@@ -226,19 +227,18 @@ fn signals(request: &Request) -> Result<Vec<Signals>, RankError> {
 /// MMR over the most relevant open venues, then the per-cuisine cap on the first places.
 fn diversify(request: &Request, relevance: &[f32], open_order: &[u32], w: &Weights) -> Vec<u32> {
     let candidates = request.candidates();
-    let is_daypart = request.tags().mask(&DAYPARTS);
-    let cuisines: Vec<Vec<u32>> = (0..candidates.len())
-        .map(|i| candidates.tags(i).iter().copied().filter(|&t| !is_daypart[t as usize]).collect())
-        .collect();
+    let is_cuisine: Vec<bool> = request.tags().mask(&DAYPARTS).into_iter().map(|daypart| !daypart).collect();
+    let primary_cuisine = |i: u32| candidates.tags(i as usize).iter().copied().find(|&t| is_cuisine[t as usize]);
 
     let pool = &open_order[..open_order.len().min(w.mmr_pool)];
     let mut normalised = relevance.to_vec();
     score::min_max(&mut normalised);
     let mut order = mmr(pool, &normalised, w.mmr_depth, w.lambda, |a, b| {
-        jaccard(&cuisines[a as usize], &cuisines[b as usize])
+        jaccard_where(candidates.tags(a as usize), candidates.tags(b as usize), &is_cuisine)
     });
-    order.extend(open_order.iter().filter(|i| !order.contains(i)).copied().collect::<Vec<_>>());
-    cap_per_key(&order, w.window, w.max_per_cuisine, |i| cuisines[i as usize].first().copied())
+    let picked = order.len();
+    order.extend(open_order.iter().filter(|i| !order[..picked].contains(i)).copied().collect::<Vec<_>>());
+    cap_per_key(&order, w.window, w.max_per_cuisine, primary_cuisine)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! `orders_7d` is a count; `eta_min` is the delivery estimate in minutes.
 
 use relish_guest::score::{self, decay, smoothed_rate};
-use relish_guest::{Feature, Param, RankError, Request};
+use relish_guest::{Feature, Param, RankError, Request, math};
 
 /// The parameters of the popularity score.
 pub mod params {
@@ -135,7 +135,7 @@ impl Popularity {
     /// Reads the popularity parameters.
     pub fn read(request: &Request) -> Result<Self, RankError> {
         Ok(Popularity {
-            prior_weight: request.param::<f32>(params::PRIOR_WEIGHT.name)?.max(0.0),
+            prior_weight: math::max(request.param(params::PRIOR_WEIGHT.name)?, 0.0),
             w_conversion: request.param(params::W_CONVERSION.name)?,
             w_rating: request.param(params::W_RATING.name)?,
             w_orders: request.param(params::W_ORDERS.name)?,
@@ -153,7 +153,7 @@ impl Popularity {
         let n = candidates.len();
         let (conversions, impressions) = (candidates.feature("conversions_7d"), candidates.feature("impressions_7d"));
         let (total_conversions, total_impressions) = (0..n).fold((0.0f32, 0.0f32), |(c, i), k| {
-            (c + conversions.get_or(k, 0.0).max(0.0), i + impressions.get_or(k, 0.0).max(0.0))
+            (c + math::max(conversions.get_or(k, 0.0), 0.0), i + math::max(impressions.get_or(k, 0.0), 0.0))
         });
         let prior_rate = if total_impressions > 0.0 { total_conversions / total_impressions } else { 0.0 };
         let mut conversion: Vec<f32> = (0..n)
@@ -169,7 +169,7 @@ impl Popularity {
         let eta = self.eta.factors(request);
         (0..n)
             .map(|k| {
-                let rating = (rating.get_or(k, 0.0) / 10.0).clamp(0.0, 1.0);
+                let rating = math::clamp(rating.get_or(k, 0.0) / 10.0, 0.0, 1.0);
                 let base = self.w_conversion * conversion[k] + self.w_rating * rating + self.w_orders * orders[k];
                 base * eta[k]
             })
@@ -184,13 +184,15 @@ pub fn open_flags(request: &Request) -> Vec<bool> {
     (0..request.candidates().len()).map(|i| is_open.flag(i).unwrap_or(true)).collect()
 }
 
-/// Candidate indices with open ones first, each group best score first (ties by index).
-pub fn open_first(scores: &[f32], open: &[bool]) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-    order.sort_by(|&a, &b| {
-        let (a_, b_) = (a as usize, b as usize);
-        open[b_].cmp(&open[a_]).then(scores[b_].total_cmp(&scores[a_])).then(a.cmp(&b))
-    });
+/// The best `k` candidate indices with open ones first, each group best score first (ties by
+/// index).
+pub fn open_first(scores: &[f32], open: &[bool], k: usize) -> Vec<u32> {
+    let all = 0..scores.len() as u32;
+    let mut order = score::top_k_of(all.clone().filter(|&i| open[i as usize]), scores, k);
+    if order.len() < k {
+        let rest = k - order.len();
+        order.extend(score::top_k_of(all.filter(|&i| !open[i as usize]), scores, rest));
+    }
     order
 }
 
@@ -199,7 +201,7 @@ pub fn popularity_ranking(request: &Request) -> Result<relish_guest::Ranking, Ra
     let scores = Popularity::read(request)?.scores(request);
     let open = open_flags(request);
     let mut ranking = relish_guest::Ranking::with_capacity(request.limit());
-    for i in open_first(&scores, &open).into_iter().take(request.limit()) {
+    for i in open_first(&scores, &open, request.limit()) {
         let i = i as usize;
         ranking.push_with_reason(i, scores[i], if open[i] { "popular" } else { "closed" });
     }
