@@ -157,7 +157,7 @@ macro_rules! export_policy {
                 }
             }
 
-            $crate::bindings::export!(RelishExport with_types_in $crate::bindings);
+    $crate::bindings::export!(RelishExport with_types_in $crate::bindings);
         };
     };
 }

@@ -143,12 +143,7 @@ impl Request {
                 self.spec.name
             ))
         })?;
-        Ok(self
-            .raw
-            .params
-            .iter()
-            .find(|(key, _)| key == name)
-            .map_or(declared.default, |(_, value)| value.as_str()))
+        Ok(self.raw.params.iter().find(|(key, _)| key == name).map_or(declared.default, |(_, value)| value.as_str()))
     }
 
     /// The value of a parameter parsed as `T` (see [`Request::param_str`]).

@@ -197,16 +197,15 @@ fn cargo_metadata(manifest_path: Option<&Path>) -> anyhow::Result<Metadata> {
     if !output.status.success() {
         bail!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
-    Ok(serde_json::from_slice(&output.stdout).context("reading cargo metadata")?)
+    serde_json::from_slice(&output.stdout).context("reading cargo metadata")
 }
 
 /// The packages to build, with their library target names.
 fn select(metadata: &Metadata, wanted: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     let members: Vec<&Package> =
         metadata.packages.iter().filter(|p| metadata.workspace_members.contains(&p.id)).collect();
-    let cdylib = |p: &Package| {
-        p.targets.iter().find(|t| t.crate_types.iter().any(|c| c == "cdylib")).map(|t| t.name.clone())
-    };
+    let cdylib =
+        |p: &Package| p.targets.iter().find(|t| t.crate_types.iter().any(|c| c == "cdylib")).map(|t| t.name.clone());
     if wanted.is_empty() {
         let policies: Vec<(String, String)> = members
             .iter()

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use relish_host::builder::{self, BuildOptions};
+use relish_host::fallback;
 use relish_host::runtime::{Budget, Runtime, RuntimeConfig};
 use relish_host::wire::{self, DecodeOptions, Fallback, PolicyRef, Response};
-use relish_host::fallback;
 
 #[derive(Parser)]
 #[command(name = "relish", version, about = "Run personalisation policies as WebAssembly components")]
@@ -99,10 +99,12 @@ fn build(options: BuildOptions, verify: bool) -> anyhow::Result<ExitCode> {
     let built = builder::build(&options)?;
     let runtime = if verify { Some(Runtime::new(RuntimeConfig::default())?) } else { None };
     for policy in &built {
-        let mut line = format!("{:<20} {:>8} bytes  {}  {}", policy.name, policy.size, policy.digest, policy.component.display());
+        let mut line =
+            format!("{:<20} {:>8} bytes  {}  {}", policy.name, policy.size, policy.digest, policy.component.display());
         if let Some(runtime) = &runtime {
             let bytes = std::fs::read(&policy.component)?;
-            let loaded = runtime.load(&bytes).with_context(|| format!("{} does not load", policy.component.display()))?;
+            let loaded =
+                runtime.load(&bytes).with_context(|| format!("{} does not load", policy.component.display()))?;
             let metadata = loaded.metadata();
             line.push_str(&format!("  ({} {}: {})", metadata.name, metadata.version, metadata.surfaces.join(", ")));
         }

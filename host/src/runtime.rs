@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
@@ -33,8 +33,8 @@ mod bindings {
     });
 }
 
-pub use bindings::relish::policy::types;
 use bindings::relish::policy::host::LogLevel;
+pub use bindings::relish::policy::types;
 use bindings::{Ranker, RankerPre};
 
 /// The WIT package version this host serves.
@@ -160,6 +160,13 @@ impl std::str::FromStr for Digest {
 impl Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -349,7 +356,7 @@ pub enum InvalidOutput {
 }
 
 /// What a policy says about itself (the contract's `metadata`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Metadata {
     /// Policy name.
     pub name: String,
@@ -366,7 +373,7 @@ pub struct Metadata {
 }
 
 /// A parameter a policy reads.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParamSpec {
     /// Key.
     pub name: String,
@@ -387,14 +394,34 @@ pub struct FeatureSpec {
     pub description: String,
 }
 
+/// Reads a feature back from its stored form (the registry's manifest). Written by hand because
+/// `scope` is a `&'static str`, which derived code would borrow from the input.
+impl<'de> Deserialize<'de> for FeatureSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Stored {
+            name: String,
+            scope: String,
+            description: String,
+        }
+        let Stored { name, scope, description } = Stored::deserialize(deserializer)?;
+        let scope = match scope.as_str() {
+            "candidate" => "candidate",
+            "user" => "user",
+            other => return Err(serde::de::Error::custom(format!("unknown feature scope `{other}`"))),
+        };
+        Ok(FeatureSpec { name, scope, description })
+    }
+}
+
 impl Metadata {
     fn from_raw(raw: types::Metadata) -> Result<Self, LoadError> {
         let bad = |message: String| Err(LoadError::BadMetadata(message));
         if !is_identifier(&raw.name) {
-            return bad(format!("name `{}` must be 1-64 characters of a-z, 0-9, `-`, `_` or `.`", raw.name));
+            return bad(format!("name `{}` must be {IDENTIFIER_RULE}", raw.name));
         }
         if !is_identifier(&raw.version) {
-            return bad(format!("version `{}` must be 1-64 characters of a-z, 0-9, `-`, `_` or `.`", raw.version));
+            return bad(format!("version `{}` must be {IDENTIFIER_RULE}", raw.version));
         }
         if raw.surfaces.is_empty() {
             return bad("it lists no surfaces (use `*` for any surface)".to_owned());
@@ -435,10 +462,18 @@ impl Metadata {
     }
 }
 
-/// Whether `s` is a safe name or version: 1 to 64 of `a-z A-Z 0-9 - _ .`, not starting with `.`.
+/// What [`is_identifier`] allows, worded for error messages.
+pub const IDENTIFIER_RULE: &str = "1 to 64 characters of `a-z`, `A-Z`, `0-9`, `-`, `_` and `.`, not starting with `.` \
+                                   and without `..`";
+
+/// Whether `s` is a safe policy name, version or surface name (see [`IDENTIFIER_RULE`]).
+///
+/// Names travel in URL paths, log lines and file listings, so the set excludes path separators,
+/// NUL, whitespace and `..` even where they would be harmless in the one place at hand.
 pub fn is_identifier(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && !s.starts_with('.')
+        && !s.contains("..")
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
@@ -979,4 +1014,3 @@ impl Ranking {
         Some(self.raw.reason_codes[code as usize].as_str()).filter(|r| !r.is_empty())
     }
 }
-

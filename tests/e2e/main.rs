@@ -5,5 +5,6 @@
 mod determinism;
 mod native;
 mod policies;
+mod registry;
 mod rejection;
 mod validation;

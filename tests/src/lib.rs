@@ -33,11 +33,8 @@ fn index(built: Vec<Built>) -> HashMap<String, Built> {
 pub fn policies() -> &'static HashMap<String, Built> {
     static POLICIES: OnceLock<HashMap<String, Built>> = OnceLock::new();
     POLICIES.get_or_init(|| {
-        let options = BuildOptions {
-            manifest_path: Some(root().join("Cargo.toml")),
-            quiet: true,
-            ..BuildOptions::default()
-        };
+        let options =
+            BuildOptions { manifest_path: Some(root().join("Cargo.toml")), quiet: true, ..BuildOptions::default() };
         index(builder::build(&options).expect("building the bundled policies"))
     })
 }

@@ -126,11 +126,8 @@ fn locate(body: &[u8], options: &DecodeOptions<'_>, error: serde_json::Error, to
         Ok(()) => String::new(),
     };
     let kind = if too_large { DecodeErrorKind::TooLarge } else { DecodeErrorKind::Invalid };
-    let message = if error.is_eof() && error.line() > 0 {
-        format!("the body ends early ({error})")
-    } else {
-        error.to_string()
-    };
+    let message =
+        if error.is_eof() && error.line() > 0 { format!("the body ends early ({error})") } else { error.to_string() };
     DecodeError { kind, path, message }
 }
 
@@ -301,10 +298,9 @@ impl<'o> Builder<'o> {
                 ids: self.ids,
                 feature_names: self.feature_names,
                 features,
-                tags: self.candidate_tags.unwrap_or_else(|| types::TagColumn {
-                    offsets: vec![0; n + 1],
-                    indices: Vec::new(),
-                }),
+                tags: self
+                    .candidate_tags
+                    .unwrap_or_else(|| types::TagColumn { offsets: vec![0; n + 1], indices: Vec::new() }),
             },
             limit,
             params: Vec::new(),
@@ -782,11 +778,7 @@ impl<'de> Visitor<'de> for CandidatesSeed<'_, '_> {
         let values = values.unwrap_or_default();
         if values.len() != n * d {
             let message = if names_given || d > 0 {
-                format!(
-                    "`features` has {} values but {n} candidates × {d} feature names need {}",
-                    values.len(),
-                    n * d
-                )
+                format!("`features` has {} values but {n} candidates × {d} feature names need {}", values.len(), n * d)
             } else {
                 "`features` needs `feature_names`".to_owned()
             };

@@ -203,11 +203,8 @@ fn signals(request: &Request) -> Result<Vec<Signals>, RankError> {
     score::min_max(&mut popularity);
     Ok((0..n)
         .map(|i| {
-            let affinity = candidates
-                .tags(i)
-                .iter()
-                .filter_map(|&t| affinity_by_tag[t as usize])
-                .fold(0.0f32, math::max);
+            let affinity =
+                candidates.tags(i).iter().filter_map(|&t| affinity_by_tag[t as usize]).fold(0.0f32, math::max);
             let affinity = math::clamp(affinity, 0.0, 1.0);
             let reorder = match orders.get(i) {
                 Some(count) if count > 0.0 => {
@@ -284,7 +281,8 @@ mod tests {
         for i in 0..8 {
             builder = builder.candidate(&format!("pizza-{i}"), &[("rating", 9.0)], &["pizza"]);
         }
-        builder = builder.candidate("sushi", &[("rating", 5.0)], &["sushi"]).candidate("thai", &[("rating", 5.0)], &["thai"]);
+        builder =
+            builder.candidate("sushi", &[("rating", 5.0)], &["sushi"]).candidate("thai", &[("rating", 5.0)], &["thai"]);
         let top = top_ids(builder);
         let cuisines: std::collections::BTreeSet<&str> =
             top[..5].iter().map(|id| id.split('-').next().unwrap()).collect();

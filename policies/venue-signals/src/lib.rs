@@ -70,9 +70,11 @@ pub mod features {
     use super::Feature;
 
     /// Open flag.
-    pub const IS_OPEN: Feature = Feature::candidate("is_open", "1 if the venue takes orders now, 0 if closed; missing = open.");
+    pub const IS_OPEN: Feature =
+        Feature::candidate("is_open", "1 if the venue takes orders now, 0 if closed; missing = open.");
     /// Conversions.
-    pub const CONVERSIONS_7D: Feature = Feature::candidate("conversions_7d", "Orders placed after seeing the venue, last 7 days.");
+    pub const CONVERSIONS_7D: Feature =
+        Feature::candidate("conversions_7d", "Orders placed after seeing the venue, last 7 days.");
     /// Impressions.
     pub const IMPRESSIONS_7D: Feature = Feature::candidate("impressions_7d", "Times the venue was shown, last 7 days.");
     /// Rating.

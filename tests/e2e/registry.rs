@@ -1,0 +1,589 @@
+//! The policy registry with real components: immutable versions, activation and rollback, the
+//! crash-safe data directory, restart from cached artifacts.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use relish_host::registry::{Ending, Error, NameKind, Put, Registry, RegistryOptions};
+use relish_host::runtime::{Budget, Digest, Runtime, RuntimeConfig};
+use relish_tests::{decode, fixture, guest_bytes, policy_bytes, runtime};
+use tempfile::TempDir;
+
+/// A runtime of the test's own, for counting its compiles: the shared one compiles for every
+/// test running in parallel.
+fn own_runtime() -> Arc<Runtime> {
+    Runtime::new(RuntimeConfig { max_instances: 4, ..RuntimeConfig::default() }).expect("creating a runtime")
+}
+
+fn open_with(dir: &Path, runtime: Arc<Runtime>) -> Registry {
+    Registry::open(dir, runtime, RegistryOptions::default()).expect("opening the registry")
+}
+
+fn open(dir: &Path) -> Registry {
+    open_with(dir, runtime())
+}
+
+/// The same component with a custom section appended: still valid, the same metadata, other bytes.
+fn variant(bytes: &[u8]) -> Vec<u8> {
+    let name = b"relish-test";
+    let payload = [&[name.len() as u8][..], name, b"variant"].concat();
+    [bytes, &[0, payload.len() as u8], &payload].concat()
+}
+
+/// A call budget that a loaded test machine does not run out of: these tests are about which
+/// version answers, not how fast.
+fn patient() -> Budget {
+    Budget { deadline: Duration::from_secs(10), ..Budget::default() }
+}
+
+/// An empty registry in a new directory, on the shared runtime.
+fn empty() -> (TempDir, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    (dir, registry)
+}
+
+fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Every file under `dir` (relative path) with its contents, to show a directory did not change.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, files);
+            } else {
+                files.insert(path.strip_prefix(root).unwrap().to_path_buf(), fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(dir, dir, &mut files);
+    files
+}
+
+fn blob(dir: &Path, digest: Digest) -> PathBuf {
+    dir.join("blobs/sha256").join(format!("{}.wasm", digest.hex()))
+}
+
+fn artifact(dir: &Path, runtime: &Runtime, digest: Digest) -> PathBuf {
+    dir.join("artifacts").join(runtime.artifact_key()).join(format!("{}.cwasm", digest.hex()))
+}
+
+/// A data directory holding popularity and discovery, with popularity active on `home`.
+fn populated(runtime: Arc<Runtime>) -> (TempDir, Digest, Digest) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open_with(dir.path(), runtime);
+    let popularity = registry.put_version("popularity", "0.1.0", &policy_bytes("popularity"), "ci").unwrap();
+    let discovery = registry.put_version("discovery", "0.1.0", &policy_bytes("discovery"), "ci").unwrap();
+    registry.activate("home", "popularity", "0.1.0", BTreeMap::new(), "ops").unwrap();
+    (dir, popularity.version().digest, discovery.version().digest)
+}
+
+#[test]
+fn an_upload_is_stored_once_and_the_same_bytes_again_change_nothing() {
+    let (dir, registry) = empty();
+    let bytes = policy_bytes("popularity");
+
+    let Put::Created(info) = registry.put_version("popularity", "0.1.0", &bytes, "ci-token").unwrap() else {
+        panic!("the first upload creates the version")
+    };
+    assert_eq!((info.digest, info.size, info.uploaded_by.as_str()), (Digest::of(&bytes), bytes.len(), "ci-token"));
+    assert_eq!((info.metadata.name.as_str(), info.metadata.version.as_str()), ("popularity", "0.1.0"));
+    assert_eq!(fs::read(blob(dir.path(), info.digest)).unwrap(), bytes);
+    assert!(artifact(dir.path(), &runtime(), info.digest).exists(), "the artifact is stored with the upload");
+
+    let again = registry.put_version("popularity", "0.1.0", &bytes, "someone-else").unwrap();
+    assert_eq!(again, Put::Unchanged(info.clone()), "the first upload's record stays");
+    assert_eq!(registry.versions(), std::slice::from_ref(&info));
+    assert_eq!(registry.version("popularity", "0.1.0").unwrap(), info);
+}
+
+#[test]
+fn other_bytes_under_an_existing_version_are_a_conflict() {
+    let (_dir, registry) = empty();
+    let stored = registry.put_version("popularity", "0.1.0", &policy_bytes("popularity"), "ci").unwrap();
+
+    let error = registry.put_version("popularity", "0.1.0", &variant(&policy_bytes("popularity")), "ci").unwrap_err();
+    assert!(matches!(error, Error::VersionConflict { .. }), "{error}");
+    assert_eq!(error.status(), 409);
+    assert!(error.to_string().contains("popularity@0.1.0") && error.to_string().contains("new version"), "{error}");
+    assert_eq!(registry.versions(), [stored.version().clone()]);
+}
+
+#[test]
+fn unsafe_names_are_refused_before_anything_is_stored() {
+    let (dir, registry) = empty();
+    let before = snapshot(dir.path());
+    let bytes = policy_bytes("popularity");
+    let too_long = "a".repeat(65);
+    for bad in ["../x", "a/b", "a\0b", "", too_long.as_str(), "..", ".hidden", "a..b", "a b", "a\\b", "é"] {
+        let error = registry.put_version(bad, "0.1.0", &bytes, "ci").unwrap_err();
+        assert!(matches!(error, Error::InvalidName { kind: NameKind::Policy, .. }), "{bad:?}: {error}");
+        assert_eq!(error.status(), 422);
+        assert!(error.to_string().contains("1 to 64 characters"), "{error}");
+        let error = registry.put_version("popularity", bad, &bytes, "ci").unwrap_err();
+        assert!(matches!(error, Error::InvalidName { kind: NameKind::Version, .. }), "{bad:?}: {error}");
+        let error = registry.activate(bad, "popularity", "0.1.0", BTreeMap::new(), "ops").unwrap_err();
+        assert!(matches!(error, Error::InvalidName { kind: NameKind::Surface, .. }), "{bad:?}: {error}");
+        assert!(matches!(registry.rollback(bad, "ops", "", false), Err(Error::InvalidName { .. })));
+        assert!(matches!(registry.delete_version(bad, "0.1.0"), Err(Error::InvalidName { .. })));
+    }
+    // NUL is shown escaped, not written raw into a log line or response.
+    let error = registry.put_version("a\0b", "0.1.0", &bytes, "ci").unwrap_err();
+    assert!(error.to_string().contains(r#""a\0b""#), "{error}");
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn a_component_that_is_not_a_policy_is_refused_and_nothing_is_stored() {
+    let (dir, registry) = empty();
+    let before = snapshot(dir.path());
+    let good = policy_bytes("popularity");
+    for bytes in [Vec::new(), b"not wasm".to_vec(), good[..good.len() / 2].to_vec(), guest_bytes("wasi-import")] {
+        let error = registry.put_version("popularity", "0.1.0", &bytes, "ci").unwrap_err();
+        assert!(matches!(error, Error::InvalidComponent { .. }), "{error}");
+        assert_eq!(error.status(), 422);
+        assert!(error.to_string().contains("nothing was stored"), "{error}");
+    }
+    assert!(registry.versions().is_empty());
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn the_name_and_version_uploaded_must_be_the_ones_the_component_declares() {
+    let (dir, registry) = empty();
+    let before = snapshot(dir.path());
+    let bytes = policy_bytes("popularity");
+
+    let error = registry.put_version("discovery", "0.1.0", &bytes, "ci").unwrap_err();
+    assert!(matches!(&error, Error::MetadataMismatch { field: "name", declared, .. } if declared == "popularity"));
+    assert_eq!(error.status(), 422);
+    assert!(error.to_string().contains("popularity@0.1.0"), "{error}");
+
+    let error = registry.put_version("popularity", "0.2.0", &bytes, "ci").unwrap_err();
+    assert!(matches!(&error, Error::MetadataMismatch { field: "version", declared, .. } if declared == "0.1.0"));
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn an_upload_over_the_size_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RegistryOptions { max_component_bytes: 1000, ..RegistryOptions::default() };
+    let registry = Registry::open(dir.path(), runtime(), options).unwrap();
+    let error = registry.put_version("popularity", "0.1.0", &policy_bytes("popularity"), "ci").unwrap_err();
+    assert!(matches!(error, Error::TooLarge { limit: 1000, .. }), "{error}");
+    assert_eq!(error.status(), 413);
+    assert!(registry.versions().is_empty());
+}
+
+#[test]
+fn activation_checks_the_version_the_surface_and_the_params() {
+    let (_dir, registry) = empty();
+    registry.put_version("discovery", "0.1.0", &policy_bytes("discovery"), "ci").unwrap();
+
+    let error = registry.activate("discovery", "discovery", "9.9.9", BTreeMap::new(), "ops").unwrap_err();
+    assert!(matches!(error, Error::UnknownVersion { .. }), "{error}");
+    assert_eq!(error.status(), 404);
+
+    let error = registry.activate("banners", "discovery", "0.1.0", BTreeMap::new(), "ops").unwrap_err();
+    assert!(matches!(error, Error::UnsupportedSurface { .. }), "{error}");
+    assert_eq!(error.status(), 422);
+    assert!(error.to_string().contains("discovery, category"), "{error}");
+
+    let error =
+        registry.activate("discovery", "discovery", "0.1.0", params(&[("diversityy", "1")]), "ops").unwrap_err();
+    assert!(matches!(&error, Error::UnknownParam { param, .. } if param == "diversityy"), "{error}");
+    assert_eq!(error.status(), 422);
+    assert!(error.to_string().contains("`diversity`"), "the known params are listed: {error}");
+
+    assert!(registry.active().is_empty() && registry.surfaces().is_empty(), "nothing was activated");
+
+    let activation =
+        registry.activate("discovery", "discovery", "0.1.0", params(&[("diversity", "0.5")]), "ops").unwrap();
+    let active = registry.active();
+    let home = &active["discovery"];
+    assert_eq!(home.activation, activation);
+    assert_eq!(home.policy.metadata().name, "discovery");
+    assert_eq!(home.activation.params, params(&[("diversity", "0.5")]));
+    let request = decode(&fixture("discovery-evening.json"));
+    assert!(!home.policy.rank(&request, &patient()).unwrap().is_empty(), "the active version ranks");
+}
+
+#[test]
+fn activating_what_is_already_current_changes_nothing() {
+    let (_dir, registry) = empty();
+    registry.put_version("popularity", "0.1.0", &policy_bytes("popularity"), "ci").unwrap();
+    let first = registry.activate("home", "popularity", "0.1.0", BTreeMap::new(), "ops").unwrap();
+    let again = registry.activate("home", "popularity", "0.1.0", BTreeMap::new(), "someone").unwrap();
+    assert_eq!(first, again);
+    assert_eq!(registry.surface("home").unwrap().history.len(), 1);
+}
+
+#[test]
+fn rollback_walks_back_through_the_history_then_fails() {
+    let (_dir, registry) = empty();
+    registry.put_version("popularity", "0.1.0", &policy_bytes("popularity"), "ci").unwrap();
+    registry.put_version("discovery", "0.1.0", &policy_bytes("discovery"), "ci").unwrap();
+    let current = |registry: &Registry| {
+        let active = registry.active();
+        let activation = &active["discovery"].activation;
+        assert_eq!(
+            active["discovery"].policy.metadata().name,
+            activation.policy,
+            "the loaded version is the active one"
+        );
+        (activation.policy.clone(), activation.params.get("diversity").cloned())
+    };
+    let none = BTreeMap::new();
+    registry.activate("discovery", "popularity", "0.1.0", none.clone(), "ops").unwrap();
+    registry.activate("discovery", "discovery", "0.1.0", none.clone(), "ops").unwrap();
+    registry.activate("discovery", "discovery", "0.1.0", params(&[("diversity", "0.9")]), "ops").unwrap();
+    assert_eq!(current(&registry), ("discovery".to_owned(), Some("0.9".to_owned())));
+
+    let back = registry.rollback("discovery", "oncall", "too samey", false).unwrap();
+    assert_eq!((back.policy.as_str(), back.restores, back.actor.as_str()), ("discovery", Some(1), "oncall"));
+    assert_eq!(current(&registry), ("discovery".to_owned(), None));
+    registry.rollback("discovery", "oncall", "still bad", false).unwrap();
+    assert_eq!(current(&registry), ("popularity".to_owned(), None));
+
+    let error = registry.rollback("discovery", "oncall", "again", false).unwrap_err();
+    assert!(matches!(error, Error::NoRollbackTarget { .. }), "{error}");
+    assert_eq!(error.status(), 409);
+
+    let history = registry.surface("discovery").unwrap().history;
+    let endings: Vec<&str> = history
+        .iter()
+        .map(|a| match &a.ended {
+            None => "current",
+            Some(Ending::Superseded { .. }) => "superseded",
+            Some(Ending::RolledBack { automatic: false, .. }) => "rolled back",
+            Some(_) => "other",
+        })
+        .collect();
+    assert_eq!(endings, ["superseded", "superseded", "rolled back", "rolled back", "current"]);
+    assert!(
+        matches!(&history[2].ended, Some(Ending::RolledBack { reason, actor, .. }) if reason == "too samey" && actor == "oncall")
+    );
+}
+
+#[test]
+fn rollback_needs_an_earlier_activation() {
+    let (_dir, registry) = empty();
+    let error = registry.rollback("home", "oncall", "", false).unwrap_err();
+    assert!(matches!(error, Error::UnknownSurface { .. }), "{error}");
+    assert_eq!(error.status(), 404);
+
+    registry.put_version("popularity", "0.1.0", &policy_bytes("popularity"), "ci").unwrap();
+    registry.activate("home", "popularity", "0.1.0", BTreeMap::new(), "ops").unwrap();
+    let error = registry.rollback("home", "oncall", "", false).unwrap_err();
+    assert!(matches!(error, Error::NoRollbackTarget { .. }), "{error}");
+    assert_eq!(registry.surface("home").unwrap().history.len(), 1, "a failed rollback changes nothing");
+}
+
+#[test]
+fn an_automatic_rollback_marks_the_version_and_never_returns_to_a_marked_one() {
+    let (_dir, registry) = empty();
+    registry.put_version("popularity", "0.1.0", &policy_bytes("popularity"), "ci").unwrap();
+    registry.put_version("discovery", "0.1.0", &policy_bytes("discovery"), "ci").unwrap();
+    let none = BTreeMap::new();
+    registry.activate("discovery", "popularity", "0.1.0", none.clone(), "ops").unwrap();
+    registry.activate("discovery", "discovery", "0.1.0", none.clone(), "ops").unwrap();
+
+    let back = registry.rollback("discovery", "relish", "error rate 12%", true).unwrap();
+    assert_eq!(back.policy, "popularity");
+    let marked = registry.version("discovery", "0.1.0").unwrap().auto_rollback.expect("discovery is marked");
+    assert_eq!((marked.surface.as_str(), marked.reason.as_str()), ("discovery", "error rate 12%"));
+    assert!(registry.version("popularity", "0.1.0").unwrap().auto_rollback.is_none());
+
+    // An operator may still activate it by hand; then popularity again.
+    registry.activate("discovery", "discovery", "0.1.0", none.clone(), "ops").unwrap();
+    registry.activate("discovery", "popularity", "0.1.0", none, "ops").unwrap();
+
+    // History: popularity, discovery (auto-rolled back), popularity (restores 0), discovery,
+    // popularity. A manual rollback would return to discovery; an automatic one skips it.
+    let back = registry.rollback("discovery", "relish", "latency", true).unwrap();
+    assert_eq!((back.policy.as_str(), back.restores), ("popularity", Some(2)), "the marked discovery is skipped");
+    assert!(registry.version("popularity", "0.1.0").unwrap().auto_rollback.is_some());
+    let error = registry.rollback("discovery", "relish", "still", true).unwrap_err();
+    assert!(matches!(error, Error::NoRollbackTarget { automatic: true, .. }), "{error}");
+}
+
+#[test]
+fn an_active_version_cannot_be_deleted_and_an_inactive_one_takes_its_files_along() {
+    let runtime = own_runtime();
+    let (dir, popularity, discovery) = populated(runtime.clone());
+    let registry = open_with(dir.path(), runtime.clone());
+
+    let error = registry.delete_version("popularity", "0.1.0").unwrap_err();
+    assert!(matches!(&error, Error::VersionActive { surfaces, .. } if surfaces == &["home"]), "{error}");
+    assert_eq!(error.status(), 409);
+    assert!(error.to_string().contains("home"), "{error}");
+
+    let deleted = registry.delete_version("discovery", "0.1.0").unwrap();
+    assert_eq!(deleted.digest, discovery);
+    assert!(!blob(dir.path(), discovery).exists() && !artifact(dir.path(), &runtime, discovery).exists());
+    assert!(blob(dir.path(), popularity).exists());
+    assert!(matches!(registry.version("discovery", "0.1.0"), Err(Error::UnknownVersion { .. })));
+    let error = registry.delete_version("discovery", "0.1.0").unwrap_err();
+    assert_eq!(error.status(), 404);
+
+    drop(registry);
+    let registry = open_with(dir.path(), runtime);
+    assert_eq!(registry.versions().len(), 1, "the deletion is persisted");
+}
+
+#[test]
+fn a_rollback_skips_a_version_deleted_since() {
+    let (_dir, registry) = empty();
+    registry.put_version("popularity", "0.1.0", &policy_bytes("popularity"), "ci").unwrap();
+    registry.put_version("discovery", "0.1.0", &policy_bytes("discovery"), "ci").unwrap();
+    registry.activate("discovery", "popularity", "0.1.0", BTreeMap::new(), "ops").unwrap();
+    registry.activate("discovery", "discovery", "0.1.0", BTreeMap::new(), "ops").unwrap();
+    registry.activate("discovery", "discovery", "0.1.0", params(&[("diversity", "1")]), "ops").unwrap();
+    registry.activate("category", "popularity", "0.1.0", BTreeMap::new(), "ops").unwrap();
+    registry.activate("discovery", "popularity", "0.1.0", BTreeMap::new(), "ops").unwrap();
+    registry.activate("category", "discovery", "0.1.0", BTreeMap::new(), "ops").unwrap();
+    // popularity is active nowhere now, and can go; discovery is active on `category`.
+    registry.activate("discovery", "discovery", "0.1.0", params(&[("diversity", "2")]), "ops").unwrap();
+    registry.delete_version("popularity", "0.1.0").unwrap();
+
+    // `discovery` history: popularity, discovery, discovery(1), popularity, discovery(2). Back to
+    // discovery(1), skipping the deleted popularity.
+    let back = registry.rollback("discovery", "oncall", "", false).unwrap();
+    assert_eq!((back.policy.as_str(), back.params.get("diversity").map(String::as_str)), ("discovery", Some("1")));
+}
+
+#[test]
+fn a_restart_restores_versions_and_activations_without_compiling() {
+    let (dir, popularity, _) = populated(own_runtime());
+    {
+        let registry = open_with(dir.path(), own_runtime());
+        registry.activate("discovery", "discovery", "0.1.0", params(&[("diversity", "0.4")]), "ops").unwrap();
+        registry.activate("discovery", "popularity", "0.1.0", BTreeMap::new(), "ops").unwrap();
+        registry.rollback("discovery", "oncall", "revert", false).unwrap();
+    }
+    let before = fs::read(dir.path().join("manifest.json")).unwrap();
+
+    let runtime = own_runtime();
+    let registry = open_with(dir.path(), runtime.clone());
+    assert_eq!(runtime.compile_count(), 0, "active versions load from their artifacts");
+    assert_eq!(registry.versions().len(), 2);
+    let active = registry.active();
+    assert_eq!(active.len(), 2);
+    assert_eq!(active["home"].policy.digest(), popularity);
+    assert_eq!(active["discovery"].activation.policy, "discovery");
+    assert_eq!(active["discovery"].activation.params, params(&[("diversity", "0.4")]));
+    assert_eq!(registry.surface("discovery").unwrap().history.len(), 3);
+    let request = decode(&fixture("discovery-evening.json"));
+    assert!(!active["discovery"].policy.rank(&request, &patient()).unwrap().is_empty());
+
+    let loaded = registry.policy("popularity", "0.1.0").unwrap();
+    assert!(Arc::ptr_eq(&loaded, &active["home"].policy), "an active version is not loaded twice");
+    assert_eq!(runtime.compile_count(), 0);
+    assert_eq!(fs::read(dir.path().join("manifest.json")).unwrap(), before, "a clean open rewrites nothing");
+}
+
+#[test]
+fn inactive_versions_load_on_demand_from_their_artifacts_through_the_cache() {
+    let runtime = own_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let options = RegistryOptions { cache_capacity: 1.try_into().unwrap(), ..RegistryOptions::default() };
+    let registry = Registry::open(dir.path(), runtime.clone(), options.clone()).unwrap();
+    registry.put_version("popularity", "0.1.0", &policy_bytes("popularity"), "ci").unwrap();
+    registry.put_version("discovery", "0.1.0", &policy_bytes("discovery"), "ci").unwrap();
+    let compiled = runtime.compile_count();
+
+    // discovery, the last upload, is cached; popularity was evicted and loads from its artifact.
+    let discovery = registry.policy("discovery", "0.1.0").unwrap();
+    assert!(Arc::ptr_eq(&discovery, &registry.policy("discovery", "0.1.0").unwrap()));
+    let popularity = registry.policy("popularity", "0.1.0").unwrap();
+    assert!(Arc::ptr_eq(&popularity, &registry.policy("popularity", "0.1.0").unwrap()));
+    assert!(!Arc::ptr_eq(&discovery, &registry.policy("discovery", "0.1.0").unwrap()), "evicted, reloaded");
+    assert_eq!(runtime.compile_count(), compiled, "loads come from artifacts");
+
+    let error = registry.policy("popularity", "9").unwrap_err();
+    assert_eq!(error.status(), 404);
+}
+
+#[test]
+fn a_corrupted_artifact_is_detected_by_its_digest_and_recompiled() {
+    let runtime = own_runtime();
+    let (dir, popularity, _) = populated(runtime.clone());
+    let path = artifact(dir.path(), &runtime, popularity);
+    let mut bytes = fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+
+    let runtime = own_runtime();
+    let registry = open_with(dir.path(), runtime.clone());
+    assert_eq!(runtime.compile_count(), 1, "the corrupt artifact is not loaded but recompiled");
+    assert_eq!(registry.active()["home"].policy.digest(), popularity);
+    drop(registry);
+
+    let runtime = own_runtime();
+    open_with(dir.path(), runtime.clone());
+    assert_eq!(runtime.compile_count(), 0, "the recompiled artifact was stored");
+}
+
+#[test]
+fn artifacts_of_another_engine_are_ignored_and_removed() {
+    let runtime = own_runtime();
+    let (dir, popularity, _) = populated(runtime.clone());
+    let key = runtime.artifact_key();
+    let stale = dir.path().join("artifacts/0123456789abcdef01234567");
+    fs::rename(dir.path().join("artifacts").join(&key), &stale).unwrap();
+
+    let runtime = own_runtime();
+    let registry = open_with(dir.path(), runtime.clone());
+    assert_eq!(runtime.compile_count(), 1, "the active version is compiled for this engine");
+    assert!(!stale.exists());
+    assert!(artifact(dir.path(), &runtime, popularity).exists());
+    assert!(registry.active().contains_key("home"));
+}
+
+#[test]
+fn leftovers_of_interrupted_writes_are_removed_on_open() {
+    let runtime = own_runtime();
+    let (dir, popularity, _) = populated(runtime.clone());
+    let manifest = fs::read(dir.path().join("manifest.json")).unwrap();
+
+    // Crashed mid-upload after storing bytes and artifact, before the manifest: an orphan.
+    let orphan_bytes = variant(&policy_bytes("popularity"));
+    let orphan = Digest::of(&orphan_bytes);
+    fs::write(blob(dir.path(), orphan), &orphan_bytes).unwrap();
+    fs::write(artifact(dir.path(), &runtime, orphan), b"artifact").unwrap();
+    // Crashed while writing files: temporaries, one of them a whole new manifest never renamed.
+    let temporaries = [
+        dir.path().join(".tmp-999-0-manifest.json"),
+        dir.path().join("blobs/sha256/.tmp-999-1-abc.wasm"),
+        artifact(dir.path(), &runtime, popularity).with_file_name(".tmp-999-2-x.cwasm"),
+    ];
+    fs::write(&temporaries[0], br#"{"format": 1, "versions": [], "surfaces": []}"#).unwrap();
+    fs::write(&temporaries[1], &orphan_bytes[..100]).unwrap();
+    fs::write(&temporaries[2], b"partial").unwrap();
+
+    let runtime = own_runtime();
+    let registry = open_with(dir.path(), runtime.clone());
+    assert_eq!(registry.versions().len(), 2, "the manifest in place is the truth");
+    assert!(registry.active().contains_key("home"));
+    assert!(!blob(dir.path(), orphan).exists() && !artifact(dir.path(), &runtime, orphan).exists());
+    assert!(temporaries.iter().all(|t| !t.exists()), "temporaries are removed");
+    assert_eq!(fs::read(dir.path().join("manifest.json")).unwrap(), manifest);
+    assert_eq!(runtime.compile_count(), 0);
+}
+
+#[test]
+fn a_version_whose_component_is_gone_is_dropped_and_its_surface_returns_to_the_previous_activation() {
+    let runtime = own_runtime();
+    let (dir, popularity, discovery) = populated(runtime.clone());
+    {
+        let registry = open_with(dir.path(), runtime.clone());
+        registry.activate("discovery", "popularity", "0.1.0", BTreeMap::new(), "ops").unwrap();
+        registry.activate("discovery", "discovery", "0.1.0", BTreeMap::new(), "ops").unwrap();
+        registry.activate("category", "discovery", "0.1.0", BTreeMap::new(), "ops").unwrap();
+    }
+    // Disk damage: discovery's bytes are truncated. (The write order never does this.)
+    let path = blob(dir.path(), discovery);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+
+    let registry = open_with(dir.path(), runtime.clone());
+    assert!(matches!(registry.version("discovery", "0.1.0"), Err(Error::UnknownVersion { .. })));
+    let surface = registry.surface("discovery").unwrap();
+    let current = surface.current().unwrap();
+    assert_eq!((current.policy.as_str(), current.actor.as_str()), ("popularity", "relish"));
+    assert!(matches!(&surface.history[1].ended, Some(Ending::Repaired { reason, .. }) if reason.contains("digest")));
+    assert!(registry.surface("category").unwrap().current().is_none(), "no earlier activation to return to");
+    let active = registry.active();
+    assert_eq!(active.keys().collect::<Vec<_>>(), ["discovery", "home"]);
+    assert_eq!(active["discovery"].policy.digest(), popularity);
+    assert!(!path.exists(), "the damaged file is garbage now");
+    drop(registry);
+
+    // The repair was persisted: the next open finds nothing to do.
+    let manifest = fs::read(dir.path().join("manifest.json")).unwrap();
+    open_with(dir.path(), runtime);
+    assert_eq!(fs::read(dir.path().join("manifest.json")).unwrap(), manifest);
+}
+
+#[test]
+fn an_unreadable_manifest_stops_the_registry_from_opening() {
+    let (dir, _, _) = populated(own_runtime());
+    fs::write(dir.path().join("manifest.json"), b"{\"format\": 1, \"vers").unwrap();
+    let before = snapshot(dir.path());
+    let error = Registry::open(dir.path(), runtime(), RegistryOptions::default()).unwrap_err();
+    assert!(matches!(error, Error::Manifest { .. }), "{error}");
+    assert!(error.to_string().contains("manifest.json"), "{error}");
+    assert_eq!(snapshot(dir.path()), before, "nothing is cleaned up on the strength of a broken manifest");
+
+    fs::remove_file(dir.path().join("manifest.json")).unwrap();
+    let error = Registry::open(dir.path(), runtime(), RegistryOptions::default()).unwrap_err();
+    assert!(error.to_string().contains("missing"), "{error}");
+}
+
+#[test]
+fn one_data_directory_is_open_in_one_registry_at_a_time() {
+    let (dir, registry) = empty();
+    let error = Registry::open(dir.path(), runtime(), RegistryOptions::default()).unwrap_err();
+    assert!(matches!(error, Error::Locked { .. }), "{error}");
+    drop(registry);
+    open(dir.path());
+}
+
+#[test]
+fn concurrent_uploads_of_one_version_end_in_one_stored_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Arc::new(open(dir.path()));
+    let original = policy_bytes("popularity");
+    let other = variant(&original);
+    let barrier = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (registry, barrier) = (registry.clone(), barrier.clone());
+            let bytes = if i % 2 == 0 { original.clone() } else { other.clone() };
+            std::thread::spawn(move || {
+                barrier.wait();
+                (Digest::of(&bytes), registry.put_version("popularity", "0.1.0", &bytes, &format!("uploader-{i}")))
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+
+    let outcomes: Vec<String> = results
+        .iter()
+        .map(|(digest, result)| match result {
+            Ok(Put::Created(_)) => format!("{digest}: created"),
+            Ok(Put::Unchanged(_)) => format!("{digest}: unchanged"),
+            Err(error) => format!("{digest}: {error}"),
+        })
+        .collect();
+    let created: Vec<_> = results
+        .iter()
+        .filter_map(|(_, result)| match result {
+            Ok(Put::Created(info)) => Some(info.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 1, "{outcomes:#?}");
+    let winner = &created[0];
+    for (digest, result) in &results {
+        match result {
+            Ok(Put::Created(_)) => {}
+            Ok(Put::Unchanged(info)) => assert!(*digest == winner.digest && info == winner),
+            Err(Error::VersionConflict { existing, .. }) => {
+                assert!(*digest != winner.digest && *existing == winner.digest)
+            }
+            Err(error) => panic!("unexpected: {error}"),
+        }
+    }
+    assert_eq!(registry.versions(), std::slice::from_ref(winner));
+    let blobs: Vec<_> = fs::read_dir(dir.path().join("blobs/sha256")).unwrap().collect();
+    assert_eq!(blobs.len(), 1, "the losers' bytes were never stored");
+}
