@@ -651,7 +651,7 @@ impl Runtime {
                 features: Vec::new(),
             }),
         };
-        let budget = Budget { deadline: Duration::from_millis(100), ..Budget::default() };
+        let budget = Budget { deadline: Duration::from_secs(1), ..Budget::default() };
         let raw = policy.instance(&budget).and_then(|mut instance| instance.metadata());
         let raw = raw.map_err(|e| LoadError::Metadata(e.to_string()))?;
         policy.metadata = Arc::new(Metadata::from_raw(raw)?);

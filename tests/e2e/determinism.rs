@@ -1,13 +1,12 @@
 //! The same request and version give byte-identical answers.
 
-use relish_host::runtime::Budget;
 use relish_host::wire::{Items, Response};
-use relish_tests::{decode, guest, policy, runtime, synthetic};
+use relish_tests::{budget, decode, guest, policy, runtime, synthetic};
 
 /// The response bytes, without `took_us` (a measurement, not part of the answer).
 fn answer(policy: &relish_host::runtime::PolicyPre, json: &str) -> Vec<u8> {
     let request = decode(json);
-    let ranking = policy.rank(&request, &Budget::default()).expect("the policy answers");
+    let ranking = policy.rank(&request, &budget()).expect("the policy answers");
     let metadata = policy.metadata();
     Response {
         request_id: &request.request_id,

@@ -1,13 +1,13 @@
 //! A policy's native build and its component agree bit for bit on the same request.
 
 use relish_guest::Policy;
-use relish_host::runtime::{Budget, types};
+use relish_host::runtime::types;
 use relish_policy_discovery::Discovery;
 use relish_policy_popularity::Popularity;
-use relish_tests::{decode, fixture, policy, synthetic, to_guest};
+use relish_tests::{budget, decode, fixture, policy, synthetic, to_guest};
 
 fn agree<P: Policy>(name: &str, request: &types::Request) {
-    let wasm = policy(name).rank(request, &Budget::default()).expect("the component answers");
+    let wasm = policy(name).rank(request, &budget()).expect("the component answers");
     let native = relish_guest::rank_raw::<P>(to_guest(request)).expect("the native build answers");
     assert_eq!(wasm.order(), native.order.as_slice(), "{name}: order");
     let bits = |scores: &[f32]| scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>();

@@ -1,10 +1,10 @@
 //! The bundled policies keep their promises when run through the host.
 
-use relish_host::runtime::{Budget, types};
-use relish_tests::{decode, fixture, ids, policy, synthetic};
+use relish_host::runtime::types;
+use relish_tests::{budget, decode, fixture, ids, policy, synthetic};
 
 fn rank(name: &str, request: &types::Request) -> Vec<String> {
-    let ranking = policy(name).rank(request, &Budget::default()).expect("the policy answers");
+    let ranking = policy(name).rank(request, &budget()).expect("the policy answers");
     ids(request, ranking.order())
 }
 
@@ -51,7 +51,7 @@ fn discovery_keeps_three_cuisines_in_the_top_five() {
             candidate["id"] = serde_json::json!(format!("pizza-{i}"));
         }
         let request = decode(&json.to_string());
-        let ranking = policy("discovery").rank(&request, &Budget::default()).unwrap();
+        let ranking = policy("discovery").rank(&request, &budget()).unwrap();
         let cuisines: std::collections::BTreeSet<u32> =
             ranking.order()[..5].iter().map(|&i| primary_cuisine(&request, i)).collect();
         assert!(cuisines.len() >= 3, "seed {seed}: top five {:?}", ids(&request, &ranking.order()[..5]));
@@ -91,8 +91,8 @@ fn a_null_feature_is_treated_as_missing() {
     );
     assert!(with_null.candidates.features[0].is_nan(), "the matrix holds NaN for the missing value");
     for name in ["popularity", "discovery"] {
-        let a = policy(name).rank(&with_null, &Budget::default()).unwrap();
-        let b = policy(name).rank(&without, &Budget::default()).unwrap();
+        let a = policy(name).rank(&with_null, &budget()).unwrap();
+        let b = policy(name).rank(&without, &budget()).unwrap();
         assert_eq!(a.order(), b.order(), "{name}");
         assert_eq!(a.scores(), b.scores(), "{name}");
         assert_eq!(ids(&with_null, a.order())[0], "b", "{name}: the rated venue wins");
@@ -107,7 +107,7 @@ fn both_policies_answer_randomized_requests_within_the_contract() {
         let n = [0, 1, 2, 7, 50, 333][seed as usize % 6];
         let request = decode(&synthetic::venues(n, seed, seed % 3 == 0).to_string());
         for name in ["popularity", "discovery"] {
-            let ranking = policy(name).rank(&request, &Budget::default());
+            let ranking = policy(name).rank(&request, &budget());
             let ranking = ranking.unwrap_or_else(|e| panic!("{name}, seed {seed}, {n} candidates: {e}"));
             assert_eq!(ranking.len(), n.min(50), "{name}, seed {seed}");
         }

@@ -1,13 +1,13 @@
 //! The host checks every answer; a broken one is a typed error, never a panic or a bad page.
 
-use relish_host::runtime::{Budget, CallError, InvalidOutput};
-use relish_tests::{decode, guest, policy};
+use relish_host::runtime::{CallError, InvalidOutput};
+use relish_tests::{budget, decode, guest, policy};
 
 const FOUR: &str = r#"{"candidates": [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}], "limit": 3}"#;
 
 fn invalid(name: &str) -> InvalidOutput {
     let request = decode(FOUR);
-    match guest(name).rank(&request, &Budget::default()) {
+    match guest(name).rank(&request, &budget()) {
         Err(CallError::InvalidOutput(invalid)) => invalid,
         other => panic!("{name}: expected invalid output, got {other:?}"),
     }
@@ -36,8 +36,8 @@ fn more_items_than_the_limit_are_rejected() {
 #[test]
 fn the_reason_code_of_an_invalid_answer_is_invalid_output() {
     let request = decode(FOUR);
-    let error = guest("duplicate-index").rank(&request, &Budget::default()).unwrap_err();
+    let error = guest("duplicate-index").rank(&request, &budget()).unwrap_err();
     assert_eq!(error.reason(), "invalid-output");
     // The runtime is unharmed: a good policy still answers right after.
-    assert_eq!(policy("popularity").rank(&request, &Budget::default()).unwrap().len(), 3);
+    assert_eq!(policy("popularity").rank(&request, &budget()).unwrap().len(), 3);
 }

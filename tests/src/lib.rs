@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use relish_host::builder::{self, BuildOptions, Built};
-use relish_host::runtime::{PolicyPre, Runtime, RuntimeConfig, types};
+use relish_host::runtime::{Budget, PolicyPre, Runtime, RuntimeConfig, types};
 use relish_host::wire::{self, DecodeOptions};
 
 pub mod synthetic;
@@ -86,6 +86,12 @@ pub fn guest_bytes(name: &str) -> Vec<u8> {
 pub fn policy_bytes(name: &str) -> Vec<u8> {
     let built = policies().get(name).unwrap_or_else(|| panic!("no bundled policy `{name}`"));
     std::fs::read(&built.component).expect("reading a policy")
+}
+
+/// The budget tests call policies with: the default limits but a generous deadline, because
+/// tests assert behaviour, never speed, and CI machines are shared and noisy.
+pub fn budget() -> Budget {
+    Budget { deadline: std::time::Duration::from_secs(10), ..Budget::default() }
 }
 
 /// One runtime shared by a test process (an engine per test would reserve a pool each).
