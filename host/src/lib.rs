@@ -11,9 +11,11 @@
 //!   directory, with the versions that serve traffic kept loaded.
 //! - [`builder`]: `relish build`, which compiles policy crates to components with no WASI imports.
 //! - [`fallback`]: the answer when a policy fails: a page never fails because a policy did.
+//! - [`server`]: `relish serve`, the HTTP data plane and the admin API.
 
 pub mod builder;
 pub mod fallback;
 pub mod registry;
 pub mod runtime;
+pub mod server;
 pub mod wire;

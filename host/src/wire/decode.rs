@@ -32,11 +32,21 @@ pub struct DecodeOptions<'a> {
     pub max_features: usize,
     /// The most tags one candidate or cart item may carry.
     pub max_tags: usize,
+    /// The request id to use when the body has none (for example the caller's `x-request-id`);
+    /// a fresh UUID if this is `None` too.
+    pub request_id: Option<&'a str>,
 }
 
 impl Default for DecodeOptions<'_> {
     fn default() -> Self {
-        DecodeOptions { surface: None, now_unix_ms: 0, max_candidates: 10_000, max_features: 512, max_tags: 64 }
+        DecodeOptions {
+            surface: None,
+            now_unix_ms: 0,
+            max_candidates: 10_000,
+            max_features: 512,
+            max_tags: 64,
+            request_id: None,
+        }
     }
 }
 
@@ -270,7 +280,10 @@ impl<'o> Builder<'o> {
                 matrix
             }
         };
-        let request_id = self.request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let request_id = self
+            .request_id
+            .or_else(|| self.options.request_id.map(str::to_owned))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let seed = self.seed.unwrap_or_else(|| derive_seed(&request_id, self.user_id.as_deref()));
         let (time_unix_ms, local_minute_of_day, local_weekday) =
             self.context.time.unwrap_or_else(|| utc_time(self.options.now_unix_ms));

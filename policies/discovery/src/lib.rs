@@ -177,7 +177,7 @@ impl Signals {
             (w.daypart * self.daypart, "daypart"),
             (w.popularity * self.popularity, "popular"),
         ];
-        contributions.iter().fold((f32::MIN, "popular"), |best, &(v, r)| if v > best.0 { (v, r) } else { best }).1
+        contributions.iter().fold((0.0, "popular"), |best, &(v, r)| if v > best.0 { (v, r) } else { best }).1
     }
 }
 

@@ -1,0 +1,444 @@
+//! The admin API: upload versions, activate and roll back, on its own listener.
+//!
+//! Every call carries `Authorization: Bearer <secret>`. A token has a role (`read`: list, show,
+//! status; `deploy`: also upload, activate, roll back, delete) and may be limited to some surfaces,
+//! so one team cannot change another team's surfaces. Secrets are compared in constant time.
+//!
+//! | Method | Path | Role |
+//! | --- | --- | --- |
+//! | `GET` | `/v1/policies` | read |
+//! | `GET` | `/v1/policies/{name}/versions/{version}` | read |
+//! | `PUT` | `/v1/policies/{name}/versions/{version}` (body: the component) | deploy |
+//! | `DELETE` | `/v1/policies/{name}/versions/{version}` | deploy |
+//! | `GET` | `/v1/surfaces` | read |
+//! | `GET` | `/v1/surfaces/{surface}` | read |
+//! | `PUT` | `/v1/surfaces/{surface}/activation` (`{"policy", "version", "params"}`) | deploy, surface |
+//! | `POST` | `/v1/surfaces/{surface}/rollback` (`{"reason"}`, optional) | deploy, surface |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tracing::Instrument;
+
+use super::State;
+use super::config::{AdminConfig, Role};
+use super::http::{HttpResponse, error, json};
+use crate::registry::{self, Activation, Put, VersionInfo};
+
+/// A configured token with its secret resolved.
+#[derive(Clone)]
+pub struct Token {
+    /// The token's name.
+    pub name: String,
+    secret: Vec<u8>,
+    /// What it may do.
+    pub role: Role,
+    /// The surfaces it may change (all if `None`).
+    pub surfaces: Option<Vec<String>>,
+}
+
+/// Every admin token.
+#[derive(Clone, Default)]
+pub struct Tokens(Vec<Token>);
+
+/// The shortest secret accepted: shorter ones are guessable.
+const MIN_SECRET: usize = 16;
+
+impl Tokens {
+    /// Resolves the configured tokens (reading `secret_env` variables through `env`), plus a
+    /// deploy token for every surface from `RELISH_ADMIN_TOKEN` if that is set.
+    pub fn from_config(config: &AdminConfig, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut tokens = Vec::new();
+        for (i, token) in config.tokens.iter().enumerate() {
+            let secret = match (&token.secret, &token.secret_env) {
+                (Some(secret), _) => secret.clone(),
+                (None, Some(var)) => env(var).ok_or_else(|| {
+                    anyhow::anyhow!("admin.tokens[{i}].secret_env: the environment variable `{var}` is not set")
+                })?,
+                (None, None) => anyhow::bail!("admin.tokens[{i}]: set `secret` or `secret_env`"),
+            };
+            if secret.len() < MIN_SECRET {
+                anyhow::bail!(
+                    "admin.tokens[{i}] (`{}`): the secret must be at least {MIN_SECRET} characters",
+                    token.name
+                );
+            }
+            tokens.push(Token {
+                name: token.name.clone(),
+                secret: secret.into_bytes(),
+                role: token.role,
+                surfaces: token.surfaces.clone(),
+            });
+        }
+        if let Some(secret) = env("RELISH_ADMIN_TOKEN") {
+            if secret.len() < MIN_SECRET {
+                anyhow::bail!("RELISH_ADMIN_TOKEN: the secret must be at least {MIN_SECRET} characters");
+            }
+            tokens.push(Token {
+                name: "env".to_owned(),
+                secret: secret.into_bytes(),
+                role: Role::Deploy,
+                surfaces: None,
+            });
+        }
+        if tokens.is_empty() {
+            tracing::warn!("no admin tokens are configured: every admin API call will be refused");
+        }
+        Ok(Tokens(tokens))
+    }
+
+    /// The token whose secret is `presented`, comparing against every token in constant time.
+    fn find(&self, presented: &[u8]) -> Option<&Token> {
+        let mut found = None;
+        for token in &self.0 {
+            if bool::from(token.secret.as_slice().ct_eq(presented)) {
+                found = Some(token);
+            }
+        }
+        found
+    }
+}
+
+/// The admin service's state.
+pub struct Admin {
+    state: Arc<State>,
+    tokens: Tokens,
+}
+
+impl Admin {
+    /// The admin API over the server's state.
+    pub fn new(state: Arc<State>, tokens: Tokens) -> Self {
+        Admin { state, tokens }
+    }
+}
+
+fn fail(admin: &Admin, status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    error(&admin.state, status, code, message, None, None)
+}
+
+fn ok<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
+    json(status, serde_json::to_vec_pretty(body).expect("admin answers serialise"))
+}
+
+fn registry_error(admin: &Admin, e: &registry::Error) -> HttpResponse {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = match status.as_u16() {
+        404 => "not_found",
+        409 => "conflict",
+        413 => "too_large",
+        422 => "rejected",
+        _ => "internal",
+    };
+    fail(admin, status, code, &e.to_string())
+}
+
+/// Routes one admin request.
+pub async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> HttpResponse {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|v| v.trim().as_bytes().to_vec());
+    let Some(token) = presented.as_deref().and_then(|p| admin.tokens.find(p)).cloned() else {
+        let mut response =
+            fail(&admin, StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <admin token>`");
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    };
+    let span =
+        tracing::info_span!("admin", token = %token.name, method = %request.method(), path = %request.uri().path());
+    dispatch(admin, request, token).instrument(span).await
+}
+
+async fn dispatch(admin: Arc<Admin>, request: Request<Incoming>, token: Token) -> HttpResponse {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["v1", "policies"]) => list_policies(&admin),
+        (&Method::GET, ["v1", "policies", name, "versions", version]) => show_version(&admin, name, version),
+        (&Method::PUT, ["v1", "policies", name, "versions", version]) => {
+            if token.role < Role::Deploy {
+                return forbidden(&admin, &token, "upload versions");
+            }
+            let (name, version) = (name.to_string(), version.to_string());
+            upload(admin, request, name, version, token).await
+        }
+        (&Method::DELETE, ["v1", "policies", name, "versions", version]) => {
+            if token.role < Role::Deploy {
+                return forbidden(&admin, &token, "delete versions");
+            }
+            let (name, version) = (name.to_string(), version.to_string());
+            blocking(admin, move |admin| match admin.state.registry()?.delete_version(&name, &version) {
+                Ok(info) => Ok(ok(StatusCode::OK, &info)),
+                Err(e) => Ok(registry_error(admin, &e)),
+            })
+            .await
+        }
+        (&Method::GET, ["v1", "surfaces"]) => list_surfaces(&admin),
+        (&Method::GET, ["v1", "surfaces", surface]) => show_surface(&admin, surface),
+        (&Method::PUT, ["v1", "surfaces", surface, "activation"]) => {
+            if let Some(denied) = may_change(&admin, &token, surface) {
+                return denied;
+            }
+            let surface = surface.to_string();
+            activate(admin, request, surface, token).await
+        }
+        (&Method::POST, ["v1", "surfaces", surface, "rollback"]) => {
+            if let Some(denied) = may_change(&admin, &token, surface) {
+                return denied;
+            }
+            let surface = surface.to_string();
+            rollback(admin, request, surface, token).await
+        }
+        (_, ["v1", "policies"] | ["v1", "surfaces"] | ["v1", "surfaces", _]) => method_not_allowed(&admin, "GET"),
+        (_, ["v1", "policies", _, "versions", _]) => method_not_allowed(&admin, "GET, PUT, DELETE"),
+        (_, ["v1", "surfaces", _, "activation"]) => method_not_allowed(&admin, "PUT"),
+        (_, ["v1", "surfaces", _, "rollback"]) => method_not_allowed(&admin, "POST"),
+        _ => fail(&admin, StatusCode::NOT_FOUND, "not_found", &format!("no admin endpoint `{path}`")),
+    }
+}
+
+fn method_not_allowed(admin: &Admin, allow: &'static str) -> HttpResponse {
+    let mut response = fail(admin, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("use {allow}"));
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn forbidden(admin: &Admin, token: &Token, what: &str) -> HttpResponse {
+    let message = format!("token `{}` has the `read` role and may not {what}", token.name);
+    fail(admin, StatusCode::FORBIDDEN, "forbidden", &message)
+}
+
+fn may_change(admin: &Admin, token: &Token, surface: &str) -> Option<HttpResponse> {
+    if token.role < Role::Deploy {
+        return Some(forbidden(admin, token, "change surfaces"));
+    }
+    match &token.surfaces {
+        Some(allowed) if !allowed.iter().any(|s| s == surface) => {
+            let message = format!("token `{}` may change only: {}", token.name, allowed.join(", "));
+            Some(fail(admin, StatusCode::FORBIDDEN, "forbidden", &message))
+        }
+        _ => None,
+    }
+}
+
+/// Runs a registry call on the blocking pool (they do file I/O and may compile).
+async fn blocking(
+    admin: Arc<Admin>,
+    work: impl FnOnce(&Admin) -> anyhow::Result<HttpResponse> + Send + 'static,
+) -> HttpResponse {
+    let worker = admin.clone();
+    match tokio::task::spawn_blocking(move || work(&worker)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => fail(&admin, StatusCode::INTERNAL_SERVER_ERROR, "internal", &format!("{e:#}")),
+        Err(e) => fail(&admin, StatusCode::INTERNAL_SERVER_ERROR, "internal", &format!("the admin task failed: {e}")),
+    }
+}
+
+async fn read_body(admin: &Admin, request: Request<Incoming>, limit: usize) -> Result<Bytes, HttpResponse> {
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(fail(
+            admin,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("the body is over {limit} bytes"),
+        ));
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(fail(admin, StatusCode::PAYLOAD_TOO_LARGE, "too_large", &format!("the body is over {limit} bytes")))
+        }
+        Err(e) => {
+            Err(fail(admin, StatusCode::BAD_REQUEST, "unreadable_body", &format!("could not read the body: {e}")))
+        }
+    }
+}
+
+/// What an upload answers.
+#[derive(Serialize)]
+struct Uploaded<'a> {
+    created: bool,
+    version: &'a VersionInfo,
+}
+
+async fn upload(
+    admin: Arc<Admin>,
+    request: Request<Incoming>,
+    name: String,
+    version: String,
+    token: Token,
+) -> HttpResponse {
+    let limit = admin.state.config.admin.max_upload_bytes;
+    let bytes = match read_body(&admin, request, limit).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    blocking(admin, move |admin| {
+        Ok(match admin.state.registry()?.put_version(&name, &version, &bytes, &token.name) {
+            Ok(Put::Created(info)) => ok(StatusCode::CREATED, &Uploaded { created: true, version: &info }),
+            Ok(Put::Unchanged(info)) => ok(StatusCode::OK, &Uploaded { created: false, version: &info }),
+            Err(e) => registry_error(admin, &e),
+        })
+    })
+    .await
+}
+
+/// The body of an activation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivationRequest {
+    policy: String,
+    version: String,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+}
+
+/// The body of a rollback.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(admin: &Admin, body: &[u8]) -> Result<T, HttpResponse> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let message = format!("{}: {}", e.path(), e.inner());
+        fail(admin, StatusCode::BAD_REQUEST, "malformed_request", &message)
+    })
+}
+
+async fn activate(admin: Arc<Admin>, request: Request<Incoming>, surface: String, token: Token) -> HttpResponse {
+    let body = match read_body(&admin, request, 64 << 10).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let wanted: ActivationRequest = match parse_json(&admin, &body) {
+        Ok(wanted) => wanted,
+        Err(response) => return response,
+    };
+    blocking(admin, move |admin| {
+        let registry = admin.state.registry()?;
+        let activation = registry.activate(&surface, &wanted.policy, &wanted.version, wanted.params, &token.name);
+        Ok(match activation {
+            Ok(activation) => {
+                admin.state.rebind(&surface)?;
+                ok(StatusCode::OK, &activation)
+            }
+            Err(e) => registry_error(admin, &e),
+        })
+    })
+    .await
+}
+
+async fn rollback(admin: Arc<Admin>, request: Request<Incoming>, surface: String, token: Token) -> HttpResponse {
+    let body = match read_body(&admin, request, 64 << 10).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let wanted: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackRequest::default()
+    } else {
+        match parse_json(&admin, &body) {
+            Ok(wanted) => wanted,
+            Err(response) => return response,
+        }
+    };
+    blocking(admin, move |admin| {
+        let reason = wanted.reason.unwrap_or_else(|| "manual rollback".to_owned());
+        Ok(match admin.state.registry()?.rollback(&surface, &token.name, &reason, false) {
+            Ok(activation) => {
+                admin.state.rebind(&surface)?;
+                ok(StatusCode::OK, &activation)
+            }
+            Err(e) => registry_error(admin, &e),
+        })
+    })
+    .await
+}
+
+fn list_policies(admin: &Admin) -> HttpResponse {
+    let Ok(registry) = admin.state.registry() else {
+        return fail(admin, StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the server is starting");
+    };
+    let mut policies: BTreeMap<String, Vec<VersionInfo>> = BTreeMap::new();
+    for version in registry.versions() {
+        policies.entry(version.policy.clone()).or_default().push(version);
+    }
+    ok(StatusCode::OK, &serde_json::json!({ "policies": policies }))
+}
+
+fn show_version(admin: &Admin, name: &str, version: &str) -> HttpResponse {
+    let Ok(registry) = admin.state.registry() else {
+        return fail(admin, StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the server is starting");
+    };
+    match registry.version(name, version) {
+        Ok(info) => {
+            let active_on: Vec<String> = registry
+                .active()
+                .iter()
+                .filter(|(_, a)| a.activation.policy == name && a.activation.version == version)
+                .map(|(surface, _)| surface.clone())
+                .collect();
+            ok(StatusCode::OK, &serde_json::json!({ "version": info, "active_on": active_on }))
+        }
+        Err(e) => registry_error(admin, &e),
+    }
+}
+
+/// A surface's status: what serves it now and its history.
+#[derive(Serialize)]
+struct SurfaceStatus {
+    surface: String,
+    current: Option<Activation>,
+    serving: Option<String>,
+    fallback: Option<String>,
+    history: Vec<Activation>,
+}
+
+fn status(admin: &Admin, surface: &str) -> Option<SurfaceStatus> {
+    let registry = admin.state.registry().ok()?;
+    let binding = admin.state.router.get(surface);
+    let stored = registry.surface(surface).ok();
+    if binding.is_none() && stored.is_none() {
+        return None;
+    }
+    let history = stored.map(|s| s.history).unwrap_or_default();
+    Some(SurfaceStatus {
+        surface: surface.to_owned(),
+        current: history.last().filter(|a| a.ended.is_none()).cloned(),
+        serving: binding.as_ref().and_then(|b| b.active.as_ref()).map(|a| format!("{}@{}", a.name, a.version)),
+        fallback: binding.as_ref().and_then(|b| b.fallback.as_ref()).map(|f| format!("{}@{}", f.name, f.version)),
+        history,
+    })
+}
+
+fn list_surfaces(admin: &Admin) -> HttpResponse {
+    let mut names: Vec<String> = admin.state.router.all().keys().cloned().collect();
+    if let Ok(registry) = admin.state.registry() {
+        names.extend(registry.surfaces().into_iter().map(|s| s.name));
+    }
+    names.sort();
+    names.dedup();
+    let surfaces: Vec<SurfaceStatus> = names.iter().filter_map(|name| status(admin, name)).collect();
+    ok(StatusCode::OK, &serde_json::json!({ "surfaces": surfaces }))
+}
+
+fn show_surface(admin: &Admin, surface: &str) -> HttpResponse {
+    match status(admin, surface) {
+        Some(status) => ok(StatusCode::OK, &status),
+        None => fail(admin, StatusCode::NOT_FOUND, "not_found", &format!("no surface `{surface}`")),
+    }
+}

@@ -1,0 +1,555 @@
+//! `relish serve` configuration: a TOML file, a few environment overrides, and defaults that serve
+//! the bundled policies with no file at all.
+//!
+//! ```toml
+//! [server]
+//! listen = "0.0.0.0:8080"
+//! data_dir = "/var/lib/relish"
+//!
+//! [defaults]          # every surface, unless it says otherwise
+//! deadline_ms = 5
+//! fallback = "popularity"
+//!
+//! [surfaces.discovery]
+//! policy = "discovery"            # or "discovery@0.1.0"
+//! params = { diversity = "0.4" }
+//!
+//! [surfaces.banners]
+//! policy = "banners"
+//! deadline_ms = 2
+//! max_concurrency = 8
+//! ```
+//!
+//! Every mistake stops startup with a message naming the key (or environment variable) and the
+//! problem: unknown keys are errors, not silently ignored.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::runtime::{Budget, RuntimeConfig, is_identifier};
+
+/// The surfaces of the app, served by default: each by the bundled policy of the same name if
+/// there is one, else by `popularity`.
+pub const STANDARD_SURFACES: [&str; 7] =
+    ["discovery", "category", "venue-items", "cart-cross-sell", "banners", "brands", "food-categories"];
+
+/// A configuration error: the key (or variable) and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// The TOML key path or environment variable, for example `surfaces.banners.deadline_ms`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn error(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, directories, limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The wasm engine.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Defaults for every surface.
+    #[serde(default)]
+    pub defaults: SurfaceSettings,
+    /// Surfaces by name. Empty means the [`STANDARD_SURFACES`].
+    #[serde(default)]
+    pub surfaces: BTreeMap<String, SurfaceConfig>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The data-plane address (`RELISH_LISTEN`).
+    pub listen: SocketAddr,
+    /// Where the registry keeps versions and activations (`RELISH_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Where `relish build` puts the bundled policies; surfaces without an activation are
+    /// bound from here at startup.
+    pub bundled_dir: PathBuf,
+    /// The largest request body, in bytes (`413` beyond).
+    pub max_body_bytes: usize,
+    /// Rank requests in flight at once; beyond it the server answers `503` with `Retry-After`
+    /// instead of queueing.
+    pub max_concurrency: usize,
+    /// How long shutdown waits for requests in flight, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// Log format (`RELISH_LOG_FORMAT`): `human` or `json`.
+    pub log_format: LogFormat,
+    /// How long a client may take to send a request's headers, in seconds.
+    pub header_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            data_dir: PathBuf::from("relish-data"),
+            bundled_dir: PathBuf::from("target/policies"),
+            max_body_bytes: 8 << 20,
+            max_concurrency: 512,
+            shutdown_grace_secs: 30,
+            log_format: LogFormat::Human,
+            header_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[admin]`: the admin API's listener and tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The admin address (`RELISH_ADMIN_LISTEN`); never the data-plane port.
+    pub listen: SocketAddr,
+    /// Bearer tokens.
+    pub tokens: Vec<TokenConfig>,
+    /// The largest component upload, in bytes.
+    pub max_upload_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: ([127, 0, 0, 1], 8081).into(), tokens: Vec::new(), max_upload_bytes: 16 << 20 }
+    }
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// List, show, status.
+    Read,
+    /// Everything `read` may, plus upload, activate, roll back, delete.
+    Deploy,
+}
+
+/// One admin token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs and the registry's `uploaded_by` (never the secret).
+    pub name: String,
+    /// The secret, inline. Prefer `secret_env`.
+    pub secret: Option<String>,
+    /// The environment variable holding the secret.
+    pub secret_env: Option<String>,
+    /// What the token may do.
+    pub role: Role,
+    /// The surfaces it may change; all if absent.
+    pub surfaces: Option<Vec<String>>,
+}
+
+/// `[engine]`: process-wide wasm engine settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Policy instances alive at once (sizes the pooling allocator).
+    pub max_instances: u32,
+    /// The hard ceiling on one instance's memory, in MiB.
+    pub max_memory_mb: usize,
+    /// The epoch tick (deadline granularity), in microseconds.
+    pub epoch_tick_us: u64,
+    /// Compile fuel metering in, so surfaces can set `fuel`.
+    pub fuel: bool,
+    /// Write a perf map for profiling policies with `perf`.
+    pub perf_map: bool,
+    /// How many inactive versions stay loaded.
+    pub cache_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let runtime = RuntimeConfig::default();
+        EngineConfig {
+            max_instances: runtime.max_instances,
+            max_memory_mb: runtime.max_memory_bytes >> 20,
+            epoch_tick_us: runtime.epoch_tick.as_micros() as u64,
+            fuel: runtime.fuel,
+            perf_map: runtime.perf_map,
+            cache_capacity: 16,
+        }
+    }
+}
+
+/// Per-surface settings; in `[defaults]` they apply to every surface.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurfaceSettings {
+    /// The call deadline in milliseconds.
+    pub deadline_ms: Option<f64>,
+    /// The memory cap per call in MiB.
+    pub memory_mb: Option<usize>,
+    /// A deterministic instruction budget (needs `engine.fuel`).
+    pub fuel: Option<u64>,
+    /// The policy answering when the active one fails: `name`, `name@version`, or `none`.
+    pub fallback: Option<String>,
+    /// The most candidates a request may carry (`413` beyond).
+    pub max_candidates: Option<usize>,
+    /// Calls in flight on this surface at once; beyond it the fallback answers.
+    pub max_concurrency: Option<usize>,
+    /// The most log lines one call may write.
+    pub log_lines: Option<u32>,
+}
+
+/// `[surfaces.<name>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurfaceConfig {
+    /// The policy to activate if the registry has no activation for the surface yet: `name` or
+    /// `name@version`, from the registry or the bundled directory.
+    pub policy: Option<String>,
+    /// Its parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Limits and fallback for this surface.
+    #[serde(flatten)]
+    pub settings: SurfaceSettings,
+}
+
+/// A policy reference: `name` or `name@version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRef {
+    /// The policy name.
+    pub name: String,
+    /// A version, or the latest one.
+    pub version: Option<String>,
+}
+
+impl PolicyRef {
+    /// Parses `name` or `name@version`.
+    pub fn parse(key: &str, text: &str) -> Result<Self, ConfigError> {
+        let (name, version) = match text.split_once('@') {
+            Some((name, version)) => (name, Some(version)),
+            None => (text, None),
+        };
+        if !is_identifier(name) || version.is_some_and(|v| !is_identifier(v)) {
+            return Err(error(key, format!("`{text}` is not a policy name or `name@version`")));
+        }
+        Ok(PolicyRef { name: name.to_owned(), version: version.map(str::to_owned) })
+    }
+}
+
+/// A surface's settings with every default filled in.
+#[derive(Debug, Clone)]
+pub struct ResolvedSurface {
+    /// The surface name.
+    pub name: String,
+    /// The policy to activate when the registry has none.
+    pub policy: Option<PolicyRef>,
+    /// Its parameters.
+    pub params: BTreeMap<String, String>,
+    /// The fallback policy, if any.
+    pub fallback: Option<PolicyRef>,
+    /// The call budget.
+    pub budget: Budget,
+    /// The most candidates per request.
+    pub max_candidates: usize,
+    /// Concurrent calls on this surface; unlimited (beyond the server's) if `None`.
+    pub max_concurrency: Option<usize>,
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| error(path.display().to_string(), e.to_string()))?;
+        Self::from_toml(&text).map_err(|e| ConfigError { key: format!("{}: {}", path.display(), e.key), ..e })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let key = e.span().map(|span| locate(text, span.start)).unwrap_or_default();
+            error(key, e.message().trim().to_owned())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies the environment overrides ops use most: `RELISH_LISTEN`, `RELISH_ADMIN_LISTEN`,
+    /// `RELISH_DATA_DIR`, `RELISH_LOG_FORMAT`.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(listen) = env("RELISH_LISTEN") {
+            self.server.listen = listen
+                .parse()
+                .map_err(|_| error("RELISH_LISTEN", format!("`{listen}` is not an address like 0.0.0.0:8080")))?;
+        }
+        if let Some(listen) = env("RELISH_ADMIN_LISTEN") {
+            self.admin.listen = listen.parse().map_err(|_| {
+                error("RELISH_ADMIN_LISTEN", format!("`{listen}` is not an address like 127.0.0.1:8081"))
+            })?;
+        }
+        if let Some(dir) = env("RELISH_DATA_DIR") {
+            self.server.data_dir = PathBuf::from(dir);
+        }
+        if let Some(format) = env("RELISH_LOG_FORMAT") {
+            self.server.log_format = match format.as_str() {
+                "human" => LogFormat::Human,
+                "json" => LogFormat::Json,
+                other => return Err(error("RELISH_LOG_FORMAT", format!("`{other}` is not `human` or `json`"))),
+            };
+        }
+        self.validate()
+    }
+
+    /// Checks values serde cannot: ranges, names, references.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.max_body_bytes < 1024 {
+            return Err(error("server.max_body_bytes", "must be at least 1024"));
+        }
+        if s.max_concurrency == 0 {
+            return Err(error("server.max_concurrency", "must be at least 1"));
+        }
+        if self.admin.listen == s.listen && s.listen.port() != 0 {
+            return Err(error(
+                "admin.listen",
+                "must differ from server.listen: the admin API never shares the data-plane port",
+            ));
+        }
+        let e = &self.engine;
+        if e.max_instances == 0 || e.max_instances > 100_000 {
+            return Err(error("engine.max_instances", "must be between 1 and 100000"));
+        }
+        if e.max_memory_mb == 0 || e.max_memory_mb > 4096 {
+            return Err(error("engine.max_memory_mb", "must be between 1 and 4096"));
+        }
+        if !(100..=1_000_000).contains(&e.epoch_tick_us) {
+            return Err(error("engine.epoch_tick_us", "must be between 100 and 1000000"));
+        }
+        if e.cache_capacity == 0 {
+            return Err(error("engine.cache_capacity", "must be at least 1"));
+        }
+        self.check_settings("defaults", &self.defaults)?;
+        for (name, surface) in &self.surfaces {
+            let key = format!("surfaces.{name}");
+            if !is_identifier(name) {
+                return Err(error(key, "a surface name is 1-64 characters of a-z, 0-9, `-`, `_` or `.`"));
+            }
+            if let Some(policy) = &surface.policy {
+                PolicyRef::parse(&format!("{key}.policy"), policy)?;
+            }
+            self.check_settings(&key, &surface.settings)?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, token) in self.admin.tokens.iter().enumerate() {
+            let key = format!("admin.tokens[{i}]");
+            if !is_identifier(&token.name) {
+                return Err(error(format!("{key}.name"), "1-64 characters of a-z, 0-9, `-`, `_` or `.`"));
+            }
+            if !names.insert(&token.name) {
+                return Err(error(format!("{key}.name"), format!("`{}` is used by two tokens", token.name)));
+            }
+            if token.secret.is_some() == token.secret_env.is_some() {
+                return Err(error(key, "set exactly one of `secret` and `secret_env`"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_settings(&self, key: &str, settings: &SurfaceSettings) -> Result<(), ConfigError> {
+        if let Some(ms) = settings.deadline_ms
+            && !(0.1..=10_000.0).contains(&ms)
+        {
+            return Err(error(format!("{key}.deadline_ms"), format!("{ms} is outside 0.1..=10000")));
+        }
+        if let Some(mb) = settings.memory_mb
+            && (mb == 0 || mb > self.engine.max_memory_mb)
+        {
+            return Err(error(
+                format!("{key}.memory_mb"),
+                format!("{mb} is outside 1..={} (engine.max_memory_mb)", self.engine.max_memory_mb),
+            ));
+        }
+        if settings.fuel.is_some() && !self.engine.fuel {
+            return Err(error(format!("{key}.fuel"), "needs `engine.fuel = true`"));
+        }
+        if let Some(fallback) = &settings.fallback
+            && fallback != "none"
+        {
+            PolicyRef::parse(&format!("{key}.fallback"), fallback)?;
+        }
+        if settings.max_candidates == Some(0) {
+            return Err(error(format!("{key}.max_candidates"), "must be at least 1"));
+        }
+        if settings.max_concurrency == Some(0) {
+            return Err(error(format!("{key}.max_concurrency"), "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The runtime configuration.
+    pub fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            max_instances: self.engine.max_instances,
+            max_memory_bytes: self.engine.max_memory_mb << 20,
+            epoch_tick: Duration::from_micros(self.engine.epoch_tick_us),
+            fuel: self.engine.fuel,
+            perf_map: self.engine.perf_map,
+            ..RuntimeConfig::default()
+        }
+    }
+
+    /// The configured surfaces (the standard ones when none are configured), with defaults
+    /// applied. A standard surface's policy is the bundled policy of its name if the bundled
+    /// directory has one, else `popularity`.
+    pub fn surfaces(&self) -> Vec<ResolvedSurface> {
+        let configured: Vec<(String, SurfaceConfig)> = if self.surfaces.is_empty() {
+            STANDARD_SURFACES
+                .iter()
+                .map(|&name| {
+                    let bundled = self.server.bundled_dir.join(format!("{name}.wasm")).exists();
+                    let policy = if bundled { name } else { "popularity" };
+                    (name.to_owned(), SurfaceConfig { policy: Some(policy.to_owned()), ..SurfaceConfig::default() })
+                })
+                .collect()
+        } else {
+            self.surfaces.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        configured.into_iter().map(|(name, surface)| self.resolve(&name, Some(&surface))).collect()
+    }
+
+    /// A surface's settings with defaults applied (`surface` is `None` for surfaces that exist
+    /// only in the registry).
+    pub fn resolve(&self, name: &str, surface: Option<&SurfaceConfig>) -> ResolvedSurface {
+        let empty = SurfaceSettings::default();
+        let own = surface.map_or(&empty, |s| &s.settings);
+        let defaults = &self.defaults;
+        let default_budget = Budget::default();
+        let deadline_ms = own.deadline_ms.or(defaults.deadline_ms);
+        let fallback =
+            own.fallback.clone().or_else(|| defaults.fallback.clone()).unwrap_or_else(|| "popularity".into());
+        let policy = surface.and_then(|s| s.policy.as_deref()).map(|p| PolicyRef::parse("", p).expect("validated"));
+        let fallback = (fallback != "none")
+            .then(|| PolicyRef::parse("", &fallback).expect("validated"))
+            .filter(|fallback| policy.as_ref().is_none_or(|p| p.name != fallback.name));
+        ResolvedSurface {
+            name: name.to_owned(),
+            policy,
+            params: surface.map(|s| s.params.clone()).unwrap_or_default(),
+            fallback,
+            budget: Budget {
+                deadline: deadline_ms.map_or(default_budget.deadline, |ms| Duration::from_secs_f64(ms / 1000.0)),
+                memory_bytes: own.memory_mb.or(defaults.memory_mb).map_or(default_budget.memory_bytes, |mb| mb << 20),
+                fuel: own.fuel.or(defaults.fuel),
+                log_lines: own.log_lines.or(defaults.log_lines).unwrap_or(default_budget.log_lines),
+                ..default_budget
+            },
+            max_candidates: own.max_candidates.or(defaults.max_candidates).unwrap_or(10_000),
+            max_concurrency: own.max_concurrency.or(defaults.max_concurrency),
+        }
+    }
+}
+
+/// The dotted key path at a byte offset of a TOML text, found by walking its tables: good enough to
+/// point at `surfaces.banners` when toml's message names only the field.
+fn locate(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.lines().count().max(1);
+    let table = before
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.split(']').next()).map(str::trim))
+        .unwrap_or("");
+    if table.is_empty() { format!("line {line}") } else { format!("[{table}] (line {line})") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_serves_the_standard_surfaces() {
+        let config = Config::default();
+        let surfaces = config.surfaces();
+        assert_eq!(surfaces.len(), STANDARD_SURFACES.len());
+        assert!(surfaces.iter().all(|s| s.policy.is_some()));
+    }
+
+    #[test]
+    fn a_full_file_parses_and_surface_settings_override_defaults() {
+        let config = Config::from_toml(
+            r#"
+            [server]
+            listen = "0.0.0.0:9000"
+            [defaults]
+            deadline_ms = 4
+            fallback = "popularity"
+            [surfaces.discovery]
+            policy = "discovery@0.1.0"
+            params = { diversity = "0.4" }
+            [surfaces.banners]
+            policy = "banners"
+            deadline_ms = 2
+            fallback = "none"
+            max_concurrency = 8
+            "#,
+        )
+        .unwrap();
+        let surfaces = config.surfaces();
+        let banners = surfaces.iter().find(|s| s.name == "banners").unwrap();
+        assert_eq!(banners.budget.deadline, Duration::from_millis(2));
+        assert_eq!(banners.fallback, None);
+        assert_eq!(banners.max_concurrency, Some(8));
+        let discovery = surfaces.iter().find(|s| s.name == "discovery").unwrap();
+        assert_eq!(discovery.budget.deadline, Duration::from_millis(4));
+        assert_eq!(discovery.policy.as_ref().unwrap().version.as_deref(), Some("0.1.0"));
+        assert_eq!(discovery.fallback.as_ref().unwrap().name, "popularity");
+        assert_eq!(discovery.params["diversity"], "0.4");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_table() {
+        let error = Config::from_toml("[surfaces.banners]\npolicy = \"banners\"\ndeadlin_ms = 3\n").unwrap_err();
+        assert!(error.message.contains("deadlin_ms"), "{error}");
+        assert!(error.key.contains("surfaces.banners"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let error = Config::from_toml("[surfaces.banners]\ndeadline_ms = 0\n").unwrap_err();
+        assert_eq!(error.key, "surfaces.banners.deadline_ms", "{error}");
+        let error = Config::from_toml("[surfaces.banners]\npolicy = \"../evil\"\n").unwrap_err();
+        assert_eq!(error.key, "surfaces.banners.policy", "{error}");
+        let error = Config::from_toml("[defaults]\nfuel = 1000\n").unwrap_err();
+        assert_eq!(error.key, "defaults.fuel", "{error}");
+        let error = Config::from_toml("[server]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(error.to_string().contains("listen") || error.to_string().contains("address"), "{error}");
+    }
+
+    #[test]
+    fn environment_overrides_name_the_variable_when_wrong() {
+        let mut config = Config::default();
+        let env = |name: &str| (name == "RELISH_LISTEN").then(|| "0.0.0.0:7000".to_owned());
+        config.apply_env(env).unwrap();
+        assert_eq!(config.server.listen.port(), 7000);
+        let bad = |name: &str| (name == "RELISH_LOG_FORMAT").then(|| "xml".to_owned());
+        assert_eq!(config.apply_env(bad).unwrap_err().key, "RELISH_LOG_FORMAT");
+    }
+}

@@ -1,0 +1,291 @@
+//! The data plane: `POST /v1/rank/{surface}` and the operations endpoints `/healthz`, `/readyz`,
+//! `/metrics`.
+//!
+//! A rank request is decoded, answered and encoded on the connection's task: the work is tens to
+//! hundreds of microseconds of CPU, which a thread hand-off would only add to. Every error answer
+//! is JSON naming the problem; a policy failure is never an error answer (see [`super::router`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use tracing::Instrument;
+
+use super::State;
+use crate::wire::{self, DecodeErrorKind, DecodeOptions, Fallback, Items, PolicyRef};
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// The header carrying the request id, echoed on every answer.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// An error answer: `{"error": {"status", "code", "message", "path"?}, "request_id"?}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorDetail<'a> {
+    status: u16,
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+}
+
+/// A JSON answer with the given status.
+pub fn json(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A JSON error answer, counted in `relish_rejected_requests_total`.
+pub fn error(
+    state: &State,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    path: Option<&str>,
+    request_id: Option<&str>,
+) -> HttpResponse {
+    state.metrics.rejected(status.as_u16(), code);
+    let body = ErrorBody {
+        error: ErrorDetail { status: status.as_u16(), code, message, path: path.filter(|p| !p.is_empty()) },
+        request_id,
+    };
+    let mut response = json(status, serde_json::to_vec(&body).expect("an error body serialises"));
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    response
+}
+
+/// Routes one data-plane request.
+pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> HttpResponse {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    match (path.as_str(), path.strip_prefix("/v1/rank/")) {
+        (_, Some(surface)) => {
+            if method != Method::POST {
+                return method_not_allowed(&state, "POST");
+            }
+            let surface = surface.to_owned();
+            rank(state, request, surface).await
+        }
+        ("/healthz", _) => {
+            get_only(&state, &method).unwrap_or_else(|| json(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()))
+        }
+        ("/readyz", _) => get_only(&state, &method).unwrap_or_else(|| readyz(&state)),
+        ("/metrics", _) => get_only(&state, &method).unwrap_or_else(|| metrics(&state)),
+        _ => error(&state, StatusCode::NOT_FOUND, "not_found", &format!("no endpoint `{path}`"), None, None),
+    }
+}
+
+fn get_only(state: &State, method: &Method) -> Option<HttpResponse> {
+    (method != Method::GET && method != Method::HEAD).then(|| method_not_allowed(state, "GET, HEAD"))
+}
+
+fn method_not_allowed(state: &State, allow: &'static str) -> HttpResponse {
+    let mut response = error(
+        state,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("this endpoint takes {allow}"),
+        None,
+        None,
+    );
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn readyz(state: &State) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Ready<'a> {
+        ready: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        surfaces: std::collections::BTreeMap<String, Option<String>>,
+    }
+    let bindings = state.router.all();
+    let surfaces: std::collections::BTreeMap<String, Option<String>> = bindings
+        .values()
+        .map(|b| (b.surface.clone(), b.active.as_ref().map(|a| format!("{}@{}", a.name, a.version))))
+        .collect();
+    let started = state.ready.load(Ordering::Acquire);
+    let unbound = surfaces.values().any(Option::is_none);
+    let reason = if !started {
+        Some("starting: restoring policy versions and activations")
+    } else if unbound {
+        Some("a surface has no active policy")
+    } else {
+        None
+    };
+    let ready = reason.is_none();
+    let body = serde_json::to_vec(&Ready { ready, reason, surfaces }).expect("serialises");
+    json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+}
+
+fn metrics(state: &State) -> HttpResponse {
+    let body = state.metrics.encode(state.runtime.compile_count());
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+/// A caller's request id, if usable: 1–128 visible ASCII characters.
+fn caller_request_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(REQUEST_ID)?.to_str().ok()?;
+    ((1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic())).then(|| value.to_owned())
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Releases one global in-flight slot when dropped.
+struct Inflight<'a>(&'a State);
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Release);
+        self.0.metrics.inflight().dec();
+    }
+}
+
+async fn rank(state: Arc<State>, request: Request<Incoming>, surface: String) -> HttpResponse {
+    let caller_id = caller_request_id(request.headers());
+    let span = tracing::info_span!("rank", surface = %surface, request_id = tracing::field::Empty);
+    if let Some(id) = &caller_id {
+        span.record("request_id", id.as_str());
+    }
+    rank_in_span(&state, request, &surface, caller_id).instrument(span).await
+}
+
+async fn rank_in_span(
+    state: &State,
+    request: Request<Incoming>,
+    surface: &str,
+    caller_id: Option<String>,
+) -> HttpResponse {
+    let received = Instant::now();
+    let id = caller_id.as_deref();
+    if !state.ready.load(Ordering::Acquire) {
+        let mut response =
+            error(state, StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the server is starting", None, id);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    let Some(binding) = state.router.get(surface) else {
+        let mut known: Vec<String> = state.router.all().keys().cloned().collect();
+        known.sort();
+        let message = format!("no surface `{surface}` (known: {})", known.join(", "));
+        return error(state, StatusCode::NOT_FOUND, "unknown_surface", &message, None, id);
+    };
+    if !is_json(request.headers()) {
+        let message = "send the request as `content-type: application/json`";
+        return error(state, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message, None, id);
+    }
+    let limit = state.config.server.max_body_bytes;
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        let message = format!("the body is larger than {limit} bytes");
+        return error(state, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &message, None, id);
+    }
+    // Shed load instead of queueing: past the limit, answer now and let the caller retry.
+    if state.inflight.fetch_add(1, Ordering::Acquire) >= state.config.server.max_concurrency {
+        state.inflight.fetch_sub(1, Ordering::Release);
+        let message = format!("{} requests in flight, the limit", state.config.server.max_concurrency);
+        let mut response = error(state, StatusCode::SERVICE_UNAVAILABLE, "overloaded", &message, None, id);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    state.metrics.inflight().inc();
+    let _inflight = Inflight(state);
+
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            let message = format!("the body is larger than {limit} bytes");
+            return error(state, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &message, None, id);
+        }
+        Err(e) => {
+            let message = format!("could not read the body: {e}");
+            return error(state, StatusCode::BAD_REQUEST, "unreadable_body", &message, None, id);
+        }
+    };
+
+    let parse_started = Instant::now();
+    let now_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let options = DecodeOptions {
+        surface: Some(surface),
+        now_unix_ms,
+        max_candidates: binding.max_candidates,
+        request_id: id,
+        ..DecodeOptions::default()
+    };
+    let mut decoded = match wire::decode(&body, &options) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            let (status, code) = match e.kind {
+                DecodeErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                DecodeErrorKind::Invalid => (StatusCode::BAD_REQUEST, "malformed_request"),
+            };
+            tracing::debug!(path = %e.path, "rejected: {}", e.message);
+            return error(state, status, code, &e.message, Some(&e.path), id);
+        }
+    };
+    let request = &mut decoded.request;
+    if caller_id.is_none() {
+        tracing::Span::current().record("request_id", request.request_id.as_str());
+    }
+    let parse_us = parse_started.elapsed().as_micros() as u64;
+
+    let answer = binding.answer(request, &state.metrics);
+
+    let encode_started = Instant::now();
+    let (policy, version) = binding.active_names();
+    let failure = answer.failure.as_ref();
+    let response = wire::Response {
+        request_id: &request.request_id,
+        items: Items { ranking: &answer.ranking, request },
+        policy: binding.active.as_ref().map(|a| PolicyRef { name: policy, version, digest: a.digest }),
+        fallback: failure.map(|f| Fallback { reason: f.reason, answered_by: &f.answered_by, detail: &f.detail }),
+        took_us: received.elapsed().as_micros() as u64,
+    };
+    let body = response.to_json();
+    let encode_us = encode_started.elapsed().as_micros() as u64;
+
+    let mut http = json(StatusCode::OK, body);
+    let headers = http.headers_mut();
+    let echoed = caller_id.as_deref().unwrap_or(&request.request_id);
+    if let Ok(value) = HeaderValue::from_str(echoed) {
+        headers.insert(REQUEST_ID, value);
+    }
+    let timing = format!(
+        "parse;dur={:.3}, policy;dur={:.3}, encode;dur={:.3}",
+        parse_us as f64 / 1000.0,
+        answer.policy_us as f64 / 1000.0,
+        encode_us as f64 / 1000.0
+    );
+    headers.insert("server-timing", HeaderValue::from_str(&timing).expect("ASCII"));
+    binding.metrics.request_seconds.observe(received.elapsed().as_secs_f64());
+    http
+}

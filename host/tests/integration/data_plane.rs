@@ -1,0 +1,251 @@
+//! The data plane: both request shapes, every error status, request ids, metrics, HTTP/2, load
+//! shedding.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::{self, get, ids, metric, rank};
+
+const TWO: &str = r#"{"request_id": "r-2", "candidates": [
+    {"id": "a", "features": {"rating": 6.0, "orders_7d": 10}, "tags": ["pizza"]},
+    {"id": "b", "features": {"rating": 9.0, "orders_7d": 300}, "tags": ["sushi"]}]}"#;
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let server = util::start(&["popularity"], &[], "").await;
+    let health = get(&server, "/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    let ready = get(&server, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.json());
+    assert_eq!(ready.json()["surfaces"]["discovery"], "popularity@0.1.0");
+    let metrics = get(&server, "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    let scrape = String::from_utf8(metrics.body.to_vec()).unwrap();
+    assert!(scrape.contains("process_resident_memory_bytes"), "process metrics are exported");
+    assert_eq!(metric(&scrape, "relish_active_policy", &[("surface", "discovery"), ("policy", "popularity")]), 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_row_and_columnar_shapes_get_the_same_answer() {
+    let server = util::start(&["popularity", "discovery"], &[], "").await;
+    let rows = rank(&server, "discovery", &relish_tests::fixture("discovery-evening.json")).await;
+    assert_eq!(rows.status, StatusCode::OK);
+    let rows = rows.json();
+    let columns = rank(&server, "discovery", &to_columnar(&relish_tests::fixture("discovery-evening.json"))).await;
+    assert_eq!(columns.status, StatusCode::OK, "{}", String::from_utf8_lossy(&columns.body));
+    let columns = columns.json();
+    assert_eq!(rows["items"], columns["items"]);
+    assert_eq!(rows["policy"]["name"], "discovery");
+    assert_eq!(rows["policy"]["version"], "0.1.0");
+    assert!(rows["policy"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(rows["fallback"], serde_json::Value::Null);
+    assert_eq!(rows["request_id"], "r-evening-1");
+    assert!(rows["took_us"].as_u64().is_some());
+    assert_eq!(ids(&rows)[0], "venue-pizza-1");
+    server.stop().await;
+}
+
+/// Rewrites a row-shape request into the columnar shape.
+fn to_columnar(json: &str) -> String {
+    let mut request: serde_json::Value = serde_json::from_str(json).unwrap();
+    let rows = request["candidates"].as_array().unwrap().clone();
+    let mut names: Vec<String> = Vec::new();
+    for row in &rows {
+        for name in row["features"].as_object().unwrap().keys() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    let values: Vec<serde_json::Value> = rows
+        .iter()
+        .flat_map(|row| names.iter().map(|n| row["features"].get(n).cloned().unwrap_or(serde_json::Value::Null)))
+        .collect();
+    request["candidates"] = serde_json::json!({
+        "ids": rows.iter().map(|r| r["id"].clone()).collect::<Vec<_>>(),
+        "feature_names": names,
+        "features": values,
+        "tags": rows.iter().map(|r| r.get("tags").cloned().unwrap_or(serde_json::json!([]))).collect::<Vec<_>>(),
+    });
+    request.to_string()
+}
+
+#[tokio::test]
+async fn every_error_status_names_the_problem() {
+    let server =
+        util::start(&["popularity"], &[], "[defaults]\nmax_candidates = 3\n[server]\nmax_body_bytes = 4096\n").await;
+
+    let malformed =
+        rank(&server, "discovery", r#"{"candidates": [{"id": "a", "features": {"rating": "high"}}]}"#).await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    let error = &malformed.json()["error"];
+    assert_eq!(error["path"], "candidates[0].features.rating");
+    assert!(error["message"].as_str().unwrap().contains("expected a number"), "{error}");
+
+    let not_json = rank(&server, "discovery", "{\"candidates\": [").await;
+    assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+
+    let missing = rank(&server, "discovery", "{}").await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert!(missing.json()["error"]["message"].as_str().unwrap().contains("candidates"));
+
+    let unknown = rank(&server, "checkout", TWO).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.json()["error"]["message"].as_str().unwrap().contains("checkout"));
+    assert_eq!(get(&server, "/v2/whatever").await.status, StatusCode::NOT_FOUND);
+
+    let too_many = r#"{"candidates": [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}]}"#;
+    let too_many = rank(&server, "discovery", too_many).await;
+    assert_eq!(too_many.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(too_many.json()["error"]["message"].as_str().unwrap().contains("at most 3"));
+    let huge = format!(r#"{{"candidates": [], "request_id": "{}"}}"#, "x".repeat(5000));
+    assert_eq!(rank(&server, "discovery", &huge).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let wrong_method = get(&server, "/v1/rank/discovery").await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.header("allow"), Some("POST"));
+    let post_metrics =
+        util::send(Request::post(format!("{}/metrics", server.base)).body(Full::default()).unwrap()).await;
+    assert_eq!(post_metrics.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    let form = Request::post(format!("{}/v1/rank/discovery", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(TWO)))
+        .unwrap();
+    let form = util::send(form).await;
+    assert_eq!(form.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(form.json()["error"]["message"].as_str().unwrap().contains("application/json"));
+
+    let scrape = String::from_utf8(get(&server, "/metrics").await.body.to_vec()).unwrap();
+    for (status, count) in [("400", 3.0), ("404", 2.0), ("413", 2.0), ("405", 2.0), ("415", 1.0)] {
+        assert_eq!(metric(&scrape, "relish_rejected_requests_total", &[("status", status)]), count, "status {status}");
+    }
+    // The server is unharmed.
+    assert_eq!(rank(&server, "discovery", TWO).await.status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_id_is_echoed_or_generated() {
+    let server = util::start(&["popularity"], &[], "").await;
+    let with_header = Request::post(format!("{}/v1/rank/discovery", server.base))
+        .header("content-type", "application/json")
+        .header("x-request-id", "edge-123")
+        .body(Full::new(Bytes::from(TWO)))
+        .unwrap();
+    let answer = util::send(with_header).await;
+    assert_eq!(answer.header("x-request-id"), Some("edge-123"));
+    assert_eq!(answer.json()["request_id"], "r-2", "the body's own id stays in the body");
+
+    let body_only = rank(&server, "discovery", TWO).await;
+    assert_eq!(body_only.header("x-request-id"), Some("r-2"));
+
+    let neither = rank(&server, "discovery", r#"{"candidates": [{"id": "a"}]}"#).await;
+    let generated = neither.header("x-request-id").unwrap().to_owned();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+    assert_eq!(neither.json()["request_id"], generated.as_str());
+
+    let header_only = Request::post(format!("{}/v1/rank/discovery", server.base))
+        .header("content-type", "application/json")
+        .header("x-request-id", "edge-456")
+        .body(Full::new(Bytes::from(r#"{"candidates": [{"id": "a"}]}"#)))
+        .unwrap();
+    assert_eq!(util::send(header_only).await.json()["request_id"], "edge-456");
+
+    let timing = rank(&server, "discovery", TWO).await;
+    let timing = timing.header("server-timing").unwrap();
+    for part in ["parse;dur=", "policy;dur=", "encode;dur="] {
+        assert!(timing.contains(part), "{timing}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_as_they_are_made() {
+    let server = util::start(&["popularity"], &[], "").await;
+    let scrape = || async { String::from_utf8(get(&server, "/metrics").await.body.to_vec()).unwrap() };
+    let labels = [("surface", "brands"), ("policy", "popularity"), ("answered_by", "policy")];
+    let before = metric(&scrape().await, "relish_requests_total", &labels);
+    for _ in 0..5 {
+        assert_eq!(rank(&server, "brands", TWO).await.status, StatusCode::OK);
+    }
+    let after = scrape().await;
+    assert_eq!(metric(&after, "relish_requests_total", &labels) - before, 5.0);
+    assert_eq!(
+        metric(&after, "relish_request_duration_seconds_count", &[("surface", "brands")]),
+        5.0,
+        "the latency histogram counts the same requests"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served_on_the_same_port() {
+    let server = util::start(&["popularity"], &[], "").await;
+    let h2 = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let request = Request::post(format!("{}/v1/rank/discovery", server.base))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(TWO)))
+        .unwrap();
+    let answer = util::send_with(&h2, request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(ids(&answer.json()), ["b", "a"]);
+    let health =
+        util::send_with(&h2, Request::get(format!("{}/healthz", server.base)).body(Full::default()).unwrap()).await;
+    assert_eq!(health.status, StatusCode::OK);
+    server.stop().await;
+}
+
+/// Opens a connection and sends a rank request's headers and the first part of its body, so the
+/// request is in flight until the rest is sent.
+pub async fn partial_rank(addr: std::net::SocketAddr, surface: &str, body: &str) -> (tokio::net::TcpStream, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/rank/{surface} HTTP/1.1\r\nhost: relish\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    (stream, rest.to_owned())
+}
+
+/// Sends the rest of a partial request and reads the whole answer.
+pub async fn finish(mut stream: tokio::net::TcpStream, rest: &str) -> String {
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn past_the_concurrency_limit_requests_are_shed_with_retry_after() {
+    let server = util::start(&["popularity"], &[], "[server]\nmax_concurrency = 1\n").await;
+    let addr = server.handle.as_ref().unwrap().addr;
+    let (held, rest) = partial_rank(addr, "discovery", TWO).await;
+    // Wait until the held request has taken the one slot.
+    let mut shed = None;
+    for _ in 0..200 {
+        let answer = rank(&server, "discovery", TWO).await;
+        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+            shed = Some(answer);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let shed = shed.expect("a second request is shed while the first is in flight");
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert_eq!(shed.json()["error"]["code"], "overloaded");
+    let held = finish(held, &rest).await;
+    assert!(held.starts_with("HTTP/1.1 200"), "{held}");
+    assert_eq!(rank(&server, "discovery", TWO).await.status, StatusCode::OK, "the slot is free again");
+    server.stop().await;
+}

@@ -1,0 +1,9 @@
+//! Integration tests of `relish serve`: the real server on ephemeral ports, real HTTP.
+//!
+//! One test binary with a module per area; `util` starts servers and speaks HTTP.
+
+mod util;
+
+mod data_plane;
+mod fail_open;
+mod lifecycle;

@@ -1,0 +1,181 @@
+//! Starting test servers and talking to them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use relish_host::server::config::Config;
+use relish_host::server::{self, Handle};
+use serde_json::Value;
+
+/// The admin token every test server accepts (deploy role, every surface).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A server running in this process on ephemeral ports, with its own data directory.
+pub struct TestServer {
+    pub handle: Option<Handle>,
+    pub base: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// Copies bundled policies and test guests into a fresh bundled directory.
+pub fn bundled(dir: &Path, policies: &[&str], guests: &[&str]) -> PathBuf {
+    let bundled = dir.join("bundled");
+    std::fs::create_dir_all(&bundled).unwrap();
+    for name in policies {
+        std::fs::write(bundled.join(format!("{name}.wasm")), relish_tests::policy_bytes(name)).unwrap();
+    }
+    for name in guests {
+        std::fs::write(bundled.join(format!("{name}.wasm")), relish_tests::guest_bytes(name)).unwrap();
+    }
+    bundled
+}
+
+/// A configuration for a test server: `toml` plus ephemeral listeners, a temporary data directory
+/// and the bundled directory.
+pub fn config(dir: &Path, bundled: &Path, toml: &str) -> Config {
+    let mut config = Config::from_toml(toml).expect("a valid test configuration");
+    config.server.listen = ([127, 0, 0, 1], 0).into();
+    config.admin.listen = ([127, 0, 0, 1], 0).into();
+    config.server.data_dir = dir.join("data");
+    config.server.bundled_dir = bundled.to_path_buf();
+    config.server.shutdown_grace_secs = 10;
+    config.admin.tokens.push(relish_host::server::config::TokenConfig {
+        name: "test".into(),
+        secret: Some(ADMIN_TOKEN.into()),
+        secret_env: None,
+        role: relish_host::server::config::Role::Deploy,
+        surfaces: None,
+    });
+    // Tests assert behaviour, not speed: generous deadlines unless a test sets its own.
+    if config.defaults.deadline_ms.is_none() {
+        config.defaults.deadline_ms = Some(5_000.0);
+    }
+    config
+}
+
+/// Starts a server with the given bundled policies, test guests and configuration.
+pub async fn start(policies: &[&str], guests: &[&str], toml: &str) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let bundled = bundled(dir.path(), policies, guests);
+    let config = config(dir.path(), &bundled, toml);
+    start_config(dir, config).await
+}
+
+/// Starts a server with a prepared configuration.
+pub async fn start_config(dir: tempfile::TempDir, config: Config) -> TestServer {
+    let handle = server::start_with(config, relish_tests::runtime()).await.expect("the server starts");
+    TestServer {
+        base: format!("http://{}", handle.addr),
+        admin: format!("http://{}", handle.admin_addr),
+        handle: Some(handle),
+        dir,
+    }
+}
+
+impl TestServer {
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await;
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request and reads the whole answer.
+pub async fn send(request: Request<Full<Bytes>>) -> Answer {
+    send_with(&client(), request).await
+}
+
+/// Sends with a given client (for HTTP/2).
+pub async fn send_with(client: &Client<HttpConnector, Full<Bytes>>, request: Request<Full<Bytes>>) -> Answer {
+    let response = tokio::time::timeout(Duration::from_secs(60), client.request(request))
+        .await
+        .expect("the server answers within a minute")
+        .expect("the request reaches the server");
+    let (parts, body) = response.into_parts();
+    Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+}
+
+/// `POST /v1/rank/{surface}` with a JSON body.
+pub async fn rank(server: &TestServer, surface: &str, body: &str) -> Answer {
+    let request = Request::post(format!("{}/v1/rank/{surface}", server.base))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    send(request).await
+}
+
+/// `GET` on the data plane.
+pub async fn get(server: &TestServer, path: &str) -> Answer {
+    send(Request::get(format!("{}{path}", server.base)).body(Full::default()).unwrap()).await
+}
+
+/// An admin call with the test token.
+pub async fn admin(server: &TestServer, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
+    admin_as(server, Some(ADMIN_TOKEN), method, path, body).await
+}
+
+/// An admin call with the given token (or none).
+pub async fn admin_as(
+    server: &TestServer,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: impl Into<Bytes>,
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(format!("{}{path}", server.admin));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    send(request.body(Full::new(body.into())).unwrap()).await
+}
+
+/// The value of a counter or gauge in a `/metrics` scrape (summed over matching series), where
+/// every label in `labels` must match.
+pub fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// The ids of a rank answer's items.
+pub fn ids(answer: &Value) -> Vec<String> {
+    answer["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()).collect()
+}
