@@ -1,5 +1,7 @@
 //! `relish`: build, inspect, run and serve personalisation policies.
 
+mod admin_cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,6 +43,20 @@ enum Command {
         /// Check the configuration and exit.
         #[arg(long)]
         check: bool,
+    },
+    /// Manage stored policy versions through the admin API.
+    Policy {
+        #[command(flatten)]
+        connection: admin_cli::Connection,
+        #[command(subcommand)]
+        command: admin_cli::PolicyCommand,
+    },
+    /// Activate, roll back and inspect surfaces through the admin API.
+    Surface {
+        #[command(flatten)]
+        connection: admin_cli::Connection,
+        #[command(subcommand)]
+        command: admin_cli::SurfaceCommand,
     },
     /// Build policy crates into components (`<target>/policies/<name>.wasm`).
     Build {
@@ -115,6 +131,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, check } => serve(config, check),
+        Command::Policy { connection, command } => admin_cli::policy(&connection, command).map(|()| ExitCode::SUCCESS),
+        Command::Surface { connection, command } => {
+            admin_cli::surface(&connection, command).map(|()| ExitCode::SUCCESS)
+        }
         Command::Build { manifest_path, packages, out_dir, no_verify } => {
             build(BuildOptions { manifest_path, packages, out_dir, target: None, quiet: false }, !no_verify)
         }

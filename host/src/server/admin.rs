@@ -312,11 +312,12 @@ struct RollbackRequest {
     reason: Option<String>,
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(admin: &Admin, body: &[u8]) -> Result<T, HttpResponse> {
+/// Parses a JSON body; the error is the `400` answer naming the field.
+fn parse_json<T: for<'de> Deserialize<'de>>(admin: &Admin, body: &[u8]) -> Result<T, Box<HttpResponse>> {
     let mut json = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let message = format!("{}: {}", e.path(), e.inner());
-        fail(admin, StatusCode::BAD_REQUEST, "malformed_request", &message)
+        Box::new(fail(admin, StatusCode::BAD_REQUEST, "malformed_request", &message))
     })
 }
 
@@ -327,7 +328,7 @@ async fn activate(admin: Arc<Admin>, request: Request<Incoming>, surface: String
     };
     let wanted: ActivationRequest = match parse_json(&admin, &body) {
         Ok(wanted) => wanted,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     blocking(admin, move |admin| {
         let registry = admin.state.registry()?;
@@ -353,7 +354,7 @@ async fn rollback(admin: Arc<Admin>, request: Request<Incoming>, surface: String
     } else {
         match parse_json(&admin, &body) {
             Ok(wanted) => wanted,
-            Err(response) => return response,
+            Err(response) => return *response,
         }
     };
     blocking(admin, move |admin| {

@@ -4,6 +4,8 @@
 
 mod util;
 
+mod admin;
+mod crash;
 mod data_plane;
 mod fail_open;
 mod lifecycle;

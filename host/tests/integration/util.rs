@@ -24,15 +24,17 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
 }
 
-/// Copies bundled policies and test guests into a fresh bundled directory.
+/// Copies bundled policies and test guests into a fresh bundled directory. A guest given as
+/// `file=guest` is stored as `file.wasm` (bundled files are named by policy name).
 pub fn bundled(dir: &Path, policies: &[&str], guests: &[&str]) -> PathBuf {
     let bundled = dir.join("bundled");
     std::fs::create_dir_all(&bundled).unwrap();
     for name in policies {
         std::fs::write(bundled.join(format!("{name}.wasm")), relish_tests::policy_bytes(name)).unwrap();
     }
-    for name in guests {
-        std::fs::write(bundled.join(format!("{name}.wasm")), relish_tests::guest_bytes(name)).unwrap();
+    for entry in guests {
+        let (file, guest) = entry.split_once('=').unwrap_or((entry, entry));
+        std::fs::write(bundled.join(format!("{file}.wasm")), relish_tests::guest_bytes(guest)).unwrap();
     }
     bundled
 }
