@@ -35,7 +35,7 @@ mod bindings {
 
 use bindings::relish::policy::host::LogLevel;
 pub use bindings::relish::policy::types;
-use bindings::{Ranker, RankerPre};
+use bindings::{Ranker as RankerWorld, RankerPre};
 
 /// The WIT package version this host serves.
 pub const CONTRACT: &str = "relish:policy@0.1.0";
@@ -542,7 +542,7 @@ impl Runtime {
 
         let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
-        Ranker::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        RankerWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -773,11 +773,25 @@ impl PolicyPre {
     }
 }
 
+/// Something that ranks a request under a budget and returns a validated answer: a loaded
+/// component ([`PolicyPre`]), or, for the load benchmark's native baseline only, the same policy
+/// compiled into the host.
+pub trait Ranker: Send + Sync {
+    /// Ranks one request.
+    fn rank(&self, request: &types::Request, budget: &Budget) -> Result<Ranking, CallError>;
+}
+
+impl Ranker for PolicyPre {
+    fn rank(&self, request: &types::Request, budget: &Budget) -> Result<Ranking, CallError> {
+        PolicyPre::rank(self, request, budget)
+    }
+}
+
 /// A live policy instance (see [`PolicyPre::instance`]).
 pub struct PolicyInstance {
     policy: PolicyPre,
     store: Store<CallState>,
-    ranker: Ranker,
+    ranker: RankerWorld,
     budget: Budget,
 }
 

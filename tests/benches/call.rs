@@ -33,6 +33,13 @@ fn compare<P: Policy>(c: &mut Criterion, name: &str, request: &types::Request, l
     group.finish();
 }
 
+/// The fixed cost of a fresh instance: store, pooled slot, instantiation, teardown.
+fn instantiation(c: &mut Criterion) {
+    let budget = Budget { deadline: std::time::Duration::from_secs(1), ..Budget::default() };
+    let loaded = policy("popularity");
+    c.bench_function("instantiate and drop", |b| b.iter(|| black_box(loaded.instance(&budget).expect("an instance"))));
+}
+
 fn calls(c: &mut Criterion) {
     let personal = decode(&synthetic::venues(500, 1, false).to_string());
     assert_eq!(personal.candidates.feature_names.len(), 20, "the benchmark request has 20 features");
@@ -45,6 +52,6 @@ fn calls(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(3));
-    targets = calls
+    targets = instantiation, calls
 }
 criterion_main!(benches);

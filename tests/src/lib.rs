@@ -179,3 +179,45 @@ pub fn to_guest(request: &types::Request) -> relish_guest::RawRequest {
         params: request.params.clone(),
     }
 }
+
+/// A policy compiled natively, ranking through the host's [`Ranker`](relish_host::runtime::Ranker)
+/// interface: the request is copied into the guest SDK's types (as the component's call copies it
+/// into linear memory) and the answer validated like a component's. The baseline of the load and
+/// call benchmarks; never a way to serve traffic.
+pub struct Native<P>(std::marker::PhantomData<fn() -> P>);
+
+impl<P> Native<P> {
+    /// The native stand-in for policy `P`.
+    pub fn new() -> Self {
+        Native(std::marker::PhantomData)
+    }
+}
+
+impl<P> Default for Native<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: relish_guest::Policy> relish_host::runtime::Ranker for Native<P> {
+    fn rank(
+        &self,
+        request: &types::Request,
+        budget: &Budget,
+    ) -> Result<relish_host::runtime::Ranking, relish_host::runtime::CallError> {
+        use relish_host::runtime::{CallError, PolicyError};
+        let raw = relish_guest::rank_raw::<P>(to_guest(request)).map_err(|error| {
+            CallError::Policy(match error {
+                relish_guest::RankError::InvalidRequest(m) => PolicyError::InvalidRequest(m),
+                relish_guest::RankError::Internal(m) => PolicyError::Internal(m),
+            })
+        })?;
+        let raw = types::Ranking {
+            order: raw.order,
+            scores: raw.scores,
+            reasons: raw.reasons,
+            reason_codes: raw.reason_codes,
+        };
+        relish_host::runtime::Ranking::validate(raw, request, budget)
+    }
+}

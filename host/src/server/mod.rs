@@ -34,7 +34,7 @@ use self::health::{Alarm, Health, HealthPolicy};
 use self::metrics::Metrics;
 use self::router::{Binding, Bound, Limiter, Router};
 use crate::registry::{Registry, RegistryOptions};
-use crate::runtime::{Digest, Runtime};
+use crate::runtime::{Digest, Ranker, Runtime};
 
 /// Everything the handlers share.
 pub struct State {
@@ -55,6 +55,8 @@ pub struct State {
     alarms: mpsc::UnboundedSender<Alarm>,
     /// When to roll back automatically.
     pub health: HealthPolicy,
+    /// Native stand-ins by policy name: the load benchmark's baseline only.
+    natives: HashMap<String, Arc<dyn Ranker>>,
 }
 
 impl State {
@@ -89,6 +91,14 @@ impl State {
         Ok(())
     }
 
+    /// The native stand-in for a bound version, if one was given for its policy name.
+    fn native(&self, bound: Bound) -> Bound {
+        match self.natives.get(&bound.name) {
+            Some(native) => Bound { ranker: native.clone(), ..bound },
+            None => bound,
+        }
+    }
+
     fn binding(&self, registry: &Registry, settings: &ResolvedSurface) -> anyhow::Result<Binding> {
         let active =
             registry.active().get(&settings.name).map(|a| (Bound::new(a.policy.clone()), a.activation.clone()));
@@ -106,7 +116,8 @@ impl State {
         let health = active.as_ref().map(|(bound, _)| {
             Arc::new(Health::new(self.health, &settings.name, &bound.name, &bound.version, self.alarms.clone()))
         });
-        let active = active.map(|(bound, _)| bound);
+        let active = active.map(|(bound, _)| self.native(bound));
+        let fallback = fallback.map(|bound| self.native(bound));
         let digest = active.as_ref().map(|b| b.digest.to_string());
         let labels = active.as_ref().zip(digest.as_deref()).map(|(b, d)| (b.name.as_str(), b.version.as_str(), d));
         self.metrics.set_active(&settings.name, labels);
@@ -267,6 +278,18 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
 
 /// [`start`] with an existing runtime (tests share one per process).
 pub async fn start_with(config: Config, runtime: Arc<Runtime>) -> anyhow::Result<Handle> {
+    start_with_natives(config, runtime, HashMap::new()).await
+}
+
+/// [`start_with`], but the policies named in `natives` rank with the given native stand-ins
+/// instead of their components (names, versions and digests still come from the components).
+/// This is the load benchmark's baseline: the same server, JSON handling and ranking algorithm,
+/// compiled natively. Never use it to serve traffic: native code is not contained.
+pub async fn start_with_natives(
+    config: Config,
+    runtime: Arc<Runtime>,
+    natives: HashMap<String, Arc<dyn Ranker>>,
+) -> anyhow::Result<Handle> {
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen / RELISH_LISTEN)", config.server.listen))?;
@@ -290,6 +313,7 @@ pub async fn start_with(config: Config, runtime: Arc<Runtime>) -> anyhow::Result
         limiters: Mutex::new(HashMap::new()),
         alarms,
         health: HealthPolicy::default(),
+        natives,
         config,
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);

@@ -16,13 +16,13 @@ use super::config::ResolvedSurface;
 use super::health::Health;
 use super::metrics::{BindingMetrics, Metrics};
 use crate::fallback::{self, INPUT_ORDER};
-use crate::runtime::{Budget, CallError, Digest, PolicyPre, Ranking, types};
+use crate::runtime::{Budget, CallError, Digest, PolicyPre, Ranker, Ranking, types};
 
 /// A loaded policy version, with the names responses and metrics use.
 #[derive(Clone)]
 pub struct Bound {
-    /// The loaded version.
-    pub policy: Arc<PolicyPre>,
+    /// What ranks: the loaded version (or a native stand-in in the load benchmark's baseline).
+    pub ranker: Arc<dyn Ranker>,
     /// Its name.
     pub name: String,
     /// Its version.
@@ -35,7 +35,12 @@ impl Bound {
     /// Binds a loaded version.
     pub fn new(policy: Arc<PolicyPre>) -> Self {
         let metadata = policy.metadata();
-        Bound { name: metadata.name.clone(), version: metadata.version.clone(), digest: policy.digest(), policy }
+        Bound {
+            name: metadata.name.clone(),
+            version: metadata.version.clone(),
+            digest: policy.digest(),
+            ranker: policy,
+        }
     }
 }
 
@@ -163,7 +168,7 @@ impl Binding {
         // The fallback runs with its own defaults, not the active policy's parameters.
         request.params.clear();
         let (ranking, answered_by) = match &self.fallback {
-            Some(fallback) => match fallback.policy.rank(request, &self.budget) {
+            Some(fallback) => match fallback.ranker.rank(request, &self.budget) {
                 Ok(ranking) => (ranking, fallback.name.clone()),
                 Err(error) => {
                     metrics.policy_error(&fallback.name, &fallback.version, error.reason());
@@ -198,7 +203,7 @@ impl Binding {
             })?),
             None => None,
         };
-        let result = active.policy.rank(request, &self.budget);
+        let result = active.ranker.rank(request, &self.budget);
         if let Some(health) = &self.health {
             // A full instance pool is the host's problem, not the version's: it does not count.
             if !matches!(result, Err(CallError::Capacity(_))) {
