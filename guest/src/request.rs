@@ -265,6 +265,7 @@ pub struct Cart<'a> {
 
 impl<'a> Cart<'a> {
     /// The number of items in the cart.
+    #[inline]
     pub fn len(&self) -> usize {
         self.raw.item_ids.len()
     }
@@ -275,6 +276,7 @@ impl<'a> Cart<'a> {
     }
 
     /// The id of cart item `i`.
+    #[inline]
     pub fn id(&self, i: usize) -> &'a str {
         &self.raw.item_ids[i]
     }
@@ -285,6 +287,7 @@ impl<'a> Cart<'a> {
     }
 
     /// The tag ids of cart item `i`.
+    #[inline]
     pub fn tags(&self, i: usize) -> &'a [u32] {
         tag_slice(&self.raw.tags, i)
     }
@@ -305,6 +308,7 @@ impl<'a> Candidates<'a> {
     }
 
     /// The number of candidates.
+    #[inline]
     pub fn len(&self) -> usize {
         self.n
     }
@@ -315,6 +319,7 @@ impl<'a> Candidates<'a> {
     }
 
     /// The caller's id of candidate `i`.
+    #[inline]
     pub fn id(&self, i: usize) -> &'a str {
         let offsets = &self.raw.ids.offsets;
         &self.raw.ids.data[offsets[i] as usize..offsets[i + 1] as usize]
@@ -332,6 +337,7 @@ impl<'a> Candidates<'a> {
 
     /// A feature column by name. A name no candidate carries gives a column where every value is
     /// missing, so policies handle "feature not sent" and "feature unknown" the same way.
+    #[inline]
     pub fn feature(&self, name: &str) -> Column<'a> {
         let column = self.raw.feature_names.iter().position(|n| n == name);
         Column { matrix: &self.raw.features, d: self.d, column }
@@ -339,21 +345,25 @@ impl<'a> Candidates<'a> {
 
     /// Candidate `i`'s feature values, in the order of [`Candidates::feature_names`] (NaN where
     /// missing).
+    #[inline]
     pub fn row(&self, i: usize) -> &'a [f32] {
         &self.raw.features[i * self.d..(i + 1) * self.d]
     }
 
     /// Candidate `i`'s tag ids (indices into the request's [`Tags`]).
+    #[inline]
     pub fn tags(&self, i: usize) -> &'a [u32] {
         tag_slice(&self.raw.tags, i)
     }
 
     /// Whether candidate `i` has the tag with this id.
+    #[inline]
     pub fn has_tag(&self, i: usize, tag: u32) -> bool {
         self.tags(i).contains(&tag)
     }
 }
 
+#[inline]
 fn tag_slice(column: &raw::TagColumn, i: usize) -> &[u32] {
     &column.indices[column.offsets[i] as usize..column.offsets[i + 1] as usize]
 }
@@ -412,6 +422,7 @@ impl<'a> Tags<'a> {
     }
 
     /// The number of distinct tags in the request.
+    #[inline]
     pub fn len(&self) -> usize {
         self.vocabulary.len()
     }

@@ -20,7 +20,7 @@
 //! the first `diversity_window` places. Closed venues come last. Users without features
 //! (anonymous, or unknown to the feature store) get the popularity order unchanged.
 
-use relish_guest::score::{self, cap_per_key, decay, jaccard_where, mmr};
+use relish_guest::score::{self, TagSets, cap_per_key, decay, mmr};
 use relish_guest::{Feature, Param, Policy, RankError, Ranking, Request, Spec, math};
 use relish_venue_signals::{Eta, Popularity, open_first, open_flags, popularity_ranking};
 
@@ -230,8 +230,17 @@ fn diversify(request: &Request, relevance: &[f32], open_order: &[u32], w: &Weigh
     let pool = &open_order[..open_order.len().min(w.mmr_pool)];
     let mut normalised = relevance.to_vec();
     score::min_max(&mut normalised);
+    // MMR compares every pick with every remaining venue of the pool: bitsets make that cheap.
+    let position: Vec<u32> = {
+        let mut position = vec![u32::MAX; candidates.len()];
+        for (slot, &i) in pool.iter().enumerate() {
+            position[i as usize] = slot as u32;
+        }
+        position
+    };
+    let cuisines = TagSets::new(request.tags().len(), pool.iter().map(|&i| candidates.tags(i as usize)), &is_cuisine);
     let mut order = mmr(pool, &normalised, w.mmr_depth, w.lambda, |a, b| {
-        jaccard_where(candidates.tags(a as usize), candidates.tags(b as usize), &is_cuisine)
+        cuisines.jaccard(position[a as usize] as usize, position[b as usize] as usize)
     });
     let picked = order.len();
     order.extend(open_order.iter().filter(|i| !order[..picked].contains(i)).copied().collect::<Vec<_>>());
