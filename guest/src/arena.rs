@@ -44,8 +44,8 @@ impl Arena {
             /// Set by the linker: the first byte after static data and the stack.
             static __heap_base: u8;
         }
-        // SAFETY: only the symbol's address is taken, never its value.
-        unsafe { core::ptr::addr_of!(__heap_base) as usize }
+        // Only the symbol's address is taken, never its value.
+        core::ptr::addr_of!(__heap_base) as usize
     }
 
     /// Makes `[start, start + size)` available, growing memory if needed; `None` if the host

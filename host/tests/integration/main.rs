@@ -5,6 +5,7 @@
 mod util;
 
 mod admin;
+mod cli;
 mod crash;
 mod data_plane;
 mod fail_open;
