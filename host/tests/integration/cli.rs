@@ -57,14 +57,16 @@ fn an_authors_crate_outside_the_repository_builds_inspects_and_ranks() {
     assert!(!out.contains("wasi:"), "no WASI imports: {out}");
 
     let fixture = root.join("tests/fixtures/discovery-evening.json").display().to_string();
-    let (ok, _, out, err) = relish(&["rank", "--policy", &component, "--request", &fixture, "--param", "max_eta=30"], dir.path());
+    let (ok, _, out, err) =
+        relish(&["rank", "--policy", &component, "--request", &fixture, "--param", "max_eta=30"], dir.path());
     assert!(ok, "{err}");
     let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
     let first = answer["items"][0]["id"].as_str().unwrap();
     assert_eq!(first, "venue-burger-1", "the fastest delivery (15 min) comes first");
     assert_eq!(answer["policy"]["name"], "nearest");
 
-    let (ok, _, _, err) = relish(&["rank", "--policy", &component, "--request", &fixture, "--param", "speed=9"], dir.path());
+    let (ok, _, _, err) =
+        relish(&["rank", "--policy", &component, "--request", &fixture, "--param", "speed=9"], dir.path());
     assert!(!ok && err.contains("speed") && err.contains("max_eta"), "{err}");
 }
 
