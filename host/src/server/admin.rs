@@ -2,7 +2,8 @@
 //!
 //! Every call carries `Authorization: Bearer <secret>`. A token has a role (`read`: list, show,
 //! status; `deploy`: also upload, activate, roll back, delete) and may be limited to some surfaces,
-//! so one team cannot change another team's surfaces. Secrets are compared in constant time.
+//! so one team cannot change another team's surfaces (nor delete versions it did not upload).
+//! Secrets are compared in constant time.
 //!
 //! | Method | Path | Role |
 //! | --- | --- | --- |
@@ -177,9 +178,25 @@ async fn dispatch(admin: Arc<Admin>, request: Request<Incoming>, token: Token) -
                 return forbidden(&admin, &token, "delete versions");
             }
             let (name, version) = (name.to_string(), version.to_string());
-            blocking(admin, move |admin| match admin.state.registry()?.delete_version(&name, &version) {
-                Ok(info) => Ok(ok(StatusCode::OK, &info)),
-                Err(e) => Ok(registry_error(admin, &e)),
+            blocking(admin, move |admin| {
+                let registry = admin.state.registry()?;
+                // A token limited to some surfaces belongs to one team: it may delete only the
+                // versions it uploaded, never another team's.
+                if token.surfaces.is_some()
+                    && let Ok(info) = registry.version(&name, &version)
+                    && info.uploaded_by != token.name
+                {
+                    let message = format!(
+                        "token `{}` is limited to some surfaces and may delete only versions it uploaded; \
+                         {name}@{version} was uploaded by `{}`",
+                        token.name, info.uploaded_by
+                    );
+                    return Ok(fail(admin, StatusCode::FORBIDDEN, "forbidden", &message));
+                }
+                Ok(match registry.delete_version(&name, &version) {
+                    Ok(info) => ok(StatusCode::OK, &info),
+                    Err(e) => registry_error(admin, &e),
+                })
             })
             .await
         }

@@ -121,6 +121,18 @@ async fn every_refusal_has_its_status_and_says_why() {
     assert_eq!(other_team.status, StatusCode::FORBIDDEN);
     assert!(other_team.json()["error"]["message"].as_str().unwrap().contains("banners"));
     assert_eq!(admin_as(&server, team, "POST", "/v1/surfaces/swap/rollback", "").await.status, StatusCode::FORBIDDEN);
+    // A team token may upload, and delete what it uploaded, but not another team's versions.
+    assert_eq!(
+        admin_as(&server, team, "PUT", "/v1/policies/tagger/versions/2.0.0", tagger(2)).await.status,
+        StatusCode::CREATED
+    );
+    let foreign = admin_as(&server, team, "DELETE", "/v1/policies/popularity/versions/0.1.0", "").await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    assert!(foreign.json()["error"]["message"].as_str().unwrap().contains("uploaded by"));
+    assert_eq!(
+        admin_as(&server, team, "DELETE", "/v1/policies/tagger/versions/2.0.0", "").await.status,
+        StatusCode::OK
+    );
 
     // 409: other bytes under an existing version.
     let conflict = admin(&server, "PUT", "/v1/policies/tagger/versions/1.0.0", tagger(2)).await;
