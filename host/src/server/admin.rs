@@ -271,12 +271,19 @@ async fn read_body(admin: &Admin, request: Request<Incoming>, limit: usize) -> R
             &format!("the body is over {limit} bytes"),
         ));
     }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let timeout = std::time::Duration::from_secs(admin.state.config.server.read_timeout_secs);
+    match tokio::time::timeout(timeout, Limited::new(request.into_body(), limit).collect()).await {
+        Err(_) => Err(fail(
+            admin,
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            &format!("the body did not arrive within {timeout:?}"),
+        )),
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             Err(fail(admin, StatusCode::PAYLOAD_TOO_LARGE, "too_large", &format!("the body is over {limit} bytes")))
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             Err(fail(admin, StatusCode::BAD_REQUEST, "unreadable_body", &format!("could not read the body: {e}")))
         }
     }

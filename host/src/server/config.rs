@@ -103,8 +103,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Log format (`RELISH_LOG_FORMAT`): `human` or `json`.
     pub log_format: LogFormat,
-    /// How long a client may take to send a request's headers, in seconds.
-    pub header_timeout_secs: u64,
+    /// How long a client may take to send a request's headers, and then its body, in seconds
+    /// (slow-client protection: a stalled upload never holds a slot for long).
+    pub read_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -117,7 +118,7 @@ impl Default for ServerConfig {
             max_concurrency: 512,
             shutdown_grace_secs: 30,
             log_format: LogFormat::Human,
-            header_timeout_secs: 10,
+            read_timeout_secs: 10,
         }
     }
 }
@@ -323,6 +324,9 @@ impl Config {
         let s = &self.server;
         if s.max_body_bytes < 1024 {
             return Err(error("server.max_body_bytes", "must be at least 1024"));
+        }
+        if s.read_timeout_secs == 0 {
+            return Err(error("server.read_timeout_secs", "must be at least 1"));
         }
         if s.max_concurrency == 0 {
             return Err(error("server.max_concurrency", "must be at least 1"));

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -220,13 +220,18 @@ async fn rank_in_span(
     state.metrics.inflight().inc();
     let _inflight = Inflight(state);
 
-    let body = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let timeout = Duration::from_secs(state.config.server.read_timeout_secs);
+    let body = match tokio::time::timeout(timeout, Limited::new(request.into_body(), limit).collect()).await {
+        Err(_) => {
+            let message = format!("the body did not arrive within {timeout:?}");
+            return error(state, StatusCode::REQUEST_TIMEOUT, "request_timeout", &message, None, id);
+        }
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             let message = format!("the body is larger than {limit} bytes");
             return error(state, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &message, None, id);
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             let message = format!("could not read the body: {e}");
             return error(state, StatusCode::BAD_REQUEST, "unreadable_body", &message, None, id);
         }

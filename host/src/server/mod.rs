@@ -318,15 +318,15 @@ pub async fn start_with_natives(
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
-    let header_timeout = Duration::from_secs(state.config.server.header_timeout_secs);
+    let read_timeout = Duration::from_secs(state.config.server.read_timeout_secs);
 
     let data_state = state.clone();
-    let data = serve(listener, shutdown_receiver.clone(), grace, header_timeout, move |request| {
+    let data = serve(listener, shutdown_receiver.clone(), grace, read_timeout, move |request| {
         let state = data_state.clone();
         async move { Ok::<_, Infallible>(http::handle(state, request).await) }
     });
     let admin_state = Arc::new(admin::Admin::new(state.clone(), tokens));
-    let admin = serve(admin_listener, shutdown_receiver.clone(), grace, header_timeout, move |request| {
+    let admin = serve(admin_listener, shutdown_receiver.clone(), grace, read_timeout, move |request| {
         let admin = admin_state.clone();
         async move { Ok::<_, Infallible>(admin::handle(admin, request).await) }
     });
@@ -353,15 +353,16 @@ async fn serve<F, Fut>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
-    header_timeout: Duration,
+    read_timeout: Duration,
     handler: F,
 ) where
     F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<http::HttpResponse, Infallible>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Slow-loris protection: a client must send its headers within the timeout.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    // Slow-loris protection: a client must send its headers within the timeout (the body has its
+    // own timeout in the handlers).
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     loop {

@@ -249,3 +249,17 @@ async fn past_the_concurrency_limit_requests_are_shed_with_retry_after() {
     assert_eq!(rank(&server, "discovery", TWO).await.status, StatusCode::OK, "the slot is free again");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_is_answered_408_and_frees_its_slot() {
+    let server = util::start(&["popularity"], &[], "[server]\nread_timeout_secs = 1\nmax_concurrency = 1\n").await;
+    let addr = server.handle.as_ref().unwrap().addr;
+    let (mut stalled, _rest) = partial_rank(addr, "discovery", TWO).await;
+    let mut answer = String::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stalled.read_to_string(&mut answer)).await;
+    assert!(read.is_ok(), "the server gives up on the body instead of waiting forever");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert_eq!(rank(&server, "discovery", TWO).await.status, StatusCode::OK, "the slot is free again");
+    server.stop().await;
+}
