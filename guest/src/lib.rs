@@ -135,8 +135,23 @@ pub trait Policy {
 /// Native tests that already hold a [`RawRequest`] (for example one decoded by the host) use this to
 /// get exactly what the component would answer.
 pub fn rank_raw<P: Policy>(raw: RawRequest) -> Result<bindings::relish::policy::types::Ranking, RankError> {
+    #[cfg(target_arch = "wasm32")]
+    log_panics();
     let request = Request::new(raw, P::SPEC);
     P::rank(&request).map(Ranking::into_raw)
+}
+
+/// In wasm a panic aborts the instance with a bare `unreachable` trap; log its message first, so
+/// the host's fallback log line says what went wrong and where.
+#[cfg(target_arch = "wasm32")]
+fn log_panics() {
+    fn hook(info: &std::panic::PanicHookInfo<'_>) {
+        log::error(&format!("policy panicked: {info}").replace('\n', " "));
+    }
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    // A function item is zero-sized: boxing it allocates nothing, so the hook does not pin memory
+    // in the policy's per-request arena.
+    INSTALLED.call_once(|| std::panic::set_hook(Box::new(hook)));
 }
 
 /// Exports a [`Policy`] as the component's `relish:policy/policy` interface.

@@ -845,19 +845,45 @@ fn classify(error: wasmtime::Error, store: &Store<CallState>, budget: &Budget) -
         Some(Trap::OutOfFuel) => return CallError::OutOfFuel(budget.fuel.unwrap_or(0)),
         _ => {}
     }
-    let detail = format!("{error:#}");
+    let detail = describe_trap(&error);
     if state.limits.memory_refused {
-        return CallError::Memory { cap: budget.memory_bytes, detail: first_line(&detail) };
+        return CallError::Memory { cap: budget.memory_bytes, detail };
     }
-    if detail.contains("pooling allocator") || detail.contains("maximum concurrent") {
-        return CallError::Capacity(first_line(&detail));
+    let text = format!("{error:#}");
+    if text.contains("pooling allocator") || text.contains("maximum concurrent") {
+        return CallError::Capacity(detail);
     }
-    let panic = state.last_error_log.as_deref().map(|m| format!(" (policy's last error log: {m})")).unwrap_or_default();
-    CallError::Trap(format!("{}{panic}", first_line(&detail)))
+    let panic = state.last_error_log.as_deref().map(|m| format!(" ({m})")).unwrap_or_default();
+    CallError::Trap(format!("{detail}{panic}"))
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().to_owned()
+/// A trap in one line: what happened and in which policy function, e.g. "wasm `unreachable`
+/// instruction executed in `discovery::rank`". (The SDK turns a panic into an `unreachable` trap
+/// after logging the panic message, which [`classify`] appends.)
+fn describe_trap(error: &wasmtime::Error) -> String {
+    let what = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    let what = what.strip_prefix("wasm trap: ").unwrap_or(&what).to_owned();
+    // The innermost frame that is the policy's own code, not the panic or allocation machinery.
+    let place = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(|trace| {
+            trace
+                .frames()
+                .iter()
+                .filter_map(|frame| frame.func_name())
+                .map(|name| format!("{:#}", rustc_demangle::demangle(name)))
+                .find(|name| {
+                    !["std::", "core::", "alloc::", "<alloc::", "<core::", "__rust", "rust_panic", "__rustc::"]
+                        .iter()
+                        .any(|prefix| name.starts_with(prefix))
+                })
+        })
+        .map(|name| format!(" in `{name}`"))
+        .unwrap_or_default();
+    format!("{what}{place}")
 }
 
 /// Per-call store data: limits and the log buffer.
