@@ -197,7 +197,7 @@ fn cargo_metadata(manifest_path: Option<&Path>) -> anyhow::Result<Metadata> {
     if !output.status.success() {
         bail!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
-    Ok(serde_json::from_slice(&output.stdout).context("reading cargo metadata")?)
+    serde_json::from_slice(&output.stdout).context("reading cargo metadata")
 }
 
 /// The packages to build, with their library target names.
