@@ -2,8 +2,8 @@
 //!
 //! Parsing is most of a request's cost (a 500-candidate body is ~150 KB; scoring it takes a few
 //! µs), so the decoder is a serde `DeserializeSeed` that writes each value where the policy will
-//! read it: candidate ids into one packed string, features into `(row, column, value)` cells that
-//! become the row-major matrix, tags into an interned vocabulary. There is no per-candidate map
+//! read it: candidate ids into one packed string, features into the row-major matrix (see
+//! `RowMatrix`), tags into an interned vocabulary. There is no per-candidate map
 //! and no intermediate document; keys are matched and interned from the body without copying.
 //!
 //! Errors name the field path (`candidates[3].features.rating`). Finding the path costs a second
@@ -11,11 +11,16 @@
 //! the right field, every check runs inside the seed of the value (or key) it is about: a check
 //! made in a parent's `visit_map` after the value was read would be reported at the parent.
 
-use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
 
 use chrono::{DateTime, Datelike, Timelike};
+use std::collections::HashMap as StdHashMap;
+
+/// foldhash rather than SipHash: feature names and tags are hashed for every value of a request.
+/// Its seed differs per process (address-space randomisation) and per map, so a body cannot aim
+/// for collisions it can predict, and the limits bound how many names one body brings.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use sha2::{Digest as _, Sha256};
 
@@ -150,6 +155,83 @@ fn locate(body: &[u8], options: &DecodeOptions<'_>) -> String {
     path
 }
 
+/// Checks the promises the contract makes a policy about a request's shape: string and tag
+/// offsets that start at 0, never decrease and end at their data; a matrix of exactly n × d
+/// values, none infinite; distinct feature names, user features and vocabulary; tag indices
+/// inside the vocabulary and distinct per row; user feature values that are not NaN.
+///
+/// Every request [`decode`] returns passes. The fuzz target and the property tests hold the
+/// decoder to that; a host that builds requests another way can check them here.
+pub fn check_request(request: &types::Request) -> Result<(), String> {
+    let c = &request.candidates;
+    let ids = &c.ids;
+    let n = ids.offsets.len().checked_sub(1).ok_or("`candidates.ids.offsets` is empty")?;
+    check_offsets("candidates.ids", &ids.offsets, ids.data.len())?;
+    if let Some(&bad) = ids.offsets.iter().find(|&&o| !ids.data.is_char_boundary(o as usize)) {
+        return Err(format!("candidates.ids: offset {bad} is inside a UTF-8 character"));
+    }
+    let d = c.feature_names.len();
+    if Some(c.features.len()) != n.checked_mul(d) {
+        return Err(format!("candidates.features: {} values for {n} × {d}", c.features.len()));
+    }
+    if c.features.iter().any(|v| v.is_infinite()) {
+        return Err("candidates.features: an infinite value".to_owned());
+    }
+    check_distinct("candidates.feature_names", &c.feature_names)?;
+    check_distinct("tag_vocabulary", &request.tag_vocabulary)?;
+    let vocabulary = request.tag_vocabulary.len();
+    check_tags("candidates.tags", &c.tags, n, vocabulary)?;
+    let cart = &request.context.cart;
+    check_tags("context.cart.tags", &cart.tags, cart.item_ids.len(), vocabulary)?;
+    let user = &request.user_features;
+    if user.names.len() != user.values.len() {
+        return Err(format!("user_features: {} names, {} values", user.names.len(), user.values.len()));
+    }
+    check_distinct("user_features.names", &user.names)?;
+    if user.values.iter().any(|v| !v.is_finite()) {
+        return Err("user_features: a value that is NaN or infinite".to_owned());
+    }
+    if request.local_minute_of_day >= 24 * 60 {
+        return Err(format!("local_minute_of_day {} is not a minute of a day", request.local_minute_of_day));
+    }
+    Ok(())
+}
+
+fn check_offsets(name: &str, offsets: &[u32], end: usize) -> Result<(), String> {
+    if offsets.first() != Some(&0) || offsets.windows(2).any(|w| w[0] > w[1]) {
+        return Err(format!("{name}: offsets do not start at 0 and never decrease: {offsets:?}"));
+    }
+    if offsets.last().map(|&o| o as usize) != Some(end) {
+        return Err(format!("{name}: the last offset is not the data length {end}"));
+    }
+    Ok(())
+}
+
+fn check_distinct(name: &str, items: &[String]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    match items.iter().find(|item| !seen.insert(item.as_str())) {
+        Some(item) => Err(format!("{name}: `{item}` appears twice")),
+        None => Ok(()),
+    }
+}
+
+fn check_tags(name: &str, column: &types::TagColumn, rows: usize, vocabulary: usize) -> Result<(), String> {
+    if column.offsets.len() != rows + 1 {
+        return Err(format!("{name}: {} offsets for {rows} rows", column.offsets.len()));
+    }
+    check_offsets(name, &column.offsets, column.indices.len())?;
+    if let Some(&bad) = column.indices.iter().find(|&&i| i as usize >= vocabulary) {
+        return Err(format!("{name}: index {bad} is outside the vocabulary of {vocabulary}"));
+    }
+    for (row, w) in column.offsets.windows(2).enumerate() {
+        let tags = &column.indices[w[0] as usize..w[1] as usize];
+        if tags.iter().enumerate().any(|(k, t)| tags[..k].contains(t)) {
+            return Err(format!("{name}: row {row} repeats a tag: {tags:?}"));
+        }
+    }
+    Ok(())
+}
+
 /// Everything the decoder has read so far.
 struct Builder<'o> {
     options: &'o DecodeOptions<'o>,
@@ -172,7 +254,9 @@ struct Builder<'o> {
     ids: types::StringColumn,
     columns: HashMap<String, u32>,
     feature_names: Vec<String>,
-    cells: Vec<(u32, u32, f32)>,
+    /// The row shape's matrix as it is read.
+    rows: RowMatrix,
+    /// The columnar shape's matrix, as sent.
     matrix: Option<Vec<f32>>,
     tags: Interner,
     candidate_tags: Option<types::TagColumn>,
@@ -207,6 +291,66 @@ impl Interner {
     }
 }
 
+/// The row shape's feature matrix while it is read.
+///
+/// Candidates usually send the same features, so once the first candidate with features has been
+/// read, its columns fix a `stride` and later values go straight into a row-major matrix. A value
+/// of a column first seen later goes to `late` as a `(row, column, value)` cell, and the matrix is
+/// widened once at the end. Writing in place instead of collecting every cell and scattering them
+/// at the end saves a 12-byte push per value and a pass over all of them.
+#[derive(Default)]
+struct RowMatrix {
+    /// Rows of `stride` values (NaN = missing); rows after the last one with a value are absent.
+    dense: Vec<f32>,
+    stride: Option<usize>,
+    late: Vec<(u32, u32, f32)>,
+}
+
+impl RowMatrix {
+    fn set(&mut self, row: u32, column: u32, value: f32) {
+        match self.stride {
+            Some(stride) if (column as usize) < stride => {
+                let at = row as usize * stride + column as usize;
+                if at >= self.dense.len() {
+                    self.dense.resize((row as usize + 1) * stride, f32::NAN);
+                }
+                self.dense[at] = value;
+            }
+            _ => self.late.push((row, column, value)),
+        }
+    }
+
+    /// Called after each candidate's features, when there are `d` columns: the first time
+    /// there are any, they fix the stride.
+    fn end_row(&mut self, d: usize) {
+        if self.stride.is_none() && d > 0 {
+            self.stride = Some(d);
+            for (row, column, value) in std::mem::take(&mut self.late) {
+                self.set(row, column, value);
+            }
+        }
+    }
+
+    /// The `n × d` row-major matrix (the caller has checked that `n × d` fits).
+    fn finish(mut self, n: usize, d: usize) -> Vec<f32> {
+        let stride = self.stride.unwrap_or(0);
+        self.dense.resize(n * stride, f32::NAN);
+        if stride == d && self.late.is_empty() {
+            return self.dense;
+        }
+        let mut matrix = vec![f32::NAN; n * d];
+        if stride > 0 {
+            for (to, from) in matrix.chunks_exact_mut(d).zip(self.dense.chunks_exact(stride)) {
+                to[..stride].copy_from_slice(from);
+            }
+        }
+        for (row, column, value) in self.late {
+            matrix[row as usize * d + column as usize] = value;
+        }
+        matrix
+    }
+}
+
 fn empty_tags() -> types::TagColumn {
     types::TagColumn { offsets: vec![0], indices: Vec::new() }
 }
@@ -223,14 +367,14 @@ impl<'o> Builder<'o> {
             limit: None,
             user_id: None,
             user_features: types::Features { names: Vec::new(), values: Vec::new() },
-            user_index: HashMap::new(),
+            user_index: HashMap::default(),
             context: Context::default(),
             cart: None,
             shape: None,
             ids: types::StringColumn { data: String::new(), offsets: vec![0] },
-            columns: HashMap::new(),
+            columns: HashMap::default(),
             feature_names: Vec::new(),
-            cells: Vec::new(),
+            rows: RowMatrix::default(),
             matrix: None,
             tags: Interner::default(),
             candidate_tags: None,
@@ -277,6 +421,16 @@ impl<'o> Builder<'o> {
         self.feature_names.push(name.to_owned());
         self.columns.insert(name.to_owned(), j);
         Ok(j)
+    }
+
+    /// The column of feature `name`, trying column `guess` first: candidates usually list their
+    /// features in the same order, so the next key is usually the next column, and comparing
+    /// one name is cheaper than hashing it.
+    fn column_at(&mut self, name: &str, guess: usize) -> Result<u32, String> {
+        match self.feature_names.get(guess) {
+            Some(known) if known == name => Ok(guess as u32),
+            _ => self.column(name),
+        }
     }
 
     /// A name of the columnar `feature_names`: a new column.
@@ -349,19 +503,15 @@ impl<'o> Builder<'o> {
             None => {
                 // n ≤ max_candidates and d ≤ max_features, so this is the largest matrix the
                 // limits allow; checked in case a host sets limits whose product overflows.
-                let Some(cells) = n.checked_mul(d) else {
+                if n.checked_mul(d).is_none() {
                     let message = format!("{n} candidates × {d} features is too many values");
                     return Err(DecodeError {
                         kind: DecodeErrorKind::TooLarge,
                         path: "candidates".to_owned(),
                         message,
                     });
-                };
-                let mut matrix = vec![f32::NAN; cells];
-                for (i, j, value) in self.cells {
-                    matrix[i as usize * d + j as usize] = value;
                 }
-                matrix
+                self.rows.finish(n, d)
             }
         };
         let request_id = self.request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -1132,14 +1282,17 @@ impl<'de> Visitor<'de> for RowFeaturesSeed<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let b = self.builder;
+        let mut next = 0;
         // The column is found (or added) as the key is read, so that a feature past the limit is
         // reported at its own path.
-        while let Some(column) = map.next_key_seed(StrSeed::new("a feature name", |name| b.column(name)))? {
+        while let Some(column) = map.next_key_seed(StrSeed::new("a feature name", |name| b.column_at(name, next)))? {
             let Value(value) = map.next_value()?;
             if !value.is_nan() {
-                b.cells.push((self.row, column, value));
+                b.rows.set(self.row, column, value);
             }
+            next = column as usize + 1;
         }
+        b.rows.end_row(b.feature_names.len());
         Ok(())
     }
 }
@@ -1206,6 +1359,9 @@ impl<'de> Visitor<'de> for TagRowsSeed<'_, '_> {
         Ok(column)
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -1312,6 +1468,20 @@ mod tests {
             assert!(feature(&request, row, name).is_nan(), "row {row} `{name}`");
         }
         assert_eq!(feature(&request, 3, "y"), 2.0);
+    }
+
+    #[test]
+    fn candidates_may_list_features_in_any_order_and_add_new_ones_late() {
+        // Row 0 has no features (no stride yet), row 1 fixes the columns x, y, rows 2-3 send them
+        // in another order, and row 3 brings a column z that earlier rows lack.
+        let request = ok(r#"{"candidates": [{"id": "a"}, {"id": "b", "features": {"x": 1, "y": 2}},
+            {"id": "c", "features": {"y": 3, "x": 4}}, {"id": "d", "features": {"z": 5, "x": 6}}, {"id": "e"}]}"#);
+        assert_eq!(request.candidates.feature_names, ["x", "y", "z"]);
+        let rows: Vec<String> = request.candidates.features.chunks(3).map(|r| format!("{r:?}")).collect();
+        assert_eq!(
+            rows,
+            ["[NaN, NaN, NaN]", "[1.0, 2.0, NaN]", "[4.0, 3.0, NaN]", "[6.0, NaN, 5.0]", "[NaN, NaN, NaN]"]
+        );
     }
 
     #[test]
