@@ -474,8 +474,12 @@ impl Config {
 /// The dotted key path at a byte offset of a TOML text, found by walking its tables: good enough to
 /// point at `surfaces.banners` when toml's message names only the field.
 fn locate(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
-    let line = before.lines().count().max(1);
+    // Up to the end of the line the error points into: an error on a whole table points at its
+    // `[header]` line.
+    let offset = offset.min(text.len());
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let before = &text[..end];
+    let line = text[..offset].lines().count().max(1);
     let table = before
         .lines()
         .rev()

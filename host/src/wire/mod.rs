@@ -7,5 +7,5 @@
 mod decode;
 mod encode;
 
-pub use decode::{DecodeError, DecodeErrorKind, DecodeOptions, Decoded, Shape, decode, derive_seed};
+pub use decode::{DecodeError, DecodeErrorKind, DecodeOptions, Decoded, Shape, check_request, decode, derive_seed};
 pub use encode::{Fallback, Items, PolicyRef, Response};
