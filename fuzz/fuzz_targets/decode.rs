@@ -15,6 +15,7 @@ const OPTIONS: DecodeOptions<'static> =
         now_unix_ms: 1_795_867_200_000,
         max_candidates: 64,
         max_features: 16,
+        max_values: 1024,
         max_tags: 8,
         request_id: None,
     };

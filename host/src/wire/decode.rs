@@ -37,6 +37,10 @@ pub struct DecodeOptions<'a> {
     pub max_candidates: usize,
     /// The most distinct candidate feature columns, and the most distinct user features.
     pub max_features: usize,
+    /// The most values the feature matrix may hold (candidates × features). Bounds the memory a
+    /// small body can make the host allocate: a few candidates each naming a different feature
+    /// would otherwise ask for a matrix of `max_candidates × max_features` mostly missing values.
+    pub max_values: usize,
     /// The most tags one candidate or cart item may carry.
     pub max_tags: usize,
     /// The request id to use when the body has none (for example the caller's `x-request-id`);
@@ -51,6 +55,7 @@ impl Default for DecodeOptions<'_> {
             now_unix_ms: 0,
             max_candidates: 10_000,
             max_features: 512,
+            max_values: 2_000_000,
             max_tags: 64,
             request_id: None,
         }
@@ -513,8 +518,11 @@ impl<'o> Builder<'o> {
             None => {
                 // n ≤ max_candidates and d ≤ max_features, so this is the largest matrix the
                 // limits allow; checked in case a host sets limits whose product overflows.
-                if n.checked_mul(d).is_none() {
-                    let message = format!("{n} candidates × {d} features is too many values");
+                if n.checked_mul(d).is_none_or(|values| values > self.options.max_values) {
+                    let message = format!(
+                        "{n} candidates × {d} features is more than the {} feature values allowed",
+                        self.options.max_values
+                    );
                     return Err(DecodeError {
                         kind: DecodeErrorKind::TooLarge,
                         path: "candidates".to_owned(),
@@ -1327,7 +1335,8 @@ impl<'de> Visitor<'de> for MatrixSeed<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<f32>, A::Error> {
-        let cap = self.0.options.max_candidates.saturating_mul(self.0.options.max_features);
+        let options = self.0.options;
+        let cap = options.max_candidates.saturating_mul(options.max_features).min(options.max_values);
         let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(cap));
         while let Some(Value(value)) = seq.next_element()? {
             if values.len() >= cap {
@@ -1807,6 +1816,22 @@ mod tests {
     fn too_many_cart_items_is_too_large() {
         let body = r#"{"context": {"cart": [{"id": "a"}, {"id": "b"}, {"id": "c"}]}, "candidates": []}"#;
         rejects(body, &small(), DecodeErrorKind::TooLarge, "context.cart[2]", "too many cart items: at most 2");
+    }
+
+    #[test]
+    fn a_matrix_over_the_value_limit_is_too_large_in_both_shapes() {
+        let options = DecodeOptions { max_values: 5, ..options() };
+        // Three candidates naming different features ask for 3 × 3 = 9 mostly missing values.
+        let rows = r#"{"candidates": [{"id": "a", "features": {"x": 1}}, {"id": "b", "features": {"y": 1}},
+                                       {"id": "c", "features": {"z": 1}}]}"#;
+        let error = decode(rows.as_bytes(), &options).unwrap_err();
+        assert_eq!(error.kind, DecodeErrorKind::TooLarge, "{error}");
+        assert!(error.message.contains("9") || error.message.contains("more than the 5"), "{error}");
+        let columns =
+            r#"{"candidates": {"ids": ["a", "b", "c"], "feature_names": ["x", "y"], "features": [1, 2, 3, 4, 5, 6]}}"#;
+        assert_eq!(decode(columns.as_bytes(), &options).unwrap_err().kind, DecodeErrorKind::TooLarge);
+        let fits = r#"{"candidates": {"ids": ["a", "b"], "feature_names": ["x", "y"], "features": [1, 2, 3, 4]}}"#;
+        assert!(decode(fits.as_bytes(), &options).is_ok());
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn small_limits() -> DecodeOptions<'static> {
         now_unix_ms: 1_795_867_200_000,
         max_candidates: 50,
         max_features: 8,
+        max_values: 50 * 8,
         max_tags: 4,
         surface: None,
         request_id: None,
@@ -162,7 +163,7 @@ proptest! {
 
     #[test]
     fn generated_requests_decode_to_the_expected_columns(model in model(0..200)) {
-        let options = DecodeOptions { max_candidates: 200, ..small_limits() };
+        let options = DecodeOptions { max_candidates: 200, max_values: 200 * 8, ..small_limits() };
         let expected = model.expected();
         for (shape, body) in [(Shape::Rows, model.rows()), (Shape::Columns, model.columns())] {
             let decoded = decode(body.as_bytes(), &options).map_err(|e| TestCaseError::fail(format!("{shape:?}: {e}\n{body}")))?;
