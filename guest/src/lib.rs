@@ -56,7 +56,7 @@ mod spec;
 pub mod testing;
 
 pub use ranking::Ranking;
-pub use request::{Candidates, Cart, Column, Context, Request, Tags, User, Weekday};
+pub use request::{Candidates, Cart, Column, Context, Daypart, Request, Tags, User, Weekday};
 pub use rng::Rng;
 pub use spec::{Feature, FeatureScope, Param, Spec};
 
