@@ -19,36 +19,28 @@
 //! so new brands get seen; anonymous users get the daypart and popularity order plus that slot.
 
 use relish_entry_signals::{features, params, rank_entries, signals};
-use relish_guest::score::{self, strongest};
-use relish_guest::{Feature, Param, Policy, RankError, Ranking, Request, Spec, math};
+use relish_guest::{Feature, Param, Policy, RankError, Ranking, Request, Spec, concat, math, score};
 
 /// The brands policy.
 pub struct Brands;
 
-const PARAMS: &[Param] = &[
-    params::W_AFFINITY,
+const OWN_PARAMS: [Param; 3] = [
     Param { name: "w_reorder", default: "1.0", description: "Weight of the user's own orders from the brand (0..1)." },
-    params::W_DAYPART,
-    params::W_POPULARITY,
     Param { name: "reorder_saturation", default: "5", description: "Orders from a brand at which re-order reaches 1." },
     Param {
         name: "reorder_half_life_days",
         default: "30",
         description: "Days since the user's last order from the brand after which re-order halves.",
     },
-    params::EXPLORE_MIN_POSITION,
-    params::EXPLORE_MAX_POSITION,
-    params::EXPLORE_MAX_IMPRESSIONS,
 ];
+const PARAMS: [Param; 9] = concat(&[&params::WEIGHTS, &OWN_PARAMS, &params::EXPLORE]);
 
-const FEATURES: &[Feature] = &[
-    features::AFFINITY,
-    features::ORDERS_7D,
-    features::IMPRESSIONS_7D,
+const OWN_FEATURES: [Feature; 3] = [
     Feature::candidate("user_orders", "How many times this user ordered from the brand."),
     Feature::candidate("user_last_order_days", "Days since this user last ordered from the brand."),
     Feature::candidate("is_open", "1 if a venue of the brand delivers to the user now, 0 if none; missing = open."),
 ];
+const FEATURES: [Feature; 6] = concat(&[&features::ALL, &OWN_FEATURES]);
 
 impl Policy for Brands {
     const SPEC: &'static Spec = &Spec {
@@ -57,8 +49,8 @@ impl Policy for Brands {
         description: "Brand entry points: affinity, re-orders, daypart and popularity, closed brands last, one \
                       seeded exploration slot for new brands.",
         surfaces: &["brands"],
-        params: PARAMS,
-        features: FEATURES,
+        params: &PARAMS,
+        features: &FEATURES,
     };
 
     fn rank(request: &Request) -> Result<Ranking, RankError> {
@@ -75,17 +67,11 @@ impl Policy for Brands {
         let reorder: Vec<f32> = (0..candidates.len())
             .map(|i| w_reorder * score::reorder(orders.get(i), last_days.get(i), saturation, half_life))
             .collect();
-        let contributions = |i: usize| {
-            [
-                (shared.affinity[i], "affinity"),
-                (reorder[i], "reorder"),
-                (shared.daypart[i], "daypart"),
-                (shared.popularity[i], "popular"),
-            ]
-        };
-        let scores: Vec<f32> = (0..candidates.len()).map(|i| contributions(i).iter().map(|c| c.0).sum()).collect();
         let open: Vec<bool> = (0..candidates.len()).map(|i| is_open.flag(i).unwrap_or(true)).collect();
-        rank_entries(request, &scores, &open, |i| strongest(&contributions(i), "popular"))
+        rank_entries(request, &open, |i| {
+            let [affinity, daypart, popularity] = shared.contributions(i);
+            [affinity, (reorder[i], "reorder"), daypart, popularity]
+        })
     }
 }
 
@@ -98,9 +84,7 @@ mod tests {
     use super::*;
 
     fn order(builder: RequestBuilder) -> Vec<String> {
-        let view = Request::new(builder.param("explore_max_position", "0").build(), Brands::SPEC);
-        let ranking = Brands::rank(&view).unwrap();
-        ranking.order().iter().map(|&i| view.candidates().id(i as usize).to_owned()).collect()
+        builder.param("explore_max_position", "0").ranked_ids::<Brands>().unwrap()
     }
 
     fn brands() -> RequestBuilder {

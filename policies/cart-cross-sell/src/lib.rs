@@ -217,9 +217,7 @@ mod tests {
     use super::*;
 
     fn suggest(builder: RequestBuilder) -> Vec<String> {
-        let view = Request::new(builder.build(), CartCrossSell::SPEC);
-        let ranking = CartCrossSell::rank(&view).unwrap();
-        ranking.order().iter().map(|&i| view.candidates().id(i as usize).to_owned()).collect()
+        builder.ranked_ids::<CartCrossSell>().unwrap()
     }
 
     fn menu() -> RequestBuilder {

@@ -24,13 +24,13 @@
 //! diversity re-ranking: on a category page the cuisine is the point.
 
 use relish_guest::score::{self, top_k_preferring};
-use relish_guest::{Daypart, Param, Policy, RankError, Ranking, Request, Spec};
+use relish_guest::{Daypart, Param, Policy, RankError, Ranking, Request, Spec, concat};
 use relish_venue_signals::{Signals, features, open_flags, params, signals};
 
 /// The category-page policy.
 pub struct Category;
 
-const PARAMS: &[Param] = &[
+const OWN_PARAMS: [Param; 5] = [
     Param {
         name: "w_category",
         default: "5.0",
@@ -45,16 +45,9 @@ const PARAMS: &[Param] = &[
     Param { name: "w_affinity", default: "1.0", description: "Weight of the user's tag affinity (0..1)." },
     Param { name: "w_reorder", default: "0.8", description: "Weight of the re-order signal (0..1)." },
     Param { name: "w_popularity", default: "0.5", description: "Weight of the normalised popularity score (0..1)." },
-    params::REORDER_SATURATION,
-    params::REORDER_HALF_LIFE_DAYS,
-    params::PRIOR_WEIGHT,
-    params::W_CONVERSION,
-    params::W_RATING,
-    params::W_ORDERS,
-    params::ETA_FREE_MIN,
-    params::ETA_HALF_LIFE_MIN,
-    params::ETA_MISSING_MIN,
 ];
+
+const PARAMS: [Param; 14] = concat(&[&OWN_PARAMS, &params::SIGNALS]);
 
 impl Policy for Category {
     const SPEC: &'static Spec = &Spec {
@@ -63,7 +56,7 @@ impl Policy for Category {
         description: "Category-page venue ranking: relevance to the page's category from tags, then affinity, \
                       re-orders, popularity and ETA; closed venues last.",
         surfaces: &["category"],
-        params: PARAMS,
+        params: &PARAMS,
         features: &features::SIGNALS,
     };
 
@@ -171,9 +164,7 @@ mod tests {
     use super::*;
 
     fn order(builder: RequestBuilder) -> Vec<String> {
-        let view = Request::new(builder.build(), Category::SPEC);
-        let ranking = Category::rank(&view).unwrap();
-        ranking.order().iter().map(|&i| view.candidates().id(i as usize).to_owned()).collect()
+        builder.ranked_ids::<Category>().unwrap()
     }
 
     fn sushi_page() -> RequestBuilder {

@@ -21,13 +21,13 @@
 //! (anonymous, or unknown to the feature store) get the popularity order unchanged.
 
 use relish_guest::score::{self, cap_per_key, jaccard_where, mmr};
-use relish_guest::{Daypart, Param, Policy, RankError, Ranking, Request, Spec};
+use relish_guest::{Daypart, Param, Policy, RankError, Ranking, Request, Spec, concat};
 use relish_venue_signals::{Signals, features, open_flags, params, popularity_ranking, signals};
 
 /// The discovery policy.
 pub struct Discovery;
 
-const PARAMS: &[Param] = &[
+const OWN_PARAMS: [Param; 9] = [
     Param { name: "w_affinity", default: "1.0", description: "Weight of the user's tag affinity (0..1)." },
     Param { name: "w_reorder", default: "0.8", description: "Weight of the re-order signal (0..1)." },
     Param { name: "w_daypart", default: "0.3", description: "Weight of matching the local daypart (0 or 1)." },
@@ -45,16 +45,9 @@ const PARAMS: &[Param] = &[
         description: "At most this many venues of one primary cuisine in the diversity window.",
     },
     Param { name: "diversity_window", default: "5", description: "The top places the cuisine cap applies to." },
-    params::REORDER_SATURATION,
-    params::REORDER_HALF_LIFE_DAYS,
-    params::PRIOR_WEIGHT,
-    params::W_CONVERSION,
-    params::W_RATING,
-    params::W_ORDERS,
-    params::ETA_FREE_MIN,
-    params::ETA_HALF_LIFE_MIN,
-    params::ETA_MISSING_MIN,
 ];
+
+const PARAMS: [Param; 18] = concat(&[&OWN_PARAMS, &params::SIGNALS]);
 
 impl Policy for Discovery {
     const SPEC: &'static Spec = &Spec {
@@ -63,7 +56,7 @@ impl Policy for Discovery {
         description: "Personalised venue ranking: tag affinity, re-orders, daypart, popularity and ETA, diversified \
                       by cuisine; popularity order for users without features.",
         surfaces: &["discovery", "category"],
-        params: PARAMS,
+        params: &PARAMS,
         features: &features::SIGNALS,
     };
 

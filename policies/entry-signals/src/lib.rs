@@ -2,8 +2,9 @@
 //! screen that lead to a brand's venues or to a food category.
 //!
 //! Not a policy itself (it has no `cdylib` target, so `relish build` skips it). Both policies
-//! score entries from the same three signals, [`signals`], add their own, and answer with
-//! [`rank_entries`], which keeps unavailable entries last and opens one seeded exploration slot.
+//! score entries as a sum of weighted contributions: the same three, [`signals`], and their own.
+//! They answer with [`rank_entries`], which keeps unavailable entries last, gives each entry the
+//! reason code of its strongest contribution, and opens one seeded exploration slot.
 //!
 //! Feature conventions: entries carry tags (cuisines such as `pizza`, dayparts such as
 //! `breakfast`); `orders_7d` counts orders through the entry and `impressions_7d` its
@@ -23,8 +24,8 @@
 //! when the answer has fewer available entries than the position, the slot closes the available
 //! part. An empty pool, or `explore_max_position = 0`, opens no slot.
 
-use relish_guest::score::{self, top_k_preferring};
-use relish_guest::{Feature, Param, RankError, Ranking, Request, math};
+use relish_guest::score::{self, strongest, top_k_preferring};
+use relish_guest::{Feature, Param, RankError, Ranking, Request, concat, math};
 
 /// The parameters every entry-point policy reads.
 pub mod params {
@@ -64,9 +65,12 @@ pub mod params {
         description: "Entries with fewer impressions_7d than this form the exploration pool.",
     };
 
+    /// The weights of [`crate::signals`].
+    pub const WEIGHTS: [Param; 3] = [W_AFFINITY, W_DAYPART, W_POPULARITY];
+    /// The parameters of the exploration slot.
+    pub const EXPLORE: [Param; 3] = [EXPLORE_MIN_POSITION, EXPLORE_MAX_POSITION, EXPLORE_MAX_IMPRESSIONS];
     /// Every parameter of [`crate::signals`] and [`crate::rank_entries`].
-    pub const ALL: [Param; 6] =
-        [W_AFFINITY, W_DAYPART, W_POPULARITY, EXPLORE_MIN_POSITION, EXPLORE_MAX_POSITION, EXPLORE_MAX_IMPRESSIONS];
+    pub const ALL: [Param; 6] = super::concat(&[&WEIGHTS, &EXPLORE]);
 }
 
 /// The features every entry-point policy reads.
@@ -100,6 +104,14 @@ pub struct Signals {
     pub daypart: Vec<f32>,
     /// `w_popularity ·` `ln(1 + orders_7d)`, min-max normalised.
     pub popularity: Vec<f32>,
+}
+
+impl Signals {
+    /// Entry `i`'s weighted contributions with their reason codes (`affinity`, `daypart`,
+    /// `popular`), for [`rank_entries`].
+    pub fn contributions(&self, i: usize) -> [(f32, &'static str); 3] {
+        [(self.affinity[i], "affinity"), (self.daypart[i], "daypart"), (self.popularity[i], "popular")]
+    }
 }
 
 /// Reads the weights and computes every entry's [`Signals`].
@@ -165,18 +177,20 @@ pub fn exploration(request: &Request, available: &[bool]) -> Result<Option<Explo
     Ok(Some(Exploration { position, entry }))
 }
 
-/// The answer of an entry-point policy: available entries first by `scores`, unavailable ones
-/// after (reason `unavailable`), and the [`exploration`] slot (reason `explore`). `reason` gives
-/// every other entry's reason code.
-pub fn rank_entries<'a>(
+/// The answer of an entry-point policy: each entry scores the sum of its weighted
+/// `contributions` (value, reason code); available entries come first by score, unavailable ones
+/// after (reason `unavailable`), and the [`exploration`] slot (reason `explore`) goes in. Every
+/// other entry's reason is its strongest contribution's, `popular` when none is positive.
+pub fn rank_entries<const K: usize>(
     request: &Request,
-    scores: &[f32],
     available: &[bool],
-    reason: impl Fn(usize) -> &'a str,
+    contributions: impl Fn(usize) -> [(f32, &'static str); K],
 ) -> Result<Ranking, RankError> {
+    let scores: Vec<f32> =
+        (0..request.candidates().len()).map(|i| contributions(i).iter().map(|c| c.0).sum()).collect();
     let limit = request.limit();
     let slot = exploration(request, available)?.filter(|_| limit > 0);
-    let mut order = top_k_preferring(scores, available, limit + 1);
+    let mut order = top_k_preferring(&scores, available, limit + 1);
     if let Some(slot) = slot {
         order.retain(|&i| i != slot.entry);
         order.truncate(limit - 1);
@@ -192,7 +206,7 @@ pub fn rank_entries<'a>(
         } else if !available[i] {
             "unavailable"
         } else {
-            reason(i)
+            strongest(&contributions(i), "popular")
         };
         ranking.push_with_reason(i, scores[i], code);
     }
@@ -230,8 +244,8 @@ mod tests {
 
     fn rank(builder: RequestBuilder, available: &[bool]) -> Ranking {
         let request = Request::new(builder.build(), SPEC);
-        let scores = signals(&request).unwrap().popularity;
-        rank_entries(&request, &scores, available, |_| "popular").unwrap()
+        let signals = signals(&request).unwrap();
+        rank_entries(&request, available, |i| [(signals.popularity[i], "popular")]).unwrap()
     }
 
     #[test]

@@ -20,27 +20,18 @@
 //! drawn from the request seed only (see [`relish_entry_signals`]), so new categories get seen.
 
 use relish_entry_signals::{features, params, rank_entries, signals};
-use relish_guest::score::strongest;
-use relish_guest::{Feature, Param, Policy, RankError, Ranking, Request, Spec};
+use relish_guest::{Feature, Param, Policy, RankError, Ranking, Request, Spec, concat};
 
 /// The food-categories policy.
 pub struct FoodCategories;
 
-const PARAMS: &[Param] = &[
-    params::W_AFFINITY,
-    Param { default: "0.6", ..params::W_DAYPART },
-    params::W_POPULARITY,
-    params::EXPLORE_MIN_POSITION,
-    params::EXPLORE_MAX_POSITION,
-    params::EXPLORE_MAX_IMPRESSIONS,
-];
+/// The shared weights, with the daypart weighted up.
+const WEIGHTS: [Param; 3] = [params::W_AFFINITY, Param { default: "0.6", ..params::W_DAYPART }, params::W_POPULARITY];
+const PARAMS: [Param; 6] = concat(&[&WEIGHTS, &params::EXPLORE]);
 
-const FEATURES: &[Feature] = &[
-    features::AFFINITY,
-    features::ORDERS_7D,
-    features::IMPRESSIONS_7D,
-    Feature::candidate("venues_open", "How many venues of the category deliver to the user now; missing = some."),
-];
+const VENUES_OPEN: Feature =
+    Feature::candidate("venues_open", "How many venues of the category deliver to the user now; missing = some.");
+const FEATURES: [Feature; 4] = concat(&[&features::ALL, &[VENUES_OPEN]]);
 
 impl Policy for FoodCategories {
     const SPEC: &'static Spec = &Spec {
@@ -49,20 +40,16 @@ impl Policy for FoodCategories {
         description: "Food-category entry points: affinity, daypart and popularity, empty categories last, one \
                       seeded exploration slot for new categories.",
         surfaces: &["food-categories"],
-        params: PARAMS,
-        features: FEATURES,
+        params: &PARAMS,
+        features: &FEATURES,
     };
 
     fn rank(request: &Request) -> Result<Ranking, RankError> {
         let shared = signals(request)?;
         let candidates = request.candidates();
-        let contributions = |i: usize| {
-            [(shared.affinity[i], "affinity"), (shared.daypart[i], "daypart"), (shared.popularity[i], "popular")]
-        };
-        let scores: Vec<f32> = (0..candidates.len()).map(|i| contributions(i).iter().map(|c| c.0).sum()).collect();
         let venues_open = candidates.feature("venues_open");
         let available: Vec<bool> = (0..candidates.len()).map(|i| venues_open.get(i).is_none_or(|n| n > 0.0)).collect();
-        rank_entries(request, &scores, &available, |i| strongest(&contributions(i), "popular"))
+        rank_entries(request, &available, |i| shared.contributions(i))
     }
 }
 
@@ -76,9 +63,7 @@ mod tests {
     use super::*;
 
     fn order(builder: RequestBuilder) -> Vec<String> {
-        let view = Request::new(builder.param("explore_max_position", "0").build(), FoodCategories::SPEC);
-        let ranking = FoodCategories::rank(&view).unwrap();
-        ranking.order().iter().map(|&i| view.candidates().id(i as usize).to_owned()).collect()
+        builder.param("explore_max_position", "0").ranked_ids::<FoodCategories>().unwrap()
     }
 
     fn categories(minute: u16) -> RequestBuilder {

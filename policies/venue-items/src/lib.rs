@@ -180,9 +180,7 @@ mod tests {
     use super::*;
 
     fn order(builder: RequestBuilder) -> Vec<String> {
-        let view = Request::new(builder.build(), VenueItems::SPEC);
-        let ranking = VenueItems::rank(&view).unwrap();
-        ranking.order().iter().map(|&i| view.candidates().id(i as usize).to_owned()).collect()
+        builder.ranked_ids::<VenueItems>().unwrap()
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! features: `affinity.<tag>` in 0..1.
 
 use relish_guest::score::{self, decay, smoothed_rate};
-use relish_guest::{Feature, Param, RankError, Request, math};
+use relish_guest::{Feature, Param, RankError, Request, concat, math};
 
 /// The parameters of the popularity score.
 pub mod params {
@@ -79,6 +79,9 @@ pub mod params {
         default: "30",
         description: "Days since the last order after which the re-order signal halves.",
     };
+
+    /// Every parameter of [`crate::signals`]: the re-order parameters and the popularity ones.
+    pub const SIGNALS: [Param; 9] = super::concat(&[&[REORDER_SATURATION, REORDER_HALF_LIFE_DAYS], &ALL]);
 }
 
 /// The candidate features the popularity score reads.
@@ -114,17 +117,7 @@ pub mod features {
         Feature::candidate("user_last_order_days", "Days since this user last ordered from the venue.");
 
     /// Every feature of [`crate::signals`]: the personal ones and the popularity ones.
-    pub const SIGNALS: [Feature; 9] = [
-        AFFINITY,
-        USER_ORDERS,
-        USER_LAST_ORDER_DAYS,
-        IS_OPEN,
-        CONVERSIONS_7D,
-        IMPRESSIONS_7D,
-        RATING,
-        ORDERS_7D,
-        ETA_MIN,
-    ];
+    pub const SIGNALS: [Feature; 9] = super::concat(&[&[AFFINITY, USER_ORDERS, USER_LAST_ORDER_DAYS], &ALL]);
 }
 
 /// The popularity parameters, read once per request.
