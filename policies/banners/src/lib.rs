@@ -106,15 +106,15 @@ impl Policy for Banners {
             .collect();
         let under_cap: Vec<bool> = (0..n).map(|i| seen_today.get_or(i, 0.0) < cap).collect();
 
-        let mut ranking = Ranking::with_capacity(request.limit());
         if !under_cap.contains(&true) {
-            return Ok(ranking);
+            return Ok(Ranking::new());
         }
-        for i in relish_guest::score::top_k_preferring(&samples, &under_cap, request.limit()) {
-            let i = i as usize;
-            ranking.push_with_reason(i, samples[i], if under_cap[i] { "sampled" } else { "capped" });
-        }
-        Ok(ranking)
+        Ok(Ranking::preferring(
+            &samples,
+            &under_cap,
+            request.limit(),
+            |i| if under_cap[i] { "sampled" } else { "capped" },
+        ))
     }
 }
 

@@ -23,7 +23,7 @@
 //! then the rest; lowering `w_category` lets strong venues cross those tiers. There is no
 //! diversity re-ranking: on a category page the cuisine is the point.
 
-use relish_guest::score::{self, top_k_preferring};
+use relish_guest::score;
 use relish_guest::{Daypart, Param, Policy, RankError, Ranking, Request, Spec, concat};
 use relish_venue_signals::{Signals, features, open_flags, params, signals};
 
@@ -70,13 +70,9 @@ impl Policy for Category {
             .map(|(s, &category)| weights.category * category + weights.venue(s) * s.eta)
             .collect();
         let open = open_flags(request);
-        let mut ranking = Ranking::with_capacity(request.limit());
-        for i in top_k_preferring(&scores, &open, request.limit()) {
-            let i = i as usize;
-            let reason = if open[i] { weights.strongest(&signals[i]) } else { "closed" };
-            ranking.push_with_reason(i, scores[i], reason);
-        }
-        Ok(ranking)
+        Ok(Ranking::preferring(&scores, &open, request.limit(), |i| {
+            if open[i] { weights.strongest(&signals[i]) } else { "closed" }
+        }))
     }
 }
 

@@ -38,7 +38,7 @@
 pub mod forest;
 
 use forest::{INPUTS, Input, MODEL};
-use relish_guest::score::{self, top_k_preferring};
+use relish_guest::score;
 use relish_guest::{Feature, Policy, RankError, Ranking, Request, Spec};
 use relish_venue_signals::open_flags;
 
@@ -72,12 +72,7 @@ impl Policy for DiscoveryGbdt {
         let inputs = model_inputs(request);
         let scores: Vec<f32> = inputs.chunks_exact(d).map(|row| MODEL.probability(row) as f32).collect();
         let open = open_flags(request);
-        let mut ranking = Ranking::with_capacity(request.limit());
-        for i in top_k_preferring(&scores, &open, request.limit()) {
-            let i = i as usize;
-            ranking.push_with_reason(i, scores[i], if open[i] { "model" } else { "closed" });
-        }
-        Ok(ranking)
+        Ok(Ranking::preferring(&scores, &open, request.limit(), |i| if open[i] { "model" } else { "closed" }))
     }
 }
 

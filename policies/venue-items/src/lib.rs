@@ -23,7 +23,7 @@
 //! daypart order. The percentile makes the price fit independent of the menu's currency and
 //! price range, and of outliers.
 
-use relish_guest::score::{self, top_k_preferring};
+use relish_guest::score;
 use relish_guest::{Daypart, Feature, Param, Policy, RankError, Ranking, Request, Spec, math};
 
 /// The venue-items policy.
@@ -94,13 +94,9 @@ impl Policy for VenueItems {
         let is_available = candidates.feature("is_available");
         let available: Vec<bool> = (0..n).map(|i| is_available.flag(i).unwrap_or(true)).collect();
 
-        let mut ranking = Ranking::with_capacity(request.limit());
-        for i in top_k_preferring(&scores, &available, request.limit()) {
-            let i = i as usize;
-            let reason = if available[i] { score::strongest(&contributions(i), "popular") } else { "unavailable" };
-            ranking.push_with_reason(i, scores[i], reason);
-        }
-        Ok(ranking)
+        Ok(Ranking::preferring(&scores, &available, request.limit(), |i| {
+            if available[i] { score::strongest(&contributions(i), "popular") } else { "unavailable" }
+        }))
     }
 }
 

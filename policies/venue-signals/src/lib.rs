@@ -271,10 +271,10 @@ pub fn open_flags(request: &Request) -> Vec<bool> {
 pub fn popularity_ranking(request: &Request) -> Result<relish_guest::Ranking, RankError> {
     let scores = Popularity::read(request)?.scores(request);
     let open = open_flags(request);
-    let mut ranking = relish_guest::Ranking::with_capacity(request.limit());
-    for i in score::top_k_preferring(&scores, &open, request.limit()) {
-        let i = i as usize;
-        ranking.push_with_reason(i, scores[i], if open[i] { "popular" } else { "closed" });
-    }
-    Ok(ranking)
+    Ok(relish_guest::Ranking::preferring(
+        &scores,
+        &open,
+        request.limit(),
+        |i| if open[i] { "popular" } else { "closed" },
+    ))
 }
