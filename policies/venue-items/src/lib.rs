@@ -3,11 +3,11 @@
 //! Each available item scores
 //!
 //! ```text
-//! w_popularity · popularity + w_mine · mine + w_daypart · daypart + w_price · price
+//! w_popularity · popularity + w_reorder · reorder + w_daypart · daypart + w_price · price
 //! ```
 //!
 //! - `popularity`: `ln(1 + orders_7d)`, min-max normalised over the menu (0..1);
-//! - `mine`: the user's own past orders of the item, `min(1, user_orders / reorder_saturation)`,
+//! - `reorder`: the user's own past orders of the item, `min(1, user_orders / reorder_saturation)`,
 //!   decayed by `user_last_order_days` with a half-life of `reorder_half_life_days` (0..1);
 //! - `daypart`: `+1` if the item carries the tag of the local [`relish_guest::Daypart`]
 //!   (`breakfast`, `lunch`, `dinner`), `-1` if it carries only other daypart tags (porridge at
@@ -31,7 +31,11 @@ pub struct VenueItems;
 
 const PARAMS: &[Param] = &[
     Param { name: "w_popularity", default: "1.0", description: "Weight of the item's normalised popularity (0..1)." },
-    Param { name: "w_mine", default: "1.2", description: "Weight of the user's own past orders of the item (0..1)." },
+    Param {
+        name: "w_reorder",
+        default: "1.2",
+        description: "Weight of the user's own past orders of the item (0..1).",
+    },
     Param { name: "w_daypart", default: "0.5", description: "Weight of the daypart fit (-1..1)." },
     Param { name: "w_price", default: "0.3", description: "Weight of the price fit (-1..1)." },
     Param {
@@ -85,7 +89,7 @@ impl Policy for VenueItems {
         let contributions = |i: usize| {
             [
                 (w.popularity * popularity[i], "popular"),
-                (w.mine * score::reorder(orders.get(i), last_days.get(i), w.saturation, w.half_life), "reorder"),
+                (w.reorder * score::reorder(orders.get(i), last_days.get(i), w.saturation, w.half_life), "reorder"),
                 (w.daypart * daypart[i], "daypart"),
                 (w.price * price[i], "price"),
             ]
@@ -104,7 +108,7 @@ relish_guest::export_policy!(VenueItems);
 
 struct Weights {
     popularity: f32,
-    mine: f32,
+    reorder: f32,
     daypart: f32,
     price: f32,
     saturation: f32,
@@ -122,7 +126,7 @@ impl Weights {
         }
         Ok(Weights {
             popularity: request.param("w_popularity")?,
-            mine: request.param("w_mine")?,
+            reorder: request.param("w_reorder")?,
             daypart: request.param("w_daypart")?,
             price: request.param("w_price")?,
             saturation: math::max(request.param("reorder_saturation")?, 1e-3),
