@@ -2,10 +2,10 @@
 //! static Rust arrays, so the component carries the model and does no JSON parsing at run time.
 //!
 //! The generated `model.rs` (in `OUT_DIR`, included by `src/forest.rs`) holds the model inputs
-//! in LightGBM's feature order, the sigmoid factor of the binary objective, and the trees as three
-//! flat arrays: tree roots, split nodes and leaf values. Children are `i32`: `>= 0` a node index,
-//! `< 0` the leaf `!child`, the same encoding LightGBM uses internally. Doubles are written as
-//! their bit patterns, so nothing is lost in printing or parsing.
+//! in LightGBM's feature order, the sigmoid factor of the binary objective, and the trees as flat
+//! arrays: each tree's root and depth, every node (splits as `Node::split`, which resolves where a
+//! NaN goes, and leaves as absorbing `Node::leaf`s), and the leaf values by node index. Doubles are
+//! written as their bit patterns, so nothing is lost in printing or parsing.
 //!
 //! Anything the evaluator does not implement (categorical splits, linear trees, multiclass, other
 //! objectives) fails the build with a message naming it, rather than evaluating wrongly.
@@ -36,9 +36,12 @@ fn main() {
 
 #[derive(Default)]
 struct Forest {
-    roots: Vec<i32>,
+    roots: Vec<u32>,
+    depths: Vec<u8>,
+    /// Each node as Rust source.
     nodes: Vec<String>,
-    leaves: Vec<f64>,
+    /// The leaf value of each node (0 for splits).
+    values: Vec<f64>,
 }
 
 fn generate(model: &Value) -> Result<String, String> {
@@ -74,8 +77,10 @@ fn generate(model: &Value) -> Result<String, String> {
         if tree["num_cat"].as_i64().unwrap_or(0) != 0 {
             return Err(format!("tree {t}: categorical splits are not supported"));
         }
-        let root = node(&tree["tree_structure"], &mut forest, names.len()).map_err(|e| format!("tree {t}: {e}"))?;
+        let (root, depth) =
+            node(&tree["tree_structure"], &mut forest, names.len()).map_err(|e| format!("tree {t}: {e}"))?;
         forest.roots.push(root);
+        forest.depths.push(depth);
     }
     if forest.roots.is_empty() {
         return Err("the model has no trees".into());
@@ -85,24 +90,27 @@ fn generate(model: &Value) -> Result<String, String> {
     writeln!(code, "/// The model inputs, in LightGBM's feature order.").unwrap();
     writeln!(code, "pub const INPUTS: [Input; {}] = [{}];", inputs.len(), inputs.join(", ")).unwrap();
     writeln!(code, "/// The trees of the model, as LightGBM wrote them (objective `{objective}`).").unwrap();
-    writeln!(code, "pub static MODEL: Forest = Forest {{").unwrap();
-    writeln!(code, "    sigmoid: {},", bits(sigmoid)).unwrap();
-    writeln!(code, "    roots: &{:?},", forest.roots).unwrap();
-    writeln!(code, "    nodes: &[\n{}    ],", forest.nodes.concat()).unwrap();
-    let leaves: Vec<String> = forest.leaves.iter().map(|&v| bits(v)).collect();
-    writeln!(code, "    leaves: &[{}],", leaves.join(", ")).unwrap();
-    writeln!(code, "}};").unwrap();
+    writeln!(code, "pub static MODEL: Forest = Forest::new(").unwrap();
+    writeln!(code, "    {},", bits(sigmoid)).unwrap();
+    writeln!(code, "    &{:?},", forest.roots).unwrap();
+    writeln!(code, "    &{:?},", forest.depths).unwrap();
+    writeln!(code, "    &[\n{}    ],", forest.nodes.concat()).unwrap();
+    let values: Vec<String> = forest.values.iter().map(|&v| bits(v)).collect();
+    writeln!(code, "    &[{}],", values.join(", ")).unwrap();
+    writeln!(code, ");").unwrap();
     Ok(code)
 }
 
-/// Adds a subtree to the forest and returns its child reference.
-fn node(value: &Value, forest: &mut Forest, features: usize) -> Result<i32, String> {
+/// Adds a subtree to the forest and returns its root's node index and its depth.
+fn node(value: &Value, forest: &mut Forest, features: usize) -> Result<(u32, u8), String> {
+    let index = forest.nodes.len() as u32;
     if let Some(leaf) = value.get("leaf_value") {
         if value.get("leaf_coeff").is_some() {
             return Err("linear trees are not supported".into());
         }
-        forest.leaves.push(leaf.as_f64().ok_or("a leaf value is not a number")?);
-        return Ok(!(forest.leaves.len() as i32 - 1));
+        forest.nodes.push(format!("        Node::leaf({index}),\n"));
+        forest.values.push(leaf.as_f64().ok_or("a leaf value is not a number")?);
+        return Ok((index, 0));
     }
     let decision = value["decision_type"].as_str().ok_or("a split has no decision_type")?;
     if decision != "<=" {
@@ -117,16 +125,13 @@ fn node(value: &Value, forest: &mut Forest, features: usize) -> Result<i32, Stri
         other => return Err(format!("missing_type {other:?} is not supported")),
     };
     let default_left = value["default_left"].as_bool().ok_or("a split has no default_left")?;
-    let index = forest.nodes.len();
     forest.nodes.push(String::new());
-    let left = node(&value["left_child"], forest, features)?;
-    let right = node(&value["right_child"], forest, features)?;
-    forest.nodes[index] = format!(
-        "        Node {{ threshold: {}, feature: {feature}, missing: {missing}, default_left: {default_left}, \
-         left: {left}, right: {right} }},\n",
-        bits(threshold)
-    );
-    Ok(index as i32)
+    forest.values.push(0.0);
+    let (left, left_depth) = node(&value["left_child"], forest, features)?;
+    let (right, right_depth) = node(&value["right_child"], forest, features)?;
+    forest.nodes[index as usize] =
+        format!("        Node::split({}, {feature}, {missing}, {default_left}, {left}, {right}),\n", bits(threshold));
+    Ok((index, 1 + left_depth.max(right_depth)))
 }
 
 /// A double as Rust source that reproduces it bit for bit.

@@ -70,7 +70,7 @@ impl Policy for DiscoveryGbdt {
     fn rank(request: &Request) -> Result<Ranking, RankError> {
         let d = INPUTS.len();
         let inputs = model_inputs(request);
-        let scores: Vec<f32> = inputs.chunks_exact(d).map(|row| MODEL.probability(row) as f32).collect();
+        let scores: Vec<f32> = MODEL.probabilities(&inputs, d).into_iter().map(|p| p as f32).collect();
         let open = open_flags(request);
         Ok(Ranking::preferring(&scores, &open, request.limit(), |i| if open[i] { "model" } else { "closed" }))
     }
