@@ -58,9 +58,9 @@ mod spec;
 pub mod testing;
 
 pub use ranking::Ranking;
-pub use request::{Candidates, Cart, Column, Context, Request, Tags, User, Weekday};
+pub use request::{Candidates, Cart, Column, Context, Daypart, Request, Tags, User, Weekday};
 pub use rng::Rng;
-pub use spec::{Feature, FeatureScope, Param, Spec};
+pub use spec::{Feature, FeatureScope, Param, Spec, concat};
 
 /// The raw `wit-bindgen` bindings of the `relish:policy` world.
 ///

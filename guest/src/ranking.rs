@@ -41,6 +41,19 @@ impl Ranking {
         ranking
     }
 
+    /// The top `limit` candidates with the preferred ones first (see
+    /// [`score::top_k_preferring`]: open venues before closed ones, available items before sold-out
+    /// ones), each with its score and the reason code `reason(index)`.
+    pub fn preferring<'a>(scores: &[f32], preferred: &[bool], limit: usize, reason: impl Fn(usize) -> &'a str) -> Self {
+        let order = score::top_k_preferring(scores, preferred, limit);
+        let mut ranking = Ranking::with_capacity(order.len());
+        for i in order {
+            let i = i as usize;
+            ranking.push_with_reason(i, scores[i], reason(i));
+        }
+        ranking
+    }
+
     /// Appends candidate `index` with its score.
     pub fn push(&mut self, index: usize, score: f32) {
         self.order.push(index as u32);
@@ -124,6 +137,15 @@ mod tests {
     fn from_scores_orders_best_first_and_keeps_input_order_on_ties() {
         let ranking = Ranking::from_scores(&[0.5, 2.0, f32::NAN, 2.0, -1.0], 4);
         assert_eq!(ranking.order(), &[1, 3, 0, 4]);
+    }
+
+    #[test]
+    fn preferring_puts_the_preferred_first_with_their_reasons() {
+        let open = [false, true, true];
+        let ranking = Ranking::preferring(&[9.0, 1.0, 2.0], &open, 3, |i| if open[i] { "open" } else { "closed" });
+        assert_eq!(ranking.order(), &[2, 1, 0]);
+        assert_eq!(ranking.scores(), &[2.0, 1.0, 9.0]);
+        assert_eq!((ranking.reason(0), ranking.reason(2)), (Some("open"), Some("closed")));
     }
 
     #[test]

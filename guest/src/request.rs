@@ -39,6 +39,45 @@ impl Weekday {
     }
 }
 
+/// A part of the day at the user's location, by the convention every bundled policy shares:
+/// breakfast 05:00–10:59, lunch 11:00–14:59, dinner 17:00–22:59, and none in between (the
+/// afternoon lull and the night).
+///
+/// Candidates say which dayparts they suit with tags of the same names (`breakfast`, `lunch`,
+/// `dinner`), so a policy matches [`Request::daypart`] against [`Daypart::tag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Daypart {
+    /// 05:00–10:59.
+    Breakfast,
+    /// 11:00–14:59.
+    Lunch,
+    /// 17:00–22:59.
+    Dinner,
+}
+
+impl Daypart {
+    /// Every daypart, in the order of the day.
+    pub const ALL: [Daypart; 3] = [Daypart::Breakfast, Daypart::Lunch, Daypart::Dinner];
+    /// The tag of every daypart, in the order of [`Daypart::ALL`]: the tags that name a time of
+    /// day rather than a cuisine or a category.
+    pub const TAGS: [&'static str; 3] = ["breakfast", "lunch", "dinner"];
+
+    /// The daypart of a local time (minutes since midnight), if it falls in one.
+    pub fn at(minute_of_day: u16) -> Option<Daypart> {
+        match minute_of_day / 60 {
+            5..=10 => Some(Daypart::Breakfast),
+            11..=14 => Some(Daypart::Lunch),
+            17..=22 => Some(Daypart::Dinner),
+            _ => None,
+        }
+    }
+
+    /// The tag candidates carry to say they suit this daypart.
+    pub fn tag(self) -> &'static str {
+        Daypart::TAGS[self as usize]
+    }
+}
+
 impl Request {
     /// Wraps a raw request for the policy described by `spec` (parameter defaults come from it).
     pub fn new(raw: RawRequest, spec: &'static Spec) -> Self {
@@ -73,6 +112,11 @@ impl Request {
     /// The local hour of day (0..=23), a convenience over [`Request::minute_of_day`].
     pub fn hour(&self) -> u16 {
         self.raw.local_minute_of_day / 60
+    }
+
+    /// The daypart at the user's location, if the local time falls in one (see [`Daypart`]).
+    pub fn daypart(&self) -> Option<Daypart> {
+        Daypart::at(self.raw.local_minute_of_day)
     }
 
     /// The day of the week at the user's location.
@@ -435,5 +479,23 @@ impl<'a> Tags<'a> {
     /// For every tag id, whether its name is in `names`.
     pub fn mask(&self, names: &[&str]) -> Vec<bool> {
         self.vocabulary.iter().map(|t| names.contains(&t.as_str())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dayparts_cover_their_hours_and_leave_the_lull_empty() {
+        assert_eq!(Daypart::at(4 * 60 + 59), None);
+        assert_eq!(Daypart::at(5 * 60), Some(Daypart::Breakfast));
+        assert_eq!(Daypart::at(10 * 60 + 59), Some(Daypart::Breakfast));
+        assert_eq!(Daypart::at(11 * 60), Some(Daypart::Lunch));
+        assert_eq!(Daypart::at(15 * 60), None);
+        assert_eq!(Daypart::at(18 * 60 + 30), Some(Daypart::Dinner));
+        assert_eq!(Daypart::at(23 * 60), None);
+        let tags: Vec<&str> = Daypart::ALL.iter().map(|d| d.tag()).collect();
+        assert_eq!(tags, Daypart::TAGS);
     }
 }

@@ -57,6 +57,74 @@ pub fn log_count(count: f32) -> f32 {
     math::ln_1p(math::max(count, 0.0))
 }
 
+/// Replaces the present values with their percentile among the present values, in `[0, 1]` in
+/// place: the smallest becomes `0`, the largest `1`, ties share their mid-rank; NaN stays NaN. A
+/// column whose present values are all equal (or a single value) becomes all `0.5`.
+///
+/// Unlike [`min_max`], one outlier (a 60 € platter on a 10 € menu) does not squash the rest.
+pub fn percentile(values: &mut [f32]) {
+    let mut keys: Vec<u64> =
+        values.iter().enumerate().filter(|(_, v)| !v.is_nan()).map(|(i, &v)| key_ascending(v, i)).collect();
+    keys.sort_unstable();
+    let last = keys.len().saturating_sub(1);
+    let mut start = 0;
+    while start < keys.len() {
+        let value_key = keys[start] >> 32;
+        let end = start + keys[start..].iter().take_while(|&&k| k >> 32 == value_key).count();
+        let mid = (start + end - 1) as f32 / 2.0;
+        let rank = if last == 0 { 0.5 } else { mid / last as f32 };
+        for &k in &keys[start..end] {
+            values[k as u32 as usize] = rank;
+        }
+        start = end;
+    }
+}
+
+/// Value key in the high half, index in the low half: sorts ascending by value, ties by index.
+#[inline]
+fn key_ascending(value: f32, i: usize) -> u64 {
+    ((sort_key(value) as u64) << 32) | i as u64
+}
+
+/// The largest of the values a user feature has for a candidate's tags, and never below `0`:
+/// `max(0, by_tag[t] for t in tags)`, where `by_tag` comes from [`crate::User::features_by_tag`]
+/// (for example the user's `affinity.<tag>` for every tag of the request). A candidate none of
+/// whose tags has a value gets `0`.
+#[inline]
+pub fn best_of_tags(by_tag: &[Option<f32>], tags: &[u32]) -> f32 {
+    tags.iter().filter_map(|&t| by_tag[t as usize]).fold(0.0, math::max)
+}
+
+/// A re-order signal in `[0, 1]`: `min(1, count / saturation)`, decayed by `age` with
+/// `half_life` (see [`decay`]). A missing or non-positive count gives `0`; a missing age does not
+/// decay.
+///
+/// For example the user's past orders from a venue (`user_orders`) and the days since the last
+/// one (`user_last_order_days`): five orders last week say more than one order last year.
+#[inline]
+pub fn reorder(count: Option<f32>, age: Option<f32>, saturation: f32, half_life: f32) -> f32 {
+    match count {
+        Some(count) if count > 0.0 => math::min(count / saturation, 1.0) * age.map_or(1.0, |age| decay(age, half_life)),
+        _ => 0.0,
+    }
+}
+
+/// The reason code of the largest positive contribution to a score, `otherwise` when none is
+/// positive; the first wins a tie. The usual answer to "why this candidate" for a weighted sum:
+///
+/// ```
+/// use relish_guest::score::strongest;
+///
+/// assert_eq!(strongest(&[(0.2, "affinity"), (0.5, "reorder")], "popular"), "reorder");
+/// assert_eq!(strongest(&[(0.0, "affinity"), (-1.0, "daypart")], "popular"), "popular");
+/// ```
+pub fn strongest<'a>(contributions: &[(f32, &'a str)], otherwise: &'a str) -> &'a str {
+    contributions
+        .iter()
+        .fold((0.0, otherwise), |best, &(value, reason)| if value > best.0 { (value, reason) } else { best })
+        .1
+}
+
 /// Maps a score to a `u32` that sorts the same way, with every NaN below every number. Sorting
 /// integers is much cheaper than sorting floats through a comparator, in wasm especially.
 #[inline]
@@ -100,6 +168,21 @@ pub fn top_k_of(candidates: impl IntoIterator<Item = u32>, scores: &[f32], k: us
     }
     keys.sort_unstable_by(|a, b| b.cmp(a));
     keys.into_iter().map(index).collect()
+}
+
+/// The `k` best candidates with the preferred ones first: every candidate with `preferred[i]`
+/// (best score first) before any other (best score first); ties keep input order, NaN scores come
+/// last within their group.
+///
+/// The shape of "open venues first", "available items first": a hard rule above the scores.
+pub fn top_k_preferring(scores: &[f32], preferred: &[bool], k: usize) -> Vec<u32> {
+    let all = 0..scores.len() as u32;
+    let mut order = top_k_of(all.clone().filter(|&i| preferred[i as usize]), scores, k);
+    if order.len() < k {
+        let rest = k - order.len();
+        order.extend(top_k_of(all.filter(|&i| !preferred[i as usize]), scores, rest));
+    }
+    order
 }
 
 /// Sorts a list of candidate indices by score, best first (ties keep index order, NaN last).
@@ -282,6 +365,39 @@ mod tests {
     }
 
     #[test]
+    fn percentile_ranks_present_values_and_shares_ties() {
+        let mut values = [30.0, f32::NAN, 10.0, 20.0, 20.0, 1000.0];
+        percentile(&mut values);
+        assert_eq!(values[0], 0.75);
+        assert!(values[1].is_nan());
+        assert_eq!([values[2], values[3], values[4], values[5]], [0.0, 0.375, 0.375, 1.0]);
+        let mut constant = [4.0, 4.0, f32::NAN];
+        percentile(&mut constant);
+        assert_eq!(constant[..2], [0.5, 0.5]);
+        let mut single = [7.0];
+        percentile(&mut single);
+        assert_eq!(single, [0.5]);
+        percentile(&mut []);
+    }
+
+    #[test]
+    fn best_of_tags_takes_the_largest_present_value_floored_at_zero() {
+        let by_tag = [Some(0.2), None, Some(0.9), Some(-0.5)];
+        assert_eq!(best_of_tags(&by_tag, &[0, 1, 2]), 0.9);
+        assert_eq!(best_of_tags(&by_tag, &[1]), 0.0);
+        assert_eq!(best_of_tags(&by_tag, &[3]), 0.0);
+        assert_eq!(best_of_tags(&by_tag, &[]), 0.0);
+    }
+
+    #[test]
+    fn reorder_saturates_and_decays() {
+        assert_eq!(reorder(None, Some(1.0), 5.0, 30.0), 0.0);
+        assert_eq!(reorder(Some(0.0), None, 5.0, 30.0), 0.0);
+        assert_eq!(reorder(Some(10.0), None, 5.0, 30.0), 1.0);
+        assert!((reorder(Some(2.5), Some(30.0), 5.0, 30.0) - 0.25).abs() < 1e-6);
+    }
+
+    #[test]
     fn top_k_selects_and_orders() {
         let scores = [0.1, 0.9, f32::NAN, 0.5, 0.9, 0.3];
         assert_eq!(top_k(&scores, 3), vec![1, 4, 3]);
@@ -297,6 +413,15 @@ mod tests {
         sort_by_score(&mut all, &scores);
         assert_eq!(all, top_k(&scores, 7));
         assert_eq!(all, vec![5, 0, 6, 2, 1, 3, 4]);
+    }
+
+    #[test]
+    fn top_k_preferring_puts_the_preferred_group_first() {
+        let scores = [0.9, 0.1, 0.5, 0.7];
+        let preferred = [false, true, true, false];
+        assert_eq!(top_k_preferring(&scores, &preferred, 4), vec![2, 1, 0, 3]);
+        assert_eq!(top_k_preferring(&scores, &preferred, 3), vec![2, 1, 0]);
+        assert_eq!(top_k_preferring(&scores, &preferred, 1), vec![2]);
     }
 
     #[test]

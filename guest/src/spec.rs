@@ -63,6 +63,48 @@ impl Feature {
     }
 }
 
+/// Joins lists of parameters or features into one array at compile time, so that a policy declares
+/// its own and appends those of a shared library without repeating them (and without missing one
+/// the library adds later).
+///
+/// `N` is the total length, usually inferred from the constant's type; a wrong `N` fails the build.
+///
+/// ```
+/// use relish_guest::{Param, concat};
+///
+/// const SHARED: [Param; 1] = [Param { name: "w_rating", default: "0.6", description: "Weight of the rating." }];
+/// const OWN: [Param; 1] = [Param { name: "boost", default: "1", description: "A boost." }];
+/// const PARAMS: [Param; 2] = concat(&[&OWN, &SHARED]);
+/// assert_eq!(PARAMS[1].name, "w_rating");
+/// ```
+pub const fn concat<T: Copy, const N: usize>(parts: &[&[T]]) -> [T; N] {
+    let mut total = 0;
+    let mut p = 0;
+    while p < parts.len() {
+        total += parts[p].len();
+        p += 1;
+    }
+    assert!(total == N, "concat: the parts' lengths do not add up to N");
+    assert!(N > 0, "concat: nothing to join");
+    // Any element fills the array before it is overwritten; the first part that has one.
+    let mut first = 0;
+    while parts[first].is_empty() {
+        first += 1;
+    }
+    let mut out = [parts[first][0]; N];
+    let (mut i, mut p) = (0, 0);
+    while p < parts.len() {
+        let mut j = 0;
+        while j < parts[p].len() {
+            out[i] = parts[p][j];
+            i += 1;
+            j += 1;
+        }
+        p += 1;
+    }
+    out
+}
+
 impl Spec {
     /// The parameter declared under `name`, if any.
     pub fn param(&self, name: &str) -> Option<&'static Param> {

@@ -188,6 +188,14 @@ impl RequestBuilder {
     pub fn rank<P: Policy>(self) -> Result<crate::Ranking, RankError> {
         P::rank(&Request::new(self.build(), P::SPEC))
     }
+
+    /// Builds the request, ranks it with policy `P` and answers the ranked candidates' ids, best
+    /// first: the shape most policy tests assert on.
+    pub fn ranked_ids<P: Policy>(self) -> Result<Vec<String>, RankError> {
+        let request = Request::new(self.build(), P::SPEC);
+        let ranking = P::rank(&request)?;
+        Ok(ranking.order().iter().map(|&i| request.candidates().id(i as usize).to_owned()).collect())
+    }
 }
 
 fn empty_tags() -> raw::TagColumn {

@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p relish-tests --bench call`
 //!
-//! For each bundled policy and request size: the call through the host on a fresh pooled instance
+//! For each bundled policy at its typical request size: the call through the host on a fresh pooled instance
 //! (what a server request pays: new store, instantiate, copy the request in, rank, copy the answer
 //! out, validate), the call on one reused instance (the same minus instantiation), and the same
 //! algorithm compiled natively, ranking the same request already in memory (no copy at all: the
@@ -13,8 +13,15 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use relish_guest::{Policy, Request};
 use relish_host::runtime::{Budget, types};
+use relish_policy_banners::Banners;
+use relish_policy_brands::Brands;
+use relish_policy_cart_cross_sell::CartCrossSell;
+use relish_policy_category::Category;
 use relish_policy_discovery::Discovery;
+use relish_policy_discovery_gbdt::DiscoveryGbdt;
+use relish_policy_food_categories::FoodCategories;
 use relish_policy_popularity::Popularity;
+use relish_policy_venue_items::VenueItems;
 use relish_tests::{decode, policy, synthetic, to_guest};
 
 fn compare<P: Policy>(c: &mut Criterion, name: &str, request: &types::Request, label: &str) {
@@ -47,6 +54,19 @@ fn calls(c: &mut Criterion) {
     compare::<Popularity>(c, "popularity", &personal, "500x20");
     let small = decode(&synthetic::venues(50, 2, false).to_string());
     compare::<Discovery>(c, "discovery", &small, "50x20");
+
+    // The portfolio, each at its typical request size.
+    let page = decode(&synthetic::venues(300, 3, false).to_string());
+    compare::<Category>(c, "category", &page, "300 venues");
+    compare::<DiscoveryGbdt>(c, "discovery-gbdt", &personal, "500 venues");
+    let menu = decode(&synthetic::menu("venue-items", 150, 0, 4).to_string());
+    compare::<VenueItems>(c, "venue-items", &menu, "150 items");
+    let cart = decode(&synthetic::menu("cart-cross-sell", 200, 3, 5).to_string());
+    compare::<CartCrossSell>(c, "cart-cross-sell", &cart, "200 items, 3 in cart");
+    compare::<Banners>(c, "banners", &decode(&synthetic::banners(20, 6).to_string()), "20 banners");
+    compare::<Brands>(c, "brands", &decode(&synthetic::entries("brands", 40, 7).to_string()), "40 brands");
+    let categories = decode(&synthetic::entries("food-categories", 30, 8).to_string());
+    compare::<FoodCategories>(c, "food-categories", &categories, "30 categories");
 }
 
 criterion_group! {

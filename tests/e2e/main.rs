@@ -5,6 +5,7 @@
 mod determinism;
 mod native;
 mod policies;
+mod portfolio;
 mod registry;
 mod rejection;
 mod validation;

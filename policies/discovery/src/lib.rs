@@ -11,7 +11,7 @@
 //!   with a half-life of `reorder_half_life_days`;
 //! - `daypart`: 1 if the venue carries the tag of the user's local daypart (`breakfast` 05:00–10:59,
 //!   `lunch` 11:00–14:59, `dinner` 17:00–22:59), else 0;
-//! - `popularity`: the `popularity` policy's score, min-max normalised;
+//! - `popularity`: the `popularity` policy's score before its ETA penalty, min-max normalised;
 //! - `eta`: the popularity policy's exponential ETA penalty.
 //!
 //! The top of the page is diversified: MMR (maximal marginal relevance) over tag similarity picks
@@ -20,31 +20,18 @@
 //! the first `diversity_window` places. Closed venues come last. Users without features
 //! (anonymous, or unknown to the feature store) get the popularity order unchanged.
 
-use relish_guest::score::{self, TagSets, cap_per_key, decay, mmr};
-use relish_guest::{Feature, Param, Policy, RankError, Ranking, Request, Spec, math};
-use relish_venue_signals::{Eta, Popularity, open_first, open_flags, popularity_ranking};
+use relish_guest::score::{self, TagSets, cap_per_key, mmr};
+use relish_guest::{Daypart, Param, Policy, RankError, Ranking, Request, Spec, concat};
+use relish_venue_signals::{Signals, features, open_flags, params, popularity_ranking, signals};
 
 /// The discovery policy.
 pub struct Discovery;
 
-/// Tags that name a daypart rather than a cuisine.
-const DAYPARTS: [&str; 3] = ["breakfast", "lunch", "dinner"];
-
-const PARAMS: &[Param] = &[
+const OWN_PARAMS: [Param; 9] = [
     Param { name: "w_affinity", default: "1.0", description: "Weight of the user's tag affinity (0..1)." },
     Param { name: "w_reorder", default: "0.8", description: "Weight of the re-order signal (0..1)." },
     Param { name: "w_daypart", default: "0.3", description: "Weight of matching the local daypart (0 or 1)." },
     Param { name: "w_popularity", default: "0.5", description: "Weight of the normalised popularity score (0..1)." },
-    Param {
-        name: "reorder_saturation",
-        default: "5",
-        description: "Past orders at which the re-order signal reaches 1.",
-    },
-    Param {
-        name: "reorder_half_life_days",
-        default: "30",
-        description: "Days since the last order after which the re-order signal halves.",
-    },
     Param {
         name: "diversity",
         default: "0.3",
@@ -58,26 +45,9 @@ const PARAMS: &[Param] = &[
         description: "At most this many venues of one primary cuisine in the diversity window.",
     },
     Param { name: "diversity_window", default: "5", description: "The top places the cuisine cap applies to." },
-    relish_venue_signals::params::PRIOR_WEIGHT,
-    relish_venue_signals::params::W_CONVERSION,
-    relish_venue_signals::params::W_RATING,
-    relish_venue_signals::params::W_ORDERS,
-    relish_venue_signals::params::ETA_FREE_MIN,
-    relish_venue_signals::params::ETA_HALF_LIFE_MIN,
-    relish_venue_signals::params::ETA_MISSING_MIN,
 ];
 
-const FEATURES: &[Feature] = &[
-    Feature::user("affinity.*", "The user's affinity to a tag (cuisine), 0..1; joined with the venue's tags."),
-    Feature::candidate("user_orders", "How many times this user ordered from the venue."),
-    Feature::candidate("user_last_order_days", "Days since this user last ordered from the venue."),
-    relish_venue_signals::features::IS_OPEN,
-    relish_venue_signals::features::CONVERSIONS_7D,
-    relish_venue_signals::features::IMPRESSIONS_7D,
-    relish_venue_signals::features::RATING,
-    relish_venue_signals::features::ORDERS_7D,
-    relish_venue_signals::features::ETA_MIN,
-];
+const PARAMS: [Param; 18] = concat(&[&OWN_PARAMS, &params::SIGNALS]);
 
 impl Policy for Discovery {
     const SPEC: &'static Spec = &Spec {
@@ -86,8 +56,8 @@ impl Policy for Discovery {
         description: "Personalised venue ranking: tag affinity, re-orders, daypart, popularity and ETA, diversified \
                       by cuisine; popularity order for users without features.",
         surfaces: &["discovery", "category"],
-        params: PARAMS,
-        features: FEATURES,
+        params: &PARAMS,
+        features: &features::SIGNALS,
     };
 
     fn rank(request: &Request) -> Result<Ranking, RankError> {
@@ -110,7 +80,7 @@ impl Policy for Discovery {
 
         let open = open_flags(request);
         // Only the places that can be shown matter: the MMR pool or the limit, whichever is more.
-        let by_relevance = open_first(&relevance, &open, request.limit().max(weights.mmr_pool));
+        let by_relevance = score::top_k_preferring(&relevance, &open, request.limit().max(weights.mmr_pool));
         let open_count = by_relevance.iter().take_while(|&&i| open[i as usize]).count();
         let (open_order, closed_order) = by_relevance.split_at(open_count);
         let order = diversify(request, &relevance, open_order, &weights);
@@ -118,7 +88,7 @@ impl Policy for Discovery {
         let mut ranking = Ranking::with_capacity(request.limit());
         for &i in order.iter().chain(closed_order).take(request.limit()) {
             let i = i as usize;
-            let reason = if open[i] { signals[i].strongest(&weights) } else { "closed" };
+            let reason = if open[i] { weights.strongest(&signals[i]) } else { "closed" };
             ranking.push_with_reason(i, relevance[i], reason);
         }
         Ok(ranking)
@@ -157,74 +127,25 @@ impl Weights {
             window: request.param("diversity_window")?,
         })
     }
-}
 
-/// One venue's signals, each in `0..=1` (ETA factor in `(0, 1]`).
-struct Signals {
-    affinity: f32,
-    reorder: f32,
-    daypart: f32,
-    popularity: f32,
-    eta: f32,
-}
-
-impl Signals {
     /// The reason code: the signal that contributed most.
-    fn strongest(&self, w: &Weights) -> &'static str {
-        let contributions = [
-            (w.affinity * self.affinity, "affinity"),
-            (w.reorder * self.reorder, "reorder"),
-            (w.daypart * self.daypart, "daypart"),
-            (w.popularity * self.popularity, "popular"),
-        ];
-        contributions.iter().fold((0.0, "popular"), |best, &(v, r)| if v > best.0 { (v, r) } else { best }).1
+    fn strongest(&self, s: &Signals) -> &'static str {
+        score::strongest(
+            &[
+                (self.affinity * s.affinity, "affinity"),
+                (self.reorder * s.reorder, "reorder"),
+                (self.daypart * s.daypart, "daypart"),
+                (self.popularity * s.popularity, "popular"),
+            ],
+            "popular",
+        )
     }
-}
-
-fn signals(request: &Request) -> Result<Vec<Signals>, RankError> {
-    let candidates = request.candidates();
-    let n = candidates.len();
-    let affinity_by_tag = request.user().features_by_tag("affinity.");
-    let saturation = math::max(request.param("reorder_saturation")?, 1e-3);
-    let half_life = math::max(request.param("reorder_half_life_days")?, 1e-3);
-    let (orders, last_days) = (candidates.feature("user_orders"), candidates.feature("user_last_order_days"));
-    let daypart_tag = match request.hour() {
-        5..=10 => request.tags().id("breakfast"),
-        11..=14 => request.tags().id("lunch"),
-        17..=22 => request.tags().id("dinner"),
-        _ => None,
-    };
-    let mut popularity = Popularity::read(request)?.scores(request);
-    let eta = Eta::read(request)?.factors(request);
-    // The popularity score already carries the ETA penalty; undo it so ETA is applied once.
-    for (p, e) in popularity.iter_mut().zip(&eta) {
-        *p /= e;
-    }
-    score::min_max(&mut popularity);
-    Ok((0..n)
-        .map(|i| {
-            let affinity =
-                candidates.tags(i).iter().filter_map(|&t| affinity_by_tag[t as usize]).fold(0.0f32, math::max);
-            let affinity = math::clamp(affinity, 0.0, 1.0);
-            let reorder = match orders.get(i) {
-                Some(count) if count > 0.0 => {
-                    math::min(count / saturation, 1.0) * last_days.get(i).map_or(1.0, |days| decay(days, half_life))
-                }
-                _ => 0.0,
-            };
-            let daypart = match daypart_tag {
-                Some(tag) if candidates.has_tag(i, tag) => 1.0,
-                _ => 0.0,
-            };
-            Signals { affinity, reorder, daypart, popularity: popularity[i], eta: eta[i] }
-        })
-        .collect())
 }
 
 /// MMR over the most relevant open venues, then the per-cuisine cap on the first places.
 fn diversify(request: &Request, relevance: &[f32], open_order: &[u32], w: &Weights) -> Vec<u32> {
     let candidates = request.candidates();
-    let is_cuisine: Vec<bool> = request.tags().mask(&DAYPARTS).into_iter().map(|daypart| !daypart).collect();
+    let is_cuisine: Vec<bool> = request.tags().mask(&Daypart::TAGS).into_iter().map(|daypart| !daypart).collect();
     let primary_cuisine = |i: u32| candidates.tags(i as usize).iter().copied().find(|&t| is_cuisine[t as usize]);
 
     let pool = &open_order[..open_order.len().min(w.mmr_pool)];

@@ -1,16 +1,19 @@
 //! Venue signals shared by the venue policies (`popularity`, `discovery`, `category`).
 //!
 //! Not a policy itself (it has no `cdylib` target, so `relish build` skips it): a library of the
-//! non-personalised signals every venue ranking starts from, so that the personalised policies'
-//! cold-start answer *is* the popularity order, not a copy of it. Each policy lists the
-//! parameters and features it reads from here in its own [`relish_guest::Spec`].
+//! signals every venue ranking is made of, so that the personalised policies' cold-start answer
+//! *is* the popularity order, not a copy of it, and so that `discovery` and `category` read a
+//! user the same way. Each policy lists the parameters and features it reads from here in its own
+//! [`relish_guest::Spec`].
 //!
 //! Feature conventions (candidate features): `is_open` is a 0/1 flag, missing means open;
 //! `conversions_7d` and `impressions_7d` are counts over the last seven days; `rating` is 0–10;
-//! `orders_7d` is a count; `eta_min` is the delivery estimate in minutes.
+//! `orders_7d` is a count; `eta_min` is the delivery estimate in minutes; `user_orders` counts the
+//! user's past orders from the venue and `user_last_order_days` the days since the last one. User
+//! features: `affinity.<tag>` in 0..1.
 
 use relish_guest::score::{self, decay, smoothed_rate};
-use relish_guest::{Feature, Param, RankError, Request, math};
+use relish_guest::{Feature, Param, RankError, Request, concat, math};
 
 /// The parameters of the popularity score.
 pub mod params {
@@ -63,6 +66,22 @@ pub mod params {
     /// Every popularity parameter.
     pub const ALL: [Param; 7] =
         [PRIOR_WEIGHT, W_CONVERSION, W_RATING, W_ORDERS, ETA_FREE_MIN, ETA_HALF_LIFE_MIN, ETA_MISSING_MIN];
+
+    /// Orders at which the re-order signal saturates.
+    pub const REORDER_SATURATION: Param = Param {
+        name: "reorder_saturation",
+        default: "5",
+        description: "Past orders at which the re-order signal reaches 1.",
+    };
+    /// Half-life of the re-order signal.
+    pub const REORDER_HALF_LIFE_DAYS: Param = Param {
+        name: "reorder_half_life_days",
+        default: "30",
+        description: "Days since the last order after which the re-order signal halves.",
+    };
+
+    /// Every parameter of [`crate::signals`]: the re-order parameters and the popularity ones.
+    pub const SIGNALS: [Param; 9] = super::concat(&[&[REORDER_SATURATION, REORDER_HALF_LIFE_DAYS], &ALL]);
 }
 
 /// The candidate features the popularity score reads.
@@ -86,6 +105,19 @@ pub mod features {
 
     /// Every popularity feature.
     pub const ALL: [Feature; 6] = [IS_OPEN, CONVERSIONS_7D, IMPRESSIONS_7D, RATING, ORDERS_7D, ETA_MIN];
+
+    /// The user's tag affinities.
+    pub const AFFINITY: Feature =
+        Feature::user("affinity.*", "The user's affinity to a tag (cuisine), 0..1; joined with the venue's tags.");
+    /// The user's past orders from the venue.
+    pub const USER_ORDERS: Feature =
+        Feature::candidate("user_orders", "How many times this user ordered from the venue.");
+    /// Days since the user's last order from the venue.
+    pub const USER_LAST_ORDER_DAYS: Feature =
+        Feature::candidate("user_last_order_days", "Days since this user last ordered from the venue.");
+
+    /// Every feature of [`crate::signals`]: the personal ones and the popularity ones.
+    pub const SIGNALS: [Feature; 9] = super::concat(&[&[AFFINITY, USER_ORDERS, USER_LAST_ORDER_DAYS], &ALL]);
 }
 
 /// The popularity parameters, read once per request.
@@ -145,12 +177,21 @@ impl Popularity {
         })
     }
 
-    /// Each candidate's popularity score (higher is better), ETA penalty included.
-    ///
-    /// `(w_conversion · conversion + w_rating · rating / 10 + w_orders · orders) · eta_factor`,
-    /// where conversion is the rate shrunk toward the pooled rate of all candidates and then
-    /// min-max normalised, and orders is `ln(1 + orders_7d)` min-max normalised.
+    /// Each candidate's popularity score (higher is better), ETA penalty included:
+    /// [`Popularity::base_scores`] times the [`Eta`] factor.
     pub fn scores(&self, request: &Request) -> Vec<f32> {
+        let mut scores = self.base_scores(request);
+        for (score, eta) in scores.iter_mut().zip(self.eta.factors(request)) {
+            *score *= eta;
+        }
+        scores
+    }
+
+    /// Each candidate's popularity score before the ETA penalty:
+    /// `w_conversion · conversion + w_rating · rating / 10 + w_orders · orders`, where conversion
+    /// is the rate shrunk toward the pooled rate of all candidates and then min-max normalised, and
+    /// orders is `ln(1 + orders_7d)` min-max normalised.
+    pub fn base_scores(&self, request: &Request) -> Vec<f32> {
         let candidates = request.candidates();
         let n = candidates.len();
         let (conversions, impressions) = (candidates.feature("conversions_7d"), candidates.feature("impressions_7d"));
@@ -168,15 +209,55 @@ impl Popularity {
         let mut orders: Vec<f32> = (0..n).map(|k| score::log_count(orders_7d.get_or(k, 0.0))).collect();
         score::min_max(&mut orders);
         let rating = candidates.feature("rating");
-        let eta = self.eta.factors(request);
         (0..n)
             .map(|k| {
                 let rating = math::clamp(rating.get_or(k, 0.0) / 10.0, 0.0, 1.0);
-                let base = self.w_conversion * conversion[k] + self.w_rating * rating + self.w_orders * orders[k];
-                base * eta[k]
+                self.w_conversion * conversion[k] + self.w_rating * rating + self.w_orders * orders[k]
             })
             .collect()
     }
+}
+
+/// One venue's signals for one user, each in `0..=1` (the ETA factor in `(0, 1]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signals {
+    /// The user's best `affinity.<tag>` over the venue's tags, clamped to `0..=1` (0 if none).
+    pub affinity: f32,
+    /// `min(1, user_orders / reorder_saturation)`, decayed by `user_last_order_days` with a
+    /// half-life of `reorder_half_life_days` (see [`relish_guest::score::reorder`]).
+    pub reorder: f32,
+    /// 1 if the venue carries the tag of the local [`relish_guest::Daypart`], else 0.
+    pub daypart: f32,
+    /// The popularity score before the ETA penalty, min-max normalised across the candidates.
+    pub popularity: f32,
+    /// The [`Eta`] factor.
+    pub eta: f32,
+}
+
+/// Every venue's [`Signals`] for this request's user (for users without features, affinity and
+/// re-order are simply 0).
+pub fn signals(request: &Request) -> Result<Vec<Signals>, RankError> {
+    let candidates = request.candidates();
+    let affinity_by_tag = request.user().features_by_tag("affinity.");
+    let saturation = math::max(request.param(params::REORDER_SATURATION.name)?, 1e-3);
+    let half_life = math::max(request.param(params::REORDER_HALF_LIFE_DAYS.name)?, 1e-3);
+    let (orders, last_days) = (candidates.feature("user_orders"), candidates.feature("user_last_order_days"));
+    let daypart_tag = request.daypart().and_then(|daypart| request.tags().id(daypart.tag()));
+    let mut popularity = Popularity::read(request)?.base_scores(request);
+    score::min_max(&mut popularity);
+    let eta = Eta::read(request)?.factors(request);
+    Ok((0..candidates.len())
+        .map(|i| Signals {
+            affinity: math::clamp(score::best_of_tags(&affinity_by_tag, candidates.tags(i)), 0.0, 1.0),
+            reorder: score::reorder(orders.get(i), last_days.get(i), saturation, half_life),
+            daypart: match daypart_tag {
+                Some(tag) if candidates.has_tag(i, tag) => 1.0,
+                _ => 0.0,
+            },
+            popularity: popularity[i],
+            eta: eta[i],
+        })
+        .collect())
 }
 
 /// Whether each candidate is open (`is_open` missing counts as open: the caller did not say it is
@@ -186,26 +267,14 @@ pub fn open_flags(request: &Request) -> Vec<bool> {
     (0..request.candidates().len()).map(|i| is_open.flag(i).unwrap_or(true)).collect()
 }
 
-/// The best `k` candidate indices with open ones first, each group best score first (ties by
-/// index).
-pub fn open_first(scores: &[f32], open: &[bool], k: usize) -> Vec<u32> {
-    let all = 0..scores.len() as u32;
-    let mut order = score::top_k_of(all.clone().filter(|&i| open[i as usize]), scores, k);
-    if order.len() < k {
-        let rest = k - order.len();
-        order.extend(score::top_k_of(all.filter(|&i| !open[i as usize]), scores, rest));
-    }
-    order
-}
-
 /// The popularity ranking: open venues first, then by popularity score.
 pub fn popularity_ranking(request: &Request) -> Result<relish_guest::Ranking, RankError> {
     let scores = Popularity::read(request)?.scores(request);
     let open = open_flags(request);
-    let mut ranking = relish_guest::Ranking::with_capacity(request.limit());
-    for i in open_first(&scores, &open, request.limit()) {
-        let i = i as usize;
-        ranking.push_with_reason(i, scores[i], if open[i] { "popular" } else { "closed" });
-    }
-    Ok(ranking)
+    Ok(relish_guest::Ranking::preferring(
+        &scores,
+        &open,
+        request.limit(),
+        |i| if open[i] { "popular" } else { "closed" },
+    ))
 }
