@@ -259,6 +259,8 @@ fn rank(
             reason: error.reason(),
             answered_by: fallback::INPUT_ORDER,
             detail: &detail,
+            fallback_reason: None,
+            fallback_detail: None,
         }),
         took_us: started.elapsed().as_micros() as u64,
     };

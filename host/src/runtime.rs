@@ -41,6 +41,8 @@ use bindings::{Ranker as RankerWorld, RankerPre};
 pub const CONTRACT: &str = "relish:policy@0.1.0";
 /// The interfaces a policy may import: the contract's own, nothing else.
 const ALLOWED_IMPORTS: [&str; 2] = ["relish:policy/types@0.1.0", "relish:policy/host@0.1.0"];
+/// The size of a wasm memory page.
+const WASM_PAGE: u64 = 64 << 10;
 /// The interface every policy must export.
 const POLICY_EXPORT: &str = "relish:policy/policy@0.1.0";
 
@@ -66,6 +68,10 @@ pub struct RuntimeConfig {
     /// Whether fuel metering is compiled in, so a [`Budget`] may carry a deterministic instruction
     /// budget. Costs a few percent on every call, so it is off unless some surface asks for it.
     pub fuel: bool,
+    /// Whether deadlines are enforced (epoch interruption compiled into every policy, and the
+    /// ticker thread running). Always on in a server: turning it off exists only so the benchmark
+    /// can measure what it costs; without it a looping policy is never stopped.
+    pub epoch_interruption: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -77,6 +83,7 @@ impl Default for RuntimeConfig {
             keep_resident_bytes: 4 << 20,
             fuel: false,
             perf_map: false,
+            epoch_interruption: true,
         }
     }
 }
@@ -189,6 +196,23 @@ pub enum LoadError {
     /// Invalid or uncompilable WebAssembly.
     #[error("the component does not compile: {0}")]
     Compile(String),
+    /// Declares more initial linear memory than an instance may ever have.
+    #[error(
+        "the component declares {} of initial linear memory, beyond this host's cap of {} per \
+         instance (engine.max_memory_mb): shrink its static data",
+        mib(*.declared),
+        mib(*.cap as u64)
+    )]
+    MemoryTooLarge {
+        /// Bytes the component's largest memory starts with.
+        declared: u64,
+        /// The host's cap in bytes.
+        cap: usize,
+    },
+    /// Instantiation itself failed (a trapping start function or initialiser), so no call could
+    /// ever run.
+    #[error("instantiating the component fails, so no call could ever run: {0}")]
+    Instantiate(String),
     /// An import outside the contract.
     #[error("{}", import_message(.name))]
     ForbiddenImport {
@@ -216,6 +240,32 @@ pub enum LoadError {
     /// A precompiled artifact could not be loaded.
     #[error("the compiled artifact cannot be loaded: {0}")]
     Artifact(String),
+}
+
+/// Bytes in MiB for messages, e.g. `320 MiB` or `0.5 MiB`.
+pub fn mib(bytes: u64) -> String {
+    let mib = bytes as f64 / f64::from(1 << 20);
+    if mib.fract() == 0.0 { format!("{mib} MiB") } else { format!("{mib:.1} MiB") }
+}
+
+impl LoadError {
+    /// A short code for metrics: `empty`, `not-wasm`, `core-module`, `compile`, `memory`,
+    /// `forbidden-import`, `wrong-world`, `mismatch`, `instantiate`, `metadata`, `artifact`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoadError::Empty => "empty",
+            LoadError::NotWasm => "not-wasm",
+            LoadError::CoreModule => "core-module",
+            LoadError::Compile(_) => "compile",
+            LoadError::MemoryTooLarge { .. } => "memory",
+            LoadError::ForbiddenImport { .. } => "forbidden-import",
+            LoadError::WrongWorld { .. } => "wrong-world",
+            LoadError::Mismatch(_) => "mismatch",
+            LoadError::Instantiate(_) => "instantiate",
+            LoadError::Metadata(_) | LoadError::BadMetadata(_) => "metadata",
+            LoadError::Artifact(_) => "artifact",
+        }
+    }
 }
 
 fn import_message(name: &str) -> String {
@@ -504,7 +554,7 @@ impl Runtime {
         wasm.concurrency_support(false);
         // Deadlines: the generated code checks an epoch counter at function entries and loop
         // back-edges, a load and compare, which is far cheaper than fuel metering.
-        wasm.epoch_interruption(true);
+        wasm.epoch_interruption(config.epoch_interruption);
         wasm.consume_fuel(config.fuel);
         // Deep recursion traps cleanly at this depth instead of exhausting the host thread's stack
         // (the hostile-guest suite has a policy that recurses without end).
@@ -545,18 +595,20 @@ impl Runtime {
         RankerWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
+        let ticker = if config.epoch_interruption {
             let engine = engine.clone();
             let stop = stop.clone();
             let tick = config.epoch_tick;
-            std::thread::Builder::new().name("relish-epoch".to_owned()).spawn(move || {
+            Some(std::thread::Builder::new().name("relish-epoch".to_owned()).spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(tick);
                     engine.increment_epoch();
                 }
-            })?
+            })?)
+        } else {
+            None
         };
-        Ok(Arc::new(Runtime { engine, linker, config, ticker: Some(ticker), stop, compiles: AtomicU64::new(0) }))
+        Ok(Arc::new(Runtime { engine, linker, config, ticker, stop, compiles: AtomicU64::new(0) }))
     }
 
     /// The engine settings.
@@ -581,6 +633,10 @@ impl Runtime {
     /// Checks, compiles and pre-instantiates a component, then reads its metadata.
     pub fn load(&self, bytes: &[u8]) -> Result<PolicyPre, LoadError> {
         check_header(bytes)?;
+        let declared = declared_memory(bytes);
+        if declared > self.config.max_memory_bytes as u64 {
+            return Err(LoadError::MemoryTooLarge { declared, cap: self.config.max_memory_bytes });
+        }
         let digest = Digest::of(bytes);
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
@@ -623,6 +679,14 @@ impl Runtime {
     }
 
     fn prepare(&self, component: Component, digest: Digest, size: usize) -> Result<PolicyPre, LoadError> {
+        // Judged from the component alone, before anything of it runs: the largest initial size,
+        // in 64 KiB wasm pages, of the memories its core modules define. `None` means the
+        // component imports core modules, which a policy cannot (its imports are checked next).
+        let pages = component.resources_required().and_then(|r| r.max_initial_memory_size).unwrap_or(0);
+        let declared_memory = pages.saturating_mul(WASM_PAGE);
+        if declared_memory > self.config.max_memory_bytes as u64 {
+            return Err(LoadError::MemoryTooLarge { declared: declared_memory, cap: self.config.max_memory_bytes });
+        }
         let ty = component.component_type();
         if let Some((name, _)) = ty.imports(&self.engine).find(|(name, _)| !ALLOWED_IMPORTS.contains(name)) {
             return Err(LoadError::ForbiddenImport { name: name.to_owned() });
@@ -642,6 +706,9 @@ impl Runtime {
             digest,
             size,
             tick: self.config.epoch_tick,
+            epochs: self.config.epoch_interruption,
+            metered: self.config.fuel,
+            declared_memory,
             metadata: Arc::new(Metadata {
                 name: String::new(),
                 version: String::new(),
@@ -651,9 +718,15 @@ impl Runtime {
                 features: Vec::new(),
             }),
         };
-        let budget = Budget { deadline: Duration::from_secs(1), ..Budget::default() };
-        let raw = policy.instance(&budget).and_then(|mut instance| instance.metadata());
-        let raw = raw.map_err(|e| LoadError::Metadata(e.to_string()))?;
+        // Generous: a surface's own, smaller caps are checked when the version is activated there.
+        let budget = Budget {
+            deadline: Duration::from_secs(1),
+            memory_bytes: self.config.max_memory_bytes,
+            ..Budget::default()
+        };
+        let mut instance = policy.instance(&budget).map_err(|e| LoadError::Instantiate(e.to_string()))?;
+        let raw = instance.metadata().map_err(|e| LoadError::Metadata(e.to_string()))?;
+        drop(instance);
         policy.metadata = Arc::new(Metadata::from_raw(raw)?);
         Ok(policy)
     }
@@ -682,6 +755,21 @@ impl std::hash::Hasher for Sha256Hasher {
     }
 }
 
+/// The largest initial size, in bytes, of the memories the core modules inside a component
+/// define, read from the bytes without compiling them; 0 if none (or if the bytes do not parse,
+/// which compiling them reports).
+fn declared_memory(bytes: &[u8]) -> u64 {
+    let mut largest = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(wasmparser::Payload::MemorySection(memories)) = payload else { continue };
+        for memory in memories.into_iter().flatten() {
+            let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+            largest = largest.max(memory.initial.saturating_mul(page));
+        }
+    }
+    largest
+}
+
 fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.is_empty() {
         Err(LoadError::Empty)
@@ -704,6 +792,9 @@ pub struct PolicyPre {
     digest: Digest,
     size: usize,
     tick: Duration,
+    epochs: bool,
+    metered: bool,
+    declared_memory: u64,
     metadata: Arc<Metadata>,
 }
 
@@ -733,6 +824,12 @@ impl PolicyPre {
         self.size
     }
 
+    /// The initial size of the component's largest linear memory, in bytes: the least memory
+    /// every call takes, before the policy allocates anything.
+    pub fn declared_memory(&self) -> u64 {
+        self.declared_memory
+    }
+
     /// The compiled artifact, for storing beside the component.
     pub fn serialize(&self) -> anyhow::Result<Vec<u8>> {
         Ok(self.component.serialize()?)
@@ -753,10 +850,18 @@ impl PolicyPre {
     pub fn instance(&self, budget: &Budget) -> Result<PolicyInstance, CallError> {
         let mut store = Store::new(&self.engine, CallState::new(budget));
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.ticks(budget));
-        if let Some(fuel) = budget.fuel {
-            store.set_fuel(fuel).map_err(|e| CallError::Capacity(format!("fuel is not enabled: {e}")))?;
+        if self.epochs {
+            store.epoch_deadline_trap();
+            store.set_epoch_deadline(self.ticks(budget));
+        }
+        // With metering compiled in, a budget without fuel runs unmetered (the deadline still
+        // holds); a budget with fuel on an engine without metering is a configuration error.
+        match (budget.fuel, self.metered) {
+            (Some(fuel), _) => {
+                store.set_fuel(fuel).map_err(|e| CallError::Capacity(format!("fuel is not enabled: {e}")))?;
+            }
+            (None, true) => store.set_fuel(u64::MAX).expect("fuel is enabled"),
+            (None, false) => {}
         }
         let ranker = match self.pre.instantiate(&mut store) {
             Ok(ranker) => ranker,
@@ -798,8 +903,7 @@ pub struct PolicyInstance {
 impl PolicyInstance {
     /// Calls `rank` and validates the answer.
     pub fn rank(&mut self, request: &types::Request) -> Result<Ranking, CallError> {
-        let ticks = self.policy.ticks(&self.budget);
-        self.store.set_epoch_deadline(ticks);
+        self.restart_deadline();
         let answer = self.ranker.relish_policy_policy().call_rank(&mut self.store, request);
         match answer {
             Ok(Ok(ranking)) => Ranking::validate(ranking, request, &self.budget),
@@ -813,11 +917,17 @@ impl PolicyInstance {
 
     /// Calls `metadata`.
     pub fn metadata(&mut self) -> Result<types::Metadata, CallError> {
-        let ticks = self.policy.ticks(&self.budget);
-        self.store.set_epoch_deadline(ticks);
+        self.restart_deadline();
         let answer = self.ranker.relish_policy_policy().call_describe(&mut self.store);
         self.flush_logs();
         answer.map_err(|error| classify(error, &self.store, &self.budget))
+    }
+
+    fn restart_deadline(&mut self) {
+        if self.policy.epochs {
+            let ticks = self.policy.ticks(&self.budget);
+            self.store.set_epoch_deadline(ticks);
+        }
     }
 
     /// Emits buffered policy log lines as `tracing` events.

@@ -2,6 +2,7 @@
 //!
 //! One test binary with a module per area; shared helpers live in the `relish-tests` library.
 
+mod containment;
 mod determinism;
 mod native;
 mod policies;

@@ -49,6 +49,23 @@ fn empty_garbage_and_truncated_files_are_refused() {
 }
 
 #[test]
+fn a_component_declaring_memory_beyond_the_cap_is_refused_before_anything_runs() {
+    let error = load_error(&guest_bytes("big-memory"));
+    let LoadError::MemoryTooLarge { declared, cap } = error else { panic!("wrong error: {error}") };
+    assert_eq!((declared, cap), (336 << 20, 256 << 20));
+    assert!(error.to_string().contains("declares 336 MiB") && error.to_string().contains("256 MiB"), "{error}");
+    // A bundled policy declares what `relish build` gives it.
+    assert_eq!(runtime().load(&policy_bytes("popularity")).unwrap().declared_memory(), 4 << 20);
+}
+
+#[test]
+fn a_component_that_traps_while_instantiating_is_refused() {
+    let error = load_error(&guest_bytes("start-trap"));
+    assert!(matches!(error, LoadError::Instantiate(_)), "{error}");
+    assert!(error.to_string().contains("unreachable"), "{error}");
+}
+
+#[test]
 fn a_bundled_policy_loads_and_describes_itself() {
     let policy = runtime().load(&policy_bytes("discovery")).unwrap();
     let metadata = policy.metadata();

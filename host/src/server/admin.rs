@@ -30,6 +30,7 @@ use tracing::Instrument;
 
 use super::State;
 use super::config::{AdminConfig, Role};
+use super::health::HealthSnapshot;
 use super::http::{HttpResponse, error, json};
 use crate::registry::{self, Activation, Put, VersionInfo};
 
@@ -312,7 +313,13 @@ async fn upload(
         Ok(match admin.state.registry()?.put_version(&name, &version, &bytes, &token.name) {
             Ok(Put::Created(info)) => ok(StatusCode::CREATED, &Uploaded { created: true, version: &info }),
             Ok(Put::Unchanged(info)) => ok(StatusCode::OK, &Uploaded { created: false, version: &info }),
-            Err(e) => registry_error(admin, &e),
+            Err(e) => {
+                if let registry::Error::InvalidComponent { source, .. } = &e {
+                    admin.state.metrics.upload_rejected(source.code());
+                    tracing::warn!(policy = %name, version = %version, reason = source.code(), "upload refused: {source}");
+                }
+                registry_error(admin, &e)
+            }
         })
     })
     .await
@@ -356,6 +363,12 @@ async fn activate(admin: Arc<Admin>, request: Request<Incoming>, surface: String
     };
     blocking(admin, move |admin| {
         let registry = admin.state.registry()?;
+        // An unknown version falls through to `activate`, which says so.
+        if let Ok(policy) = registry.policy(&wanted.policy, &wanted.version)
+            && let Some(misfit) = admin.state.misfit(&surface, &policy)
+        {
+            return Ok(fail(admin, StatusCode::UNPROCESSABLE_ENTITY, "rejected", &misfit));
+        }
         let activation = registry.activate(&surface, &wanted.policy, &wanted.version, wanted.params, &token.name);
         Ok(match activation {
             Ok(activation) => {
@@ -423,14 +436,30 @@ fn show_version(admin: &Admin, name: &str, version: &str) -> HttpResponse {
     }
 }
 
-/// A surface's status: what serves it now and its history.
+/// A surface's status: what serves it now, within which limits, how healthy it is, and its
+/// history (automatic rollbacks are entries ended `rolled-back` with `automatic: true`).
 #[derive(Serialize)]
 struct SurfaceStatus {
     surface: String,
     current: Option<Activation>,
     serving: Option<String>,
     fallback: Option<String>,
+    limits: Option<Limits>,
+    /// The active version's failures in the automatic-rollback window; absent when automatic
+    /// rollback is off or nothing is active.
+    health: Option<HealthSnapshot>,
     history: Vec<Activation>,
+}
+
+/// The per-call budget and limits a surface's calls run under.
+#[derive(Serialize)]
+struct Limits {
+    deadline_ms: f64,
+    memory_mb: f64,
+    fuel: Option<u64>,
+    log_lines: u32,
+    max_candidates: usize,
+    max_concurrency: Option<usize>,
 }
 
 fn status(admin: &Admin, surface: &str) -> Option<SurfaceStatus> {
@@ -446,6 +475,15 @@ fn status(admin: &Admin, surface: &str) -> Option<SurfaceStatus> {
         current: history.last().filter(|a| a.ended.is_none()).cloned(),
         serving: binding.as_ref().and_then(|b| b.active.as_ref()).map(|a| format!("{}@{}", a.name, a.version)),
         fallback: binding.as_ref().and_then(|b| b.fallback.as_ref()).map(|f| format!("{}@{}", f.name, f.version)),
+        limits: binding.as_ref().map(|b| Limits {
+            deadline_ms: b.budget.deadline.as_secs_f64() * 1000.0,
+            memory_mb: b.budget.memory_bytes as f64 / f64::from(1 << 20),
+            fuel: b.budget.fuel,
+            log_lines: b.budget.log_lines,
+            max_candidates: b.max_candidates,
+            max_concurrency: b.limiter.as_ref().map(|l| l.max()),
+        }),
+        health: binding.as_ref().and_then(|b| b.health.as_ref()).map(|h| h.snapshot()),
         history,
     })
 }

@@ -18,6 +18,8 @@
 //! policy = "banners"
 //! deadline_ms = 2
 //! max_concurrency = 8
+//! rollback_failure_rate = 0.02   # roll back by itself past 2 % failures ...
+//! rollback_min_calls = 500       # ... once 500 calls are seen
 //! ```
 //!
 //! Every mistake stops startup with a message naming the key (or environment variable) and the
@@ -30,6 +32,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::health::HealthPolicy;
 use crate::runtime::{Budget, RuntimeConfig, is_identifier};
 
 /// The surfaces of the app, served by default: each by the bundled policy of the same name if
@@ -217,6 +220,16 @@ pub struct SurfaceSettings {
     pub max_concurrency: Option<usize>,
     /// The most log lines one call may write.
     pub log_lines: Option<u32>,
+    /// Whether the host rolls the surface back by itself when the active version fails too often
+    /// (default `true`).
+    pub auto_rollback: Option<bool>,
+    /// The share of failed calls, among the last `rollback_window`, that triggers an automatic
+    /// rollback (default 0.05, 5 %).
+    pub rollback_failure_rate: Option<f64>,
+    /// Calls the active version must have answered before it is judged (default 100).
+    pub rollback_min_calls: Option<usize>,
+    /// How many of the latest calls are judged (default 200; at least `rollback_min_calls`).
+    pub rollback_window: Option<usize>,
 }
 
 /// `[surfaces.<name>]`.
@@ -274,6 +287,8 @@ pub struct ResolvedSurface {
     pub max_candidates: usize,
     /// Concurrent calls on this surface; unlimited (beyond the server's) if `None`.
     pub max_concurrency: Option<usize>,
+    /// When to roll the surface back by itself; never if `None`.
+    pub health: Option<HealthPolicy>,
 }
 
 impl Config {
@@ -405,6 +420,24 @@ impl Config {
         if settings.max_concurrency == Some(0) {
             return Err(error(format!("{key}.max_concurrency"), "must be at least 1"));
         }
+        if let Some(rate) = settings.rollback_failure_rate
+            && !(rate > 0.0 && rate <= 1.0)
+        {
+            return Err(error(format!("{key}.rollback_failure_rate"), format!("{rate} is outside 0 < rate <= 1")));
+        }
+        if settings.rollback_min_calls == Some(0) {
+            return Err(error(format!("{key}.rollback_min_calls"), "must be at least 1"));
+        }
+        if let Some(window) = settings.rollback_window {
+            let min_calls = settings.rollback_min_calls.or(self.defaults.rollback_min_calls);
+            let min_calls = min_calls.unwrap_or(HealthPolicy::default().min_calls);
+            if window < min_calls || window > 100_000 {
+                return Err(error(
+                    format!("{key}.rollback_window"),
+                    format!("{window} is outside {min_calls}..=100000 (at least rollback_min_calls)"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -450,9 +483,7 @@ impl Config {
         let fallback =
             own.fallback.clone().or_else(|| defaults.fallback.clone()).unwrap_or_else(|| "popularity".into());
         let policy = surface.and_then(|s| s.policy.as_deref()).map(|p| PolicyRef::parse("", p).expect("validated"));
-        let fallback = (fallback != "none")
-            .then(|| PolicyRef::parse("", &fallback).expect("validated"))
-            .filter(|fallback| policy.as_ref().is_none_or(|p| p.name != fallback.name));
+        let fallback = (fallback != "none").then(|| PolicyRef::parse("", &fallback).expect("validated"));
         ResolvedSurface {
             name: name.to_owned(),
             policy,
@@ -467,6 +498,18 @@ impl Config {
             },
             max_candidates: own.max_candidates.or(defaults.max_candidates).unwrap_or(10_000),
             max_concurrency: own.max_concurrency.or(defaults.max_concurrency),
+            health: own.auto_rollback.or(defaults.auto_rollback).unwrap_or(true).then(|| {
+                let default = HealthPolicy::default();
+                let min_calls = own.rollback_min_calls.or(defaults.rollback_min_calls).unwrap_or(default.min_calls);
+                HealthPolicy {
+                    threshold: own
+                        .rollback_failure_rate
+                        .or(defaults.rollback_failure_rate)
+                        .unwrap_or(default.threshold),
+                    min_calls,
+                    window: own.rollback_window.or(defaults.rollback_window).unwrap_or(default.window.max(min_calls)),
+                }
+            }),
         }
     }
 }
@@ -530,6 +573,36 @@ mod tests {
         assert_eq!(discovery.policy.as_ref().unwrap().version.as_deref(), Some("0.1.0"));
         assert_eq!(discovery.fallback.as_ref().unwrap().name, "popularity");
         assert_eq!(discovery.params["diversity"], "0.4");
+    }
+
+    #[test]
+    fn automatic_rollback_is_on_by_default_and_tuned_or_turned_off_per_surface() {
+        let config = Config::from_toml(
+            r#"
+            [defaults]
+            rollback_failure_rate = 0.1
+            [surfaces.discovery]
+            policy = "discovery"
+            rollback_min_calls = 20
+            [surfaces.banners]
+            policy = "banners"
+            auto_rollback = false
+            [surfaces.brands]
+            policy = "brands"
+            rollback_min_calls = 1000
+            "#,
+        )
+        .unwrap();
+        let surfaces = config.surfaces();
+        let find = |name: &str| surfaces.iter().find(|s| s.name == name).unwrap().health;
+        assert_eq!(find("discovery"), Some(HealthPolicy { window: 200, min_calls: 20, threshold: 0.1 }));
+        assert_eq!(find("banners"), None);
+        assert_eq!(find("brands").unwrap().window, 1000, "the window covers at least min_calls");
+        let error = Config::from_toml("[defaults]\nrollback_failure_rate = 1.5\n").unwrap_err();
+        assert_eq!(error.key, "defaults.rollback_failure_rate", "{error}");
+        let error = Config::from_toml("[surfaces.x]\nrollback_min_calls = 50\nrollback_window = 10\n").unwrap_err();
+        assert_eq!(error.key, "surfaces.x.rollback_window", "{error}");
+        assert!(error.message.contains("at least rollback_min_calls"), "{error}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// When to roll back automatically.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct HealthPolicy {
     /// Calls remembered.
     pub window: usize,
@@ -41,6 +41,22 @@ pub struct Alarm {
     pub failures: usize,
     /// Calls in the window.
     pub calls: usize,
+    /// The failure share that trips it.
+    pub threshold: f64,
+}
+
+/// What [`Health::snapshot`] shows in a surface's status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HealthSnapshot {
+    /// When it rolls back.
+    #[serde(flatten)]
+    pub policy: HealthPolicy,
+    /// Calls in the window now.
+    pub calls: usize,
+    /// Failures among them.
+    pub failures: usize,
+    /// Whether it tripped (an automatic rollback was asked for).
+    pub tripped: bool,
 }
 
 /// The health of one binding.
@@ -100,8 +116,18 @@ impl Health {
                 version: self.version.clone(),
                 failures,
                 calls,
+                threshold: self.policy.threshold,
             });
         }
+    }
+
+    /// The window as of now.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let (calls, failures) = {
+            let window = self.outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (window.outcomes.len(), window.failures)
+        };
+        HealthSnapshot { policy: self.policy, calls, failures, tripped: self.tripped.load(Ordering::Relaxed) }
     }
 }
 

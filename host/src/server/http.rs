@@ -272,7 +272,13 @@ async fn rank_in_span(
         request_id: &request.request_id,
         items: Items { ranking: &answer.ranking, request },
         policy: binding.active.as_ref().map(|a| PolicyRef { name: policy, version, digest: a.digest }),
-        fallback: failure.map(|f| Fallback { reason: f.reason, answered_by: &f.answered_by, detail: &f.detail }),
+        fallback: failure.map(|f| Fallback {
+            reason: f.reason,
+            answered_by: &f.answered_by,
+            detail: &f.detail,
+            fallback_reason: f.fallback_failure.as_ref().map(|(reason, _)| *reason),
+            fallback_detail: f.fallback_failure.as_ref().map(|(_, detail)| detail.as_str()),
+        }),
         took_us: received.elapsed().as_micros() as u64,
     };
     let body = response.to_json();

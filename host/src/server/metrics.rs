@@ -26,6 +26,7 @@ pub struct Metrics {
     compiles: IntGauge,
     auto_rollbacks: IntCounterVec,
     policy_logs_dropped: IntCounter,
+    upload_rejections: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -93,6 +94,11 @@ impl Metrics {
                 "Calls stopped for logging past their budget.",
             )
             .expect("valid"),
+            upload_rejections: counter(
+                "relish_upload_rejections_total",
+                "Uploads refused because the component is not a usable policy, by reason.",
+                &["reason"],
+            ),
             registry,
         };
         let r = &metrics.registry;
@@ -108,6 +114,7 @@ impl Metrics {
         register(Box::new(metrics.compiles.clone()));
         register(Box::new(metrics.auto_rollbacks.clone()));
         register(Box::new(metrics.policy_logs_dropped.clone()));
+        register(Box::new(metrics.upload_rejections.clone()));
         #[cfg(target_os = "linux")]
         register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         metrics
@@ -165,6 +172,11 @@ impl Metrics {
         if let Some((policy, version, digest)) = active {
             self.active.with_label_values(&[surface, policy, version, digest]).set(1);
         }
+    }
+
+    /// Counts an upload refused for the reason `reason` ([`crate::runtime::LoadError::code`]).
+    pub fn upload_rejected(&self, reason: &str) {
+        self.upload_rejections.with_label_values(&[reason]).inc();
     }
 
     /// Counts an automatic rollback.

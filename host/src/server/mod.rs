@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use self::config::{Config, PolicyRef, ResolvedSurface};
-use self::health::{Alarm, Health, HealthPolicy};
+use self::health::{Alarm, Health};
 use self::metrics::Metrics;
 use self::router::{Binding, Bound, Limiter, Router};
 use crate::registry::{Registry, RegistryOptions};
@@ -53,8 +53,6 @@ pub struct State {
     pub inflight: AtomicUsize,
     limiters: Mutex<HashMap<String, Arc<Limiter>>>,
     alarms: mpsc::UnboundedSender<Alarm>,
-    /// When to roll back automatically.
-    pub health: HealthPolicy,
     /// Native stand-ins by policy name: the load benchmark's baseline only.
     natives: HashMap<String, Arc<dyn Ranker>>,
 }
@@ -91,6 +89,23 @@ impl State {
         Ok(())
     }
 
+    /// Why `policy` cannot serve `surface` within the surface's budget, if it cannot: a version
+    /// whose memory starts larger than the surface's memory cap would fail every call.
+    pub fn misfit(&self, surface: &str, policy: &crate::runtime::PolicyPre) -> Option<String> {
+        let cap = self.surface_settings(surface).budget.memory_bytes;
+        let metadata = policy.metadata();
+        (policy.declared_memory() > cap as u64).then(|| {
+            format!(
+                "`{}@{}` declares {} of initial linear memory, more than surface `{surface}`'s memory cap of {} \
+                 (memory_mb): every call would fail",
+                metadata.name,
+                metadata.version,
+                crate::runtime::mib(policy.declared_memory()),
+                crate::runtime::mib(cap as u64),
+            )
+        })
+    }
+
     /// The native stand-in for a bound version, if one was given for its policy name.
     fn native(&self, bound: Bound) -> Bound {
         match self.natives.get(&bound.name) {
@@ -113,9 +128,11 @@ impl State {
             .as_ref()
             .map(|(_, activation)| activation.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        let health = active.as_ref().map(|(bound, _)| {
-            Arc::new(Health::new(self.health, &settings.name, &bound.name, &bound.version, self.alarms.clone()))
+        let health = active.as_ref().zip(settings.health).map(|((bound, _), policy)| {
+            Arc::new(Health::new(policy, &settings.name, &bound.name, &bound.version, self.alarms.clone()))
         });
+        // A version is no fallback for itself: it would fail the same way again.
+        let fallback = fallback.filter(|f| active.as_ref().is_none_or(|(a, _)| a.digest != f.digest));
         let active = active.map(|(bound, _)| self.native(bound));
         let fallback = fallback.map(|bound| self.native(bound));
         let digest = active.as_ref().map(|b| b.digest.to_string());
@@ -216,6 +233,10 @@ fn initialise(state: &State) -> anyhow::Result<()> {
             }
             (None, Some(policy)) => {
                 let version = ensure_stored(state, registry, policy).with_context(|| format!("{key}.policy"))?;
+                let loaded = registry.policy(&policy.name, &version)?;
+                if let Some(misfit) = state.misfit(&surface.name, &loaded) {
+                    bail!("{key}.policy: {misfit}");
+                }
                 registry
                     .activate(&surface.name, &policy.name, &version, surface.params.clone(), "config")
                     .with_context(|| format!("{key}: activating {}@{version}", policy.name))?;
@@ -312,7 +333,6 @@ pub async fn start_with_natives(
         inflight: AtomicUsize::new(0),
         limiters: Mutex::new(HashMap::new()),
         alarms,
-        health: HealthPolicy::default(),
         natives,
         config,
     });
@@ -427,7 +447,7 @@ fn roll_back(state: &State, alarm: &Alarm) -> anyhow::Result<()> {
         alarm.failures,
         alarm.calls,
         100.0 * alarm.failures as f64 / alarm.calls as f64,
-        100.0 * state.health.threshold
+        100.0 * alarm.threshold
     );
     let restored = registry.rollback(&alarm.surface, "relish", &reason, true)?;
     state.rebind(&alarm.surface)?;

@@ -58,6 +58,11 @@ impl Limiter {
         Limiter { max, inflight: AtomicUsize::new(0) }
     }
 
+    /// The most calls allowed at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     fn try_acquire(&self) -> Option<Permit<'_>> {
         let mut current = self.inflight.load(Ordering::Relaxed);
         loop {
@@ -112,6 +117,9 @@ pub struct Failure {
     pub answered_by: String,
     /// The failure in words.
     pub detail: String,
+    /// When the fallback policy failed too (and the input order answered): its reason code and
+    /// failure in words.
+    pub fallback_failure: Option<(&'static str, String)>,
 }
 
 /// An answer and how it was reached.
@@ -167,6 +175,7 @@ impl Binding {
         let (reason, detail) = failure;
         // The fallback runs with its own defaults, not the active policy's parameters.
         request.params.clear();
+        let mut fallback_failure = None;
         let (ranking, answered_by) = match &self.fallback {
             Some(fallback) => match fallback.ranker.rank(request, &self.budget) {
                 Ok(ranking) => (ranking, fallback.name.clone()),
@@ -178,6 +187,7 @@ impl Binding {
                         reason = error.reason(),
                         "the fallback policy failed too: {error}; answering in input order"
                     );
+                    fallback_failure = Some((error.reason(), error.to_string()));
                     (fallback::input_order(request), INPUT_ORDER.to_owned())
                 }
             },
@@ -188,7 +198,7 @@ impl Binding {
         tracing::warn!(surface = %self.surface, policy, version, reason, answered_by, "answered by fallback: {detail}");
         Answer {
             ranking,
-            failure: Some(Failure { reason, answered_by, detail }),
+            failure: Some(Failure { reason, answered_by, detail, fallback_failure }),
             policy_us: started.elapsed().as_micros() as u64,
         }
     }

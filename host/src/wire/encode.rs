@@ -26,6 +26,12 @@ pub struct Fallback<'a> {
     pub answered_by: &'a str,
     /// The failure in words, for logs and debugging.
     pub detail: &'a str,
+    /// Set when the fallback policy failed too and the input order answered: its reason code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<&'a str>,
+    /// The fallback policy's failure in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_detail: Option<&'a str>,
 }
 
 /// A ranking response.

@@ -1,7 +1,6 @@
 //! Crash safety: the host process is killed (SIGKILL) in the middle of uploads and activations,
 //! restarted, and the registry is consistent.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,44 +9,9 @@ use hyper::StatusCode;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::util::{self, ADMIN_TOKEN, TestServer, admin, rank};
+use crate::util::{self, ADMIN_TOKEN, TestServer, admin, free_port, rank, ready, spawn};
 
 const TWO: &str = r#"{"candidates": [{"id": "a"}, {"id": "b"}]}"#;
-
-fn spawn(dir: &std::path::Path, port: u16, admin_port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_relish"))
-        .arg("serve")
-        .env("RELISH_CONFIG", dir.join("relish.toml"))
-        .env("RELISH_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RELISH_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
-        .env("RELISH_DATA_DIR", dir.join("data"))
-        .env("RELISH_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn ready(server: &TestServer) {
-    for _ in 0..600 {
-        let probe = tokio::time::timeout(Duration::from_secs(2), async {
-            let addr = server.base.trim_start_matches("http://").to_owned();
-            if tokio::net::TcpStream::connect(addr).await.is_err() {
-                return false;
-            }
-            util::get(server, "/readyz").await.status == StatusCode::OK
-        });
-        if probe.await == Ok(true) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the restarted host did not become ready: the registry did not reopen");
-}
 
 /// Uploads, activates, switches back and deletes, round after round, until the host dies;
 /// returns how many changes completed.

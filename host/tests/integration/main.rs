@@ -6,7 +6,9 @@ mod util;
 
 mod admin;
 mod cli;
+mod containment;
 mod crash;
 mod data_plane;
 mod fail_open;
+mod hostile;
 mod lifecycle;

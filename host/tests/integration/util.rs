@@ -1,6 +1,7 @@
 //! Starting test servers and talking to them.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -180,4 +181,45 @@ pub fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 /// The ids of a rank answer's items.
 pub fn ids(answer: &Value) -> Vec<String> {
     answer["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Starts the real `relish` binary on the given ports, with `dir/relish.toml` as its configuration
+/// and `dir/data` as its data directory; its log goes to `dir/relish.log`.
+pub fn spawn(dir: &Path, port: u16, admin_port: u16) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("relish.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_relish"))
+        .arg("serve")
+        .env("RELISH_CONFIG", dir.join("relish.toml"))
+        .env("RELISH_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RELISH_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+        .env("RELISH_DATA_DIR", dir.join("data"))
+        .env("RELISH_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until a spawned host answers `/readyz` with `200`.
+pub async fn ready(server: &TestServer) {
+    for _ in 0..600 {
+        let probe = tokio::time::timeout(Duration::from_secs(2), async {
+            let addr = server.base.trim_start_matches("http://").to_owned();
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                return false;
+            }
+            get(server, "/readyz").await.status == StatusCode::OK
+        });
+        if probe.await == Ok(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the host did not become ready");
 }

@@ -1,0 +1,121 @@
+//! Containment beyond one call: automatic rollback of a failing version, the whole fallback
+//! chain, and a version refused where it cannot fit a surface's budget.
+
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::Value;
+
+use crate::util::{self, admin, get, ids, metric, rank};
+
+const THREE: &str = r#"{"candidates": [
+    {"id": "first", "features": {"rating": 5.0}},
+    {"id": "second", "features": {"rating": 9.0, "orders_7d": 500}},
+    {"id": "third", "features": {"rating": 7.0}}]}"#;
+
+#[tokio::test]
+async fn a_failing_version_is_rolled_back_by_the_host_and_not_reactivated() {
+    // tagger@1.0.0 (good) is active; panic@0.1.0 (fails every call) is activated over it.
+    let toml = "[surfaces.swap]\npolicy = \"tagger\"\nrollback_min_calls = 20\nrollback_window = 40\n\
+                rollback_failure_rate = 0.25\n";
+    let server = util::start(&["popularity"], &["tagger=tagger-v1"], toml).await;
+    let uploaded = admin(&server, "PUT", "/v1/policies/panic/versions/0.1.0", relish_tests::guest_bytes("panic")).await;
+    assert_eq!(uploaded.status, StatusCode::CREATED);
+    let body = r#"{"policy": "panic", "version": "0.1.0"}"#;
+    assert_eq!(admin(&server, "PUT", "/v1/surfaces/swap/activation", body).await.status, StatusCode::OK);
+    let status = admin(&server, "GET", "/v1/surfaces/swap", "").await.json();
+    assert_eq!(status["health"]["min_calls"], 20, "{status}");
+    assert_eq!(status["health"]["calls"], 0, "a fresh window for the new version: {status}");
+
+    // Every request is answered while the failing version is active, and for a while after.
+    let mut fallbacks = 0;
+    for _ in 0..20 {
+        let answer = rank(&server, "swap", THREE).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        fallbacks += usize::from(answer.json()["fallback"]["reason"] == "trap");
+    }
+    assert_eq!(fallbacks, 20, "the first 20 calls are judged before anything changes");
+
+    // The host rolls back by itself (in the background; generous bound).
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = admin(&server, "GET", "/v1/surfaces/swap", "").await.json();
+        if status["serving"] == "tagger@1.0.0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["serving"], "tagger@1.0.0", "rolled back to the good version: {status}");
+    let history = status["history"].as_array().unwrap();
+    let failed = &history[history.len() - 2];
+    assert_eq!(failed["policy"], "panic");
+    assert_eq!(failed["ended"]["how"], "rolled-back");
+    assert_eq!(failed["ended"]["automatic"], true);
+    assert!(failed["ended"]["reason"].as_str().unwrap().contains("20 of the last 20 calls failed"), "{failed}");
+    assert_eq!(status["current"]["policy"], "tagger");
+    let scrape = String::from_utf8(get(&server, "/metrics").await.body.to_vec()).unwrap();
+    assert_eq!(metric(&scrape, "relish_auto_rollbacks_total", &[("surface", "swap")]), 1.0);
+    let marked = admin(&server, "GET", "/v1/policies/panic/versions/0.1.0", "").await.json();
+    assert_eq!(marked["version"]["auto_rollback"]["surface"], "swap", "{marked}");
+
+    // The good version answers again, and nothing re-activates the failing one.
+    for _ in 0..30 {
+        let answer = rank(&server, "swap", THREE).await.json();
+        assert_eq!(answer["fallback"], Value::Null, "{answer}");
+        assert_eq!(answer["policy"]["name"], "tagger");
+    }
+    let status = admin(&server, "GET", "/v1/surfaces/swap", "").await.json();
+    assert_eq!(status["serving"], "tagger@1.0.0");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn automatic_rollback_can_be_turned_off_per_surface() {
+    let toml = "[surfaces.swap]\npolicy = \"panic\"\nauto_rollback = false\n";
+    let server = util::start(&["popularity"], &["panic"], toml).await;
+    for _ in 0..150 {
+        assert_eq!(rank(&server, "swap", THREE).await.json()["fallback"]["reason"], "trap");
+    }
+    let status = admin(&server, "GET", "/v1/surfaces/swap", "").await.json();
+    assert_eq!(status["serving"], "panic@0.1.0");
+    assert_eq!(status["health"], Value::Null, "{status}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn when_the_fallback_policy_fails_too_the_input_order_answers_and_both_reasons_are_given() {
+    let toml = "[surfaces.banners]\npolicy = \"panic\"\nfallback = \"declines\"\n";
+    let server = util::start(&[], &["panic", "declines"], toml).await;
+    let answer = rank(&server, "banners", THREE).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = answer.json();
+    assert_eq!(answer["fallback"]["reason"], "trap", "{answer}");
+    assert_eq!(answer["fallback"]["answered_by"], "input-order");
+    assert_eq!(answer["fallback"]["fallback_reason"], "error");
+    assert!(answer["fallback"]["fallback_detail"].as_str().unwrap().contains("model not loaded"), "{answer}");
+    assert_eq!(ids(&answer), ["first", "second", "third"]);
+    let scrape = String::from_utf8(get(&server, "/metrics").await.body.to_vec()).unwrap();
+    let labels = [("surface", "banners"), ("reason", "trap"), ("answered_by", "input-order")];
+    assert_eq!(metric(&scrape, "relish_fallbacks_total", &labels), 1.0);
+    assert_eq!(metric(&scrape, "relish_policy_errors_total", &[("policy", "declines"), ("reason", "error")]), 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_version_whose_memory_exceeds_a_surface_cap_is_refused_there_with_the_reason() {
+    // Bundled policies start with 4 MiB of linear memory (`relish build`); `tiny` allows 2.
+    let toml = "[surfaces.discovery]\npolicy = \"popularity\"\n[surfaces.tiny]\nmemory_mb = 2\n";
+    let server = util::start(&["popularity"], &[], toml).await;
+    let body = r#"{"policy": "popularity", "version": "0.1.0"}"#;
+    let refused = admin(&server, "PUT", "/v1/surfaces/tiny/activation", body).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let message = refused.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("declares 4 MiB of initial linear memory"), "{message}");
+    assert!(message.contains("surface `tiny`'s memory cap of 2 MiB"), "{message}");
+    // Where it fits, the same version activates.
+    assert_eq!(admin(&server, "PUT", "/v1/surfaces/other/activation", body).await.status, StatusCode::OK);
+    let status = admin(&server, "GET", "/v1/surfaces/tiny", "").await.json();
+    assert_eq!(status["serving"], Value::Null);
+    assert_eq!(status["limits"]["memory_mb"], 2.0, "{status}");
+    server.stop().await;
+}

@@ -1,0 +1,79 @@
+//! Calls that misbehave are stopped by the engine and reported with the right reason; the next
+//! call on the same version starts clean.
+
+use std::time::Duration;
+
+use relish_host::runtime::{Budget, CallError, Runtime, RuntimeConfig};
+use relish_tests::{budget, decode, guest, guest_bytes, policy_bytes, synthetic};
+
+fn request() -> relish_host::runtime::types::Request {
+    decode(&synthetic::venues(30, 5, false).to_string())
+}
+
+fn failure(name: &str, budget: &Budget) -> CallError {
+    guest(name).rank(&request(), budget).expect_err("the call must fail")
+}
+
+#[test]
+fn each_misbehaviour_is_stopped_with_its_reason() {
+    let budget = Budget { deadline: Duration::from_millis(200), ..budget() };
+    for (name, reason) in [
+        ("infinite-loop", "timeout"),
+        ("memory-growth", "memory"),
+        ("huge-alloc", "memory"),
+        ("deep-recursion", "trap"),
+        ("panic", "trap"),
+        ("log-spam", "log-limit"),
+        ("declines", "error"),
+        ("nan-score", "invalid-output"),
+        ("infinite-score", "invalid-output"),
+    ] {
+        let error = failure(name, &budget);
+        assert_eq!(error.reason(), reason, "{name}: {error}");
+    }
+}
+
+#[test]
+fn the_memory_cap_is_the_surface_budget_not_the_engine_ceiling() {
+    let small = Budget { memory_bytes: 16 << 20, ..budget() };
+    let CallError::Memory { cap, .. } = failure("memory-growth", &small) else { panic!("not a memory failure") };
+    assert_eq!(cap, 16 << 20);
+}
+
+#[test]
+fn a_deep_recursion_is_a_trap_that_names_the_function() {
+    let error = failure("deep-recursion", &budget());
+    let message = error.to_string();
+    assert!(message.contains("descend"), "{message}");
+}
+
+#[test]
+fn a_failed_call_leaves_nothing_behind_for_the_next_one() {
+    // The same loaded version, a trap then a normal call: a fresh instance each time.
+    let tagger = guest("tagger-v1");
+    let looping = guest("infinite-loop");
+    let budget = Budget { deadline: Duration::from_millis(50), ..budget() };
+    for _ in 0..3 {
+        assert_eq!(looping.rank(&request(), &budget).unwrap_err().reason(), "timeout");
+        assert_eq!(tagger.rank(&request(), &budget).unwrap().len(), 30);
+    }
+}
+
+#[test]
+fn a_fuel_budget_stops_a_loop_deterministically_and_lets_normal_calls_through() {
+    let runtime = Runtime::new(RuntimeConfig { fuel: true, ..RuntimeConfig::default() }).unwrap();
+    let looping = runtime.load(&guest_bytes("infinite-loop")).unwrap();
+    let discovery = runtime.load(&policy_bytes("discovery")).unwrap();
+    // A deadline far away: only fuel can stop the loop.
+    let budget = Budget { fuel: Some(5_000_000), deadline: Duration::from_secs(60), ..budget() };
+    let error = looping.rank(&request(), &budget).unwrap_err();
+    assert!(matches!(error, CallError::OutOfFuel(5_000_000)), "{error}");
+    assert_eq!(error.reason(), "timeout");
+    assert!(error.to_string().contains("fuel budget of 5000000"), "{error}");
+    assert_eq!(discovery.rank(&request(), &budget).unwrap().len(), 30);
+    // Too little fuel for the real policy fails the same way on every run.
+    let starved = Budget { fuel: Some(1_000), ..budget };
+    for _ in 0..3 {
+        assert!(matches!(discovery.rank(&request(), &starved), Err(CallError::OutOfFuel(1_000))));
+    }
+}
