@@ -688,14 +688,12 @@ impl Runtime {
     }
 
     fn prepare(&self, component: Component, digest: Digest, size: usize) -> Result<PolicyPre, LoadError> {
-        // Judged from the component alone, before anything of it runs: the largest initial size,
-        // in 64 KiB wasm pages, of the memories its core modules define. `None` means the
-        // component imports core modules, which a policy cannot (its imports are checked next).
+        // The largest initial size, in 64 KiB wasm pages, of the memories its core modules define
+        // (checked against the engine's cap from the bytes in `load`; kept for each surface's cap
+        // at activation). `None` means the component imports core modules, which a policy cannot
+        // (its imports are checked next).
         let pages = component.resources_required().and_then(|r| r.max_initial_memory_size).unwrap_or(0);
         let declared_memory = pages.saturating_mul(WASM_PAGE);
-        if declared_memory > self.config.max_memory_bytes as u64 {
-            return Err(LoadError::MemoryTooLarge { declared: declared_memory, cap: self.config.max_memory_bytes });
-        }
         let ty = component.component_type();
         if let Some((name, _)) = ty.imports(&self.engine).find(|(name, _)| !ALLOWED_IMPORTS.contains(name)) {
             return Err(LoadError::ForbiddenImport { name: name.to_owned() });
