@@ -29,6 +29,19 @@ fn a_nan_score_is_rejected() {
 }
 
 #[test]
+fn infinite_scores_are_rejected() {
+    for score in ["inf", "-inf"] {
+        let mut request = decode(FOUR);
+        request.params = vec![("score".to_owned(), score.to_owned())];
+        let error = guest("nan-score").rank(&request, &budget()).unwrap_err();
+        let CallError::InvalidOutput(InvalidOutput::NonFiniteScore { position: 0, score: shown }) = error else {
+            panic!("{score}: expected a non-finite score, got {error:?}")
+        };
+        assert_eq!(shown, score);
+    }
+}
+
+#[test]
 fn more_items_than_the_limit_are_rejected() {
     assert_eq!(invalid("too-many"), InvalidOutput::TooMany { items: 4, limit: 3 });
 }

@@ -6,12 +6,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 use serde_json::Value;
 
-use crate::util::{self, admin, get, ids, metric, rank};
-
-const THREE: &str = r#"{"candidates": [
-    {"id": "first", "features": {"rating": 5.0}},
-    {"id": "second", "features": {"rating": 9.0, "orders_7d": 500}},
-    {"id": "third", "features": {"rating": 7.0}}]}"#;
+use crate::util::{self, THREE, admin, get, ids, metric, rank};
 
 #[tokio::test]
 async fn a_failing_version_is_rolled_back_by_the_host_and_not_reactivated() {

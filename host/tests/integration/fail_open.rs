@@ -2,12 +2,7 @@
 
 use hyper::StatusCode;
 
-use crate::util::{self, get, ids, metric, rank};
-
-const THREE: &str = r#"{"candidates": [
-    {"id": "first", "features": {"rating": 5.0}},
-    {"id": "second", "features": {"rating": 9.0, "orders_7d": 500}},
-    {"id": "third", "features": {"rating": 7.0}}]}"#;
+use crate::util::{self, THREE, get, ids, metric, rank};
 
 #[tokio::test]
 async fn a_trapping_policy_is_answered_by_the_fallback_policy() {

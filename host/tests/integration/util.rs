@@ -14,6 +14,13 @@ use relish_host::server::config::Config;
 use relish_host::server::{self, Handle};
 use serde_json::Value;
 
+/// Three candidates that `popularity` orders `second, third, first`, and the input order leaves
+/// as they are.
+pub const THREE: &str = r#"{"candidates": [
+    {"id": "first", "features": {"rating": 5.0}},
+    {"id": "second", "features": {"rating": 9.0, "orders_7d": 500}},
+    {"id": "third", "features": {"rating": 7.0}}]}"#;
+
 /// The admin token every test server accepts (deploy role, every surface).
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
