@@ -507,7 +507,8 @@ impl Config {
                         .or(defaults.rollback_failure_rate)
                         .unwrap_or(default.threshold),
                     min_calls,
-                    window: own.rollback_window.or(defaults.rollback_window).unwrap_or(default.window.max(min_calls)),
+                    // A window smaller than min_calls would never be judged.
+                    window: own.rollback_window.or(defaults.rollback_window).unwrap_or(default.window).max(min_calls),
                 }
             }),
         }
