@@ -190,11 +190,39 @@ pub fn ids(answer: &Value) -> Vec<String> {
     answer["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()).collect()
 }
 
+/// A `relish` process started by [`spawn`]. It is killed (SIGKILL) when dropped, so a test that
+/// fails half-way leaves no host running.
+pub struct Host(Child);
+
+impl Host {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    /// Kills it (SIGKILL) and waits for it to be gone.
+    pub fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the real `relish` binary on the given ports, with `dir/relish.toml` as its configuration
 /// and `dir/data` as its data directory; its log goes to `dir/relish.log`.
-pub fn spawn(dir: &Path, port: u16, admin_port: u16) -> Child {
+pub fn spawn(dir: &Path, port: u16, admin_port: u16) -> Host {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("relish.log")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_relish"))
+    let child = Command::new(env!("CARGO_BIN_EXE_relish"))
         .arg("serve")
         .env("RELISH_CONFIG", dir.join("relish.toml"))
         .env("RELISH_LISTEN", format!("127.0.0.1:{port}"))
@@ -205,7 +233,8 @@ pub fn spawn(dir: &Path, port: u16, admin_port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .unwrap()
+        .unwrap();
+    Host(child)
 }
 
 /// A free TCP port on the loopback interface.
