@@ -241,6 +241,32 @@ pub fn surface(connection: &Connection, command: SurfaceCommand) -> anyhow::Resu
             println!("surface:  {surface}");
             println!("serving:  {}", s["serving"].as_str().unwrap_or("(nothing: fallback answers)"));
             println!("fallback: {}", s["fallback"].as_str().unwrap_or("input order"));
+            let limits = &s["limits"];
+            if limits.is_object() {
+                let or_none = |v: &serde_json::Value| if v.is_null() { "none".to_owned() } else { v.to_string() };
+                println!(
+                    "limits:   deadline {} ms, memory {} MiB, fuel {}, {} log lines, {} candidates, concurrency {}",
+                    limits["deadline_ms"].as_f64().unwrap_or(0.0),
+                    limits["memory_mb"].as_f64().unwrap_or(0.0),
+                    or_none(&limits["fuel"]),
+                    limits["log_lines"],
+                    limits["max_candidates"],
+                    or_none(&limits["max_concurrency"]),
+                );
+            }
+            let health = &s["health"];
+            if health.is_object() {
+                println!(
+                    "health:   {} of the last {} calls failed; rolls back at {} % after {} calls{}",
+                    health["failures"],
+                    health["calls"],
+                    health["threshold"].as_f64().unwrap_or(0.0) * 100.0,
+                    health["min_calls"],
+                    if health["tripped"].as_bool() == Some(true) { " (tripped)" } else { "" },
+                );
+            } else {
+                println!("health:   automatic rollback off");
+            }
             println!("history (newest last):");
             for a in s["history"].as_array().into_iter().flatten() {
                 let ended = match a["ended"]["how"].as_str() {

@@ -347,6 +347,8 @@ async fn the_cli_pushes_activates_rolls_back_and_reports_errors() {
     assert_eq!(answered_version(&rank(&server, "swap", TWO).await.json()), "2.0.0");
     let (ok, out, _) = relish(&["surface", "status", "swap"]).await;
     assert!(ok && out.contains("serving:  tagger@2.0.0"), "{out}");
+    assert!(out.contains("limits:   deadline 5000 ms, memory 64 MiB"), "{out}");
+    assert!(out.contains("health:   0 of the last 1 calls failed; rolls back at 5 % after 100 calls"), "{out}");
     let (ok, out, _) = relish(&["surface", "rollback", "swap", "--reason", "canary failed"]).await;
     assert!(ok && out.contains("rolled back to tagger@1.0.0"), "{out}");
     let (ok, out, _) = relish(&["surface", "status"]).await;
