@@ -102,7 +102,8 @@ pub struct Budget {
     pub fuel: Option<u64>,
     /// The most log lines one call may write; the call is stopped at the next one.
     pub log_lines: u32,
-    /// Log messages are truncated to this many bytes.
+    /// Log messages, and the messages of errors a policy returns, are truncated to this many
+    /// bytes.
     pub log_line_bytes: usize,
     /// The most distinct reason codes an answer may carry, and their longest length in bytes.
     pub reason_codes: usize,
@@ -915,9 +916,11 @@ impl PolicyInstance {
         match answer {
             Ok(Ok(ranking)) => Ranking::validate(ranking, request, &self.budget),
             Ok(Err(types::RankError::InvalidRequest(message))) => {
-                Err(CallError::Policy(PolicyError::InvalidRequest(message)))
+                Err(CallError::Policy(PolicyError::InvalidRequest(bounded(message, self.budget.log_line_bytes))))
             }
-            Ok(Err(types::RankError::Internal(message))) => Err(CallError::Policy(PolicyError::Internal(message))),
+            Ok(Err(types::RankError::Internal(message))) => {
+                Err(CallError::Policy(PolicyError::Internal(bounded(message, self.budget.log_line_bytes))))
+            }
             Err(error) => Err(classify(error, &self.store, &self.budget)),
         }
     }
@@ -966,8 +969,8 @@ fn classify(error: wasmtime::Error, store: &Store<CallState>, budget: &Budget) -
     if state.limits.memory_refused {
         return CallError::Memory { cap: budget.memory_bytes, detail };
     }
-    let text = format!("{error:#}");
-    if text.contains("pooling allocator") || text.contains("maximum concurrent") {
+    // By type, never by message: the message carries the guest's own function names.
+    if error.chain().any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>()) {
         return CallError::Capacity(detail);
     }
     let panic = state.last_error_log.as_deref().map(|m| format!(" ({m})")).unwrap_or_default();
@@ -1033,25 +1036,35 @@ impl CallState {
 impl bindings::relish::policy::types::Host for CallState {}
 
 impl bindings::relish::policy::host::Host for CallState {
-    fn log(&mut self, level: LogLevel, mut message: String) -> wasmtime::Result<()> {
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
         if self.logs.len() as u32 >= self.log_lines {
             self.log_overflow = true;
             wasmtime::bail!("log budget of {} lines exceeded", self.log_lines);
         }
-        if message.len() > self.log_line_bytes {
-            let mut end = self.log_line_bytes;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
-        }
+        let message = bounded(message, self.log_line_bytes);
         if level == LogLevel::Error {
             self.last_error_log = Some(message.clone());
         }
         self.logs.push((level, message));
         Ok(())
     }
+}
+
+/// `message` cut to at most `max` bytes (on a character boundary, marked with `…`), in an
+/// allocation of its own size: a guest string may be as large as the guest's memory, and the host
+/// keeps it beyond the call (logs, responses).
+fn bounded(message: String, max: usize) -> String {
+    if message.len() <= max {
+        return message;
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut cut = String::with_capacity(end + '…'.len_utf8());
+    cut.push_str(&message[..end]);
+    cut.push('…');
+    cut
 }
 
 /// Caps one instance's memories and tables, and remembers a refusal so that the trap that usually
@@ -1169,5 +1182,19 @@ impl Ranking {
     pub fn reason(&self, position: usize) -> Option<&str> {
         let code = *self.raw.reasons.get(position)?;
         Some(self.raw.reason_codes[code as usize].as_str()).filter(|r| !r.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded;
+
+    #[test]
+    fn a_long_guest_string_is_cut_on_a_character_boundary_into_a_small_allocation() {
+        let huge = "é".repeat(1 << 20); // 2 MiB, two bytes per character
+        let cut = bounded(huge, 1001);
+        assert_eq!(cut, format!("{}…", "é".repeat(500)));
+        assert!(cut.capacity() <= 1001 + 3, "the copy does not keep the guest's 2 MiB");
+        assert_eq!(bounded("short".to_owned(), 1001), "short");
     }
 }

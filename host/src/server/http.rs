@@ -146,10 +146,10 @@ fn metrics(state: &State) -> HttpResponse {
     response
 }
 
-/// A caller's request id, if usable: 1–128 visible ASCII characters.
+/// A caller's request id, if usable ([`wire::is_request_id`]).
 fn caller_request_id(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(REQUEST_ID)?.to_str().ok()?;
-    ((1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic())).then(|| value.to_owned())
+    wire::is_request_id(value).then(|| value.to_owned())
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

@@ -110,6 +110,15 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// What makes a request id usable, worded for error messages. An id is echoed in the
+/// `x-request-id` header and carried by every log line of its request, so it is short and plain.
+pub const REQUEST_ID_RULE: &str = "1 to 128 visible ASCII characters";
+
+/// Whether `id` is a usable request id (see [`REQUEST_ID_RULE`]).
+pub fn is_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The seed a request gets when it does not send one: the first 8 bytes, little-endian, of
 /// `SHA-256(request_id + "\n" + user_id)`, with an empty user id for anonymous users. Any caller
 /// can reproduce it, and a repeated request gets the same seed.
@@ -412,6 +421,20 @@ impl<'o> Builder<'o> {
         if self.candidates() >= self.options.max_candidates {
             return Err(self.too_large(format!("too many candidates: at most {} allowed", self.options.max_candidates)));
         }
+        self.room_for_matrix(self.candidates() + 1, self.feature_names.len())
+    }
+
+    /// Refuses a request whose feature matrix would exceed `max_values` as soon as it grows past
+    /// it, before the matrix is allocated: a small body with one wide candidate and many narrow
+    /// ones must not make the host allocate `candidates × features` values first.
+    fn room_for_matrix(&mut self, candidates: usize, features: usize) -> Result<(), String> {
+        if candidates.checked_mul(features).is_none_or(|values| values > self.options.max_values) {
+            let message = format!(
+                "{candidates} candidates × {features} features is more than the {} feature values allowed",
+                self.options.max_values
+            );
+            return Err(self.too_large(message));
+        }
         Ok(())
     }
 
@@ -432,6 +455,8 @@ impl<'o> Builder<'o> {
             let message = format!("too many distinct features: at most {} allowed", self.options.max_features);
             return Err(self.too_large(message));
         }
+        // The candidate being read may not be counted yet: the check at its id covers it.
+        self.room_for_matrix(self.candidates(), self.feature_names.len() + 1)?;
         let j = self.feature_names.len() as u32;
         self.feature_names.push(name.to_owned());
         self.columns.insert(name.to_owned(), j);
@@ -874,7 +899,12 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
         let mut seen = 0;
         while let Some(field) = next_field(&mut map, &mut seen)? {
             match field {
-                Top::RequestId => b.request_id = optional(&mut map)?,
+                Top::RequestId => {
+                    b.request_id = map.next_value_seed(check(|id: Option<String>| match id {
+                        Some(id) if !is_request_id(&id) => Err(format!("must be {REQUEST_ID_RULE}")),
+                        id => Ok(id),
+                    }))?;
+                }
                 Top::Surface => b.surface = optional(&mut map)?,
                 Top::Seed => b.seed = optional(&mut map)?,
                 Top::Limit => b.limit = optional(&mut map)?,
@@ -1745,6 +1775,8 @@ mod tests {
     fn errors_name_the_field_path() {
         let cases = [
             (r#"{"request_id": 1, "candidates": []}"#, "request_id", "invalid type: integer"),
+            (r#"{"request_id": "", "candidates": []}"#, "request_id", "1 to 128 visible ASCII characters"),
+            (r#"{"request_id": "a b", "candidates": []}"#, "request_id", "1 to 128 visible ASCII characters"),
             (r#"{"user": {"id": 42}, "candidates": []}"#, "user.id", "invalid type: integer"),
             (r#"{"user": [], "candidates": []}"#, "user", "invalid type: sequence"),
             (r#"{"context": {"cart": [{"id": 1}]}, "candidates": []}"#, "context.cart[0].id", "invalid type: integer"),
@@ -1832,6 +1864,27 @@ mod tests {
         assert_eq!(decode(columns.as_bytes(), &options).unwrap_err().kind, DecodeErrorKind::TooLarge);
         let fits = r#"{"candidates": {"ids": ["a", "b"], "feature_names": ["x", "y"], "features": [1, 2, 3, 4]}}"#;
         assert!(decode(fits.as_bytes(), &options).is_ok());
+    }
+
+    #[test]
+    fn a_matrix_is_refused_where_it_grows_past_the_limit_not_after_the_body() {
+        // One wide candidate, then narrow ones: the second already makes 2 × 3 > 5 values, so the
+        // decoder stops there instead of allocating rows for every candidate of the body first.
+        let options = DecodeOptions { max_values: 5, ..options() };
+        let narrow = r#"{"id": "n", "features": {"x": 1}}"#;
+        let body = format!(
+            r#"{{"candidates": [{{"id": "w", "features": {{"x": 1, "y": 2, "z": 3}}}}, {}]}}"#,
+            vec![narrow; 10_000].join(", ")
+        );
+        let error = decode(body.as_bytes(), &options).unwrap_err();
+        assert_eq!(error.kind, DecodeErrorKind::TooLarge, "{error}");
+        assert!(error.path.starts_with("candidates[1]"), "refused at the second candidate: {error}");
+        assert!(error.message.contains("2 candidates × 3 features"), "{error}");
+        // A new column is refused the same way.
+        let wide_late = r#"{"candidates": [{"id": "a", "features": {"x": 1}}, {"id": "b", "features": {"x": 1}},
+                                            {"id": "c", "features": {"x": 1, "y": 2}}]}"#;
+        let error = decode(wide_late.as_bytes(), &options).unwrap_err();
+        assert!(error.path.starts_with("candidates[2].features"), "{error}");
     }
 
     #[test]
@@ -1945,7 +1998,7 @@ mod tests {
     fn huge_strings_are_fine() {
         let long = "x".repeat(4 << 20);
         let body = format!(
-            r#"{{"request_id": "{long}", "user": {{"features": {{"{long}": 1}}}},
+            r#"{{"user": {{"features": {{"{long}": 1}}}},
                 "candidates": [{{"id": "{long}", "features": {{"{long}": 2}}, "tags": ["{long}"]}}]}}"#
         );
         let request = ok(&body);

@@ -7,5 +7,8 @@
 mod decode;
 mod encode;
 
-pub use decode::{DecodeError, DecodeErrorKind, DecodeOptions, Decoded, Shape, check_request, decode, derive_seed};
+pub use decode::{
+    DecodeError, DecodeErrorKind, DecodeOptions, Decoded, REQUEST_ID_RULE, Shape, check_request, decode, derive_seed,
+    is_request_id,
+};
 pub use encode::{Fallback, Items, PolicyRef, Response};

@@ -265,7 +265,7 @@ fn model(n: std::ops::Range<usize>) -> impl Strategy<Value = Model> {
     let candidate = (features(), prop::option::of(tags()), any::<u8>(), "[a-z0-9é\"-]{0,8}")
         .prop_map(|(features, tags, style, id)| Candidate { id, features, tags, style });
     (
-        "[a-z0-9-]{0,12}",
+        "[a-z0-9-]{1,12}",
         prop::option::of(any::<u64>()),
         prop::option::of(any::<u32>()),
         prop::option::of("[a-z0-9]{1,6}"),
