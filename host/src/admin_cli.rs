@@ -170,7 +170,7 @@ fn short_digest(digest: &Value) -> String {
     digest
         .as_str()
         .and_then(|d| d.strip_prefix("sha256:"))
-        .map_or_else(String::new, |d| d[..12.min(d.len())].to_owned())
+        .map_or_else(String::new, |d| d.get(..12).unwrap_or(d).to_owned())
 }
 
 fn push(connection: &Connection, file: &Path, as_: Option<&str>) -> anyhow::Result<()> {

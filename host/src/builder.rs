@@ -181,7 +181,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Vec<Built>> {
         };
         let name = package.strip_prefix("relish-policy-").unwrap_or(&package).to_owned();
         let path = out_dir.join(format!("{name}.wasm"));
-        write_atomically(&path, &component)?;
+        crate::registry::write_atomically(&path, &component).with_context(|| format!("writing {}", path.display()))?;
         built.push(Built {
             package,
             name,
@@ -244,12 +244,4 @@ fn select(metadata: &Metadata, wanted: &[String]) -> anyhow::Result<Vec<(String,
             Ok((name.clone(), lib))
         })
         .collect()
-}
-
-/// Writes a file so that readers see the old or the new content, never a partial one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }

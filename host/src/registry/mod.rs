@@ -626,5 +626,16 @@ fn load_artifact(runtime: &Runtime, code: &[u8], info: &VersionInfo) -> Result<P
     // (It cannot rule out someone with write access to the data directory; they could as well
     // replace the manifest and the components, so the directory must be as protected as the
     // host's binary.)
-    unsafe { runtime.load_artifact(code, info.digest, info.size) }
+    let loaded = unsafe { runtime.load_artifact(code, info.digest, info.size) }?;
+    // An intact artifact of another component (a file misplaced by hand or by a bug) would serve
+    // the wrong policy under this version's name: the metadata it describes must be the one
+    // stored at upload.
+    if loaded.metadata() != &info.metadata {
+        let found = format!("{}@{}", loaded.metadata().name, loaded.metadata().version);
+        return Err(crate::runtime::LoadError::Artifact(format!(
+            "it describes itself as {found}, not as {}@{} of the manifest",
+            info.policy, info.version
+        )));
+    }
+    Ok(loaded)
 }

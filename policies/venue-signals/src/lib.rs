@@ -243,9 +243,10 @@ pub fn signals(request: &Request) -> Result<Vec<Signals>, RankError> {
     let half_life = math::max(request.param(params::REORDER_HALF_LIFE_DAYS.name)?, 1e-3);
     let (orders, last_days) = (candidates.feature("user_orders"), candidates.feature("user_last_order_days"));
     let daypart_tag = request.daypart().and_then(|daypart| request.tags().id(daypart.tag()));
-    let mut popularity = Popularity::read(request)?.base_scores(request);
+    let scorer = Popularity::read(request)?;
+    let mut popularity = scorer.base_scores(request);
     score::min_max(&mut popularity);
-    let eta = Eta::read(request)?.factors(request);
+    let eta = scorer.eta.factors(request);
     Ok((0..candidates.len())
         .map(|i| Signals {
             affinity: math::clamp(score::best_of_tags(&affinity_by_tag, candidates.tags(i)), 0.0, 1.0),
