@@ -221,6 +221,8 @@ async fn a_restart_restores_versions_and_activations_without_compiling() {
     };
     assert_eq!(upload(&server, 2).await.status, StatusCode::CREATED);
     assert_eq!(activate(&server, "swap", "2.0.0").await.status, StatusCode::OK);
+    let scrape = String::from_utf8(get(&server, "/metrics").await.body.to_vec()).unwrap();
+    assert!(metric(&scrape, "relish_compiles_total", &[]) >= 1.0, "the first host compiled what it was given");
     let util::TestServer { handle, dir, .. } = server;
     handle.unwrap().shutdown().await;
 

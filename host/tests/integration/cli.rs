@@ -44,10 +44,12 @@ fn an_authors_crate_outside_the_repository_builds_inspects_and_ranks() {
     std::fs::write(krate.join("src/lib.rs"), readme_policy()).unwrap();
 
     // Run from the crate's directory, as its author would (cargo reads `.cargo/config.toml` there).
+    // The output directory is shared between runs: an earlier run's component must not count.
+    let component = root.join("tests/guests/target/policies/nearest.wasm");
+    let _ = std::fs::remove_file(&component);
     let (ok, _, out, err) = relish(&["build", "--manifest-path", "Cargo.toml"], &krate);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("nearest") && out.contains("(nearest 0.1.0: discovery)"), "{out}");
-    let component = root.join("tests/guests/target/policies/nearest.wasm");
     assert!(component.exists());
     let component = component.display().to_string();
 

@@ -66,14 +66,26 @@ async fn a_failing_version_is_rolled_back_by_the_host_and_not_reactivated() {
 
 #[tokio::test]
 async fn automatic_rollback_can_be_turned_off_per_surface() {
-    let toml = "[surfaces.swap]\npolicy = \"panic\"\nauto_rollback = false\n";
-    let server = util::start(&["popularity"], &["panic"], toml).await;
+    // The same set-up as above, where the host would roll back: a failing version over a good one.
+    let toml = "[surfaces.swap]\npolicy = \"tagger\"\nauto_rollback = false\n";
+    let server = util::start(&["popularity"], &["tagger=tagger-v1"], toml).await;
+    let uploaded = admin(&server, "PUT", "/v1/policies/panic/versions/0.1.0", relish_tests::guest_bytes("panic")).await;
+    assert_eq!(uploaded.status, StatusCode::CREATED);
+    let body = r#"{"policy": "panic", "version": "0.1.0"}"#;
+    assert_eq!(admin(&server, "PUT", "/v1/surfaces/swap/activation", body).await.status, StatusCode::OK);
+    // 150 failures: past the default window's 100 calls at 100 % failures.
     for _ in 0..150 {
         assert_eq!(rank(&server, "swap", THREE).await.json()["fallback"]["reason"], "trap");
     }
-    let status = admin(&server, "GET", "/v1/surfaces/swap", "").await.json();
-    assert_eq!(status["serving"], "panic@0.1.0");
-    assert_eq!(status["health"], Value::Null, "{status}");
+    // Give a rollback, were one asked for, every chance to run (the server shares this thread).
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let status = admin(&server, "GET", "/v1/surfaces/swap", "").await.json();
+        assert_eq!(status["serving"], "panic@0.1.0", "{status}");
+        assert_eq!(status["health"], Value::Null, "{status}");
+    }
+    let scrape = String::from_utf8(get(&server, "/metrics").await.body.to_vec()).unwrap();
+    assert_eq!(metric(&scrape, "relish_auto_rollbacks_total", &[("surface", "swap")]), 0.0);
     server.stop().await;
 }
 

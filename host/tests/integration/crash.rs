@@ -67,8 +67,8 @@ async fn a_host_killed_mid_change_restarts_with_a_consistent_registry() {
     // Kill points spread over the churn: early, in the middle of compiles and fsyncs, late.
     let mut changes = 0;
     for (round, delay_ms) in [30u64, 90, 160, 240, 330, 450, 600, 800].into_iter().enumerate() {
-        let child = spawn(dir.path(), port, admin_port);
-        ready(&server()).await;
+        let mut child = spawn(dir.path(), port, admin_port);
+        ready(&server(), &mut child).await;
         check_consistent(&server(), &dir.path().join("data"), round).await;
         let churning = tokio::spawn(churn(server().admin));
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -76,8 +76,8 @@ async fn a_host_killed_mid_change_restarts_with_a_consistent_registry() {
         changes += churning.await.unwrap();
     }
     assert!(changes >= 8, "the kills interrupted a busy registry ({changes} changes completed)");
-    let child = spawn(dir.path(), port, admin_port);
-    ready(&server()).await;
+    let mut child = spawn(dir.path(), port, admin_port);
+    ready(&server(), &mut child).await;
     check_consistent(&server(), &dir.path().join("data"), 99).await;
     child.kill();
 }

@@ -87,13 +87,15 @@ async fn scrape(server: &TestServer) -> String {
 async fn every_hostile_guest_costs_fallback_answers_never_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let bundled = util::bundled(dir.path(), &["popularity"], &[]);
-    // Deadlines generous for a healthy call, which takes microseconds: the suite asserts what
-    // happens, never how fast. Automatic rollback is off so that every call reaches the guest.
+    // Deadlines generous everywhere but where a loop runs (a memory hog does real work before it
+    // is refused): the suite asserts what happens, never how fast. Automatic rollback is off so
+    // that every call reaches the guest.
     let toml = format!(
         "[server]\nbundled_dir = {:?}\n\
-         [defaults]\ndeadline_ms = 250\nmemory_mb = 64\nfallback = \"popularity\"\nauto_rollback = false\n\
+         [defaults]\ndeadline_ms = 5000\nmemory_mb = 64\nfallback = \"popularity\"\nauto_rollback = false\n\
+         [surfaces.hostile-infinite-loop]\npolicy = \"popularity\"\ndeadline_ms = 250\n\
          [surfaces.discovery]\npolicy = \"popularity\"\ndeadline_ms = 5000\n\
-         [surfaces.banners]\npolicy = \"popularity\"\nmax_concurrency = 1\n",
+         [surfaces.banners]\npolicy = \"popularity\"\nmax_concurrency = 1\ndeadline_ms = 250\n",
         bundled.display().to_string()
     );
     std::fs::write(dir.path().join("relish.toml"), toml).unwrap();
@@ -105,13 +107,15 @@ async fn every_hostile_guest_costs_fallback_answers_never_the_host() {
         admin: format!("http://127.0.0.1:{admin_port}"),
         dir,
     });
-    ready(&server).await;
+    ready(&server, &mut child).await;
 
     // Warm up (pool slots, allocator arenas, connections), then take the baseline.
     for _ in 0..100 {
         assert_eq!(ids(&rank(&server, "discovery", THREE).await.json()), POPULARITY_ORDER);
     }
     let rss_before = memory(child.id(), "VmRSS:");
+    // Reset the peak (`VmHWM`) to now, so that the peak read after the suite is the suite's.
+    std::fs::write(format!("/proc/{}/clear_refs", child.id()), "5").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
     let healthy = tokio::spawn(healthy_traffic(server.clone(), stop.clone(), answered.clone()));

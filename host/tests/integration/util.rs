@@ -242,9 +242,11 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Waits until a spawned host answers `/readyz` with `200`.
-pub async fn ready(server: &TestServer) {
+/// Waits until a spawned host answers `/readyz` with `200`; fails at once if it exits instead
+/// (a port taken in between, a bad configuration: see its `relish.log`).
+pub async fn ready(server: &TestServer, host: &mut Host) {
     for _ in 0..600 {
+        assert!(host.is_running(), "the host exited before it was ready");
         let probe = tokio::time::timeout(Duration::from_secs(2), async {
             let addr = server.base.trim_start_matches("http://").to_owned();
             if tokio::net::TcpStream::connect(addr).await.is_err() {
