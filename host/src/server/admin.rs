@@ -180,23 +180,31 @@ async fn dispatch(admin: Arc<Admin>, request: Request<Incoming>, token: Token) -
             }
             let (name, version) = (name.to_string(), version.to_string());
             blocking(admin, move |admin| {
-                let registry = admin.state.registry()?;
-                // A token limited to some surfaces belongs to one team: it may delete only the
-                // versions it uploaded, never another team's.
-                if token.surfaces.is_some()
-                    && let Ok(info) = registry.version(&name, &version)
-                    && info.uploaded_by != token.name
-                {
-                    let message = format!(
-                        "token `{}` is limited to some surfaces and may delete only versions it uploaded; \
+                admin.state.change(|registry| {
+                    // A token limited to some surfaces belongs to one team: it may delete only the
+                    // versions it uploaded, never another team's.
+                    if token.surfaces.is_some()
+                        && let Ok(info) = registry.version(&name, &version)
+                        && info.uploaded_by != token.name
+                    {
+                        let message = format!(
+                            "token `{}` is limited to some surfaces and may delete only versions it uploaded; \
                          {name}@{version} was uploaded by `{}`",
-                        token.name, info.uploaded_by
-                    );
-                    return Ok(fail(admin, StatusCode::FORBIDDEN, "forbidden", &message));
-                }
-                Ok(match registry.delete_version(&name, &version) {
-                    Ok(info) => ok(StatusCode::OK, &info),
-                    Err(e) => registry_error(admin, &e),
+                            token.name, info.uploaded_by
+                        );
+                        return Ok(fail(admin, StatusCode::FORBIDDEN, "forbidden", &message));
+                    }
+                    if admin.state.is_fallback(&name, &version) {
+                        let message = format!(
+                            "{name}@{version} answers as a fallback policy on this host; it stays stored while \
+                         the host runs (change `fallback` in the configuration and restart to release it)"
+                        );
+                        return Ok(fail(admin, StatusCode::CONFLICT, "conflict", &message));
+                    }
+                    Ok(match registry.delete_version(&name, &version) {
+                        Ok(info) => ok(StatusCode::OK, &info),
+                        Err(e) => registry_error(admin, &e),
+                    })
                 })
             })
             .await
@@ -362,20 +370,22 @@ async fn activate(admin: Arc<Admin>, request: Request<Incoming>, surface: String
         Err(response) => return *response,
     };
     blocking(admin, move |admin| {
-        let registry = admin.state.registry()?;
-        // An unknown version falls through to `activate`, which says so.
-        if let Ok(policy) = registry.policy(&wanted.policy, &wanted.version)
-            && let Some(misfit) = admin.state.misfit(&surface, &policy)
-        {
-            return Ok(fail(admin, StatusCode::UNPROCESSABLE_ENTITY, "rejected", &misfit));
-        }
-        let activation = registry.activate(&surface, &wanted.policy, &wanted.version, wanted.params, &token.name);
-        Ok(match activation {
-            Ok(activation) => {
-                admin.state.rebind(&surface)?;
-                ok(StatusCode::OK, &activation)
+        admin.state.change(|registry| {
+            // An unknown version falls through to `activate`, which says so. Versions cannot change
+            // or vanish between the check and the activation: deletes are changes too.
+            if let Ok(policy) = registry.policy(&wanted.policy, &wanted.version)
+                && let Some(misfit) = admin.state.misfit(&surface, &policy)
+            {
+                return Ok(fail(admin, StatusCode::UNPROCESSABLE_ENTITY, "rejected", &misfit));
             }
-            Err(e) => registry_error(admin, &e),
+            let activation = registry.activate(&surface, &wanted.policy, &wanted.version, wanted.params, &token.name);
+            Ok(match activation {
+                Ok(activation) => {
+                    admin.state.rebind(&surface)?;
+                    ok(StatusCode::OK, &activation)
+                }
+                Err(e) => registry_error(admin, &e),
+            })
         })
     })
     .await
@@ -396,12 +406,14 @@ async fn rollback(admin: Arc<Admin>, request: Request<Incoming>, surface: String
     };
     blocking(admin, move |admin| {
         let reason = wanted.reason.unwrap_or_else(|| "manual rollback".to_owned());
-        Ok(match admin.state.registry()?.rollback(&surface, &token.name, &reason, false) {
-            Ok(activation) => {
-                admin.state.rebind(&surface)?;
-                ok(StatusCode::OK, &activation)
-            }
-            Err(e) => registry_error(admin, &e),
+        admin.state.change(|registry| {
+            Ok(match registry.rollback(&surface, &token.name, &reason, false) {
+                Ok(activation) => {
+                    admin.state.rebind(&surface)?;
+                    ok(StatusCode::OK, &activation)
+                }
+                Err(e) => registry_error(admin, &e),
+            })
         })
     })
     .await

@@ -52,6 +52,12 @@ pub struct State {
     /// Rank requests in flight.
     pub inflight: AtomicUsize,
     limiters: Mutex<HashMap<String, Arc<Limiter>>>,
+    /// Held across every change of what serves a surface: checks, the registry write and the
+    /// rebinding, so that the routing table always ends on the registry's latest state.
+    changes: Mutex<()>,
+    /// Fallback policies by reference (`name` or `name@version`), resolved once and kept: an
+    /// upload or a delete later never changes which version answers as a surface's fallback.
+    fallbacks: Mutex<HashMap<String, Arc<crate::runtime::PolicyPre>>>,
     alarms: mpsc::UnboundedSender<Alarm>,
     /// Native stand-ins by policy name: the load benchmark's baseline only.
     natives: HashMap<String, Arc<dyn Ranker>>,
@@ -79,8 +85,34 @@ impl State {
             .unwrap_or_else(|| self.config.resolve(surface, None))
     }
 
+    /// Runs one change of what serves surfaces (an activation, a rollback, a delete) with the
+    /// registry, serialised with every other change. Blocks: call from a blocking context, and
+    /// never from inside another change.
+    pub fn change<R>(&self, change: impl FnOnce(&Registry) -> anyhow::Result<R>) -> anyhow::Result<R> {
+        let _serialised = self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(self.registry()?)
+    }
+
+    /// Whether `policy@version` answers as some surface's fallback (and must stay stored).
+    pub fn is_fallback(&self, policy: &str, version: &str) -> bool {
+        let pinned = self.fallbacks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pinned.values().any(|p| (p.metadata().name.as_str(), p.metadata().version.as_str()) == (policy, version))
+    }
+
+    /// The fallback policy a reference names: resolved the first time, the same version after.
+    fn fallback(&self, registry: &Registry, reference: &PolicyRef) -> anyhow::Result<Arc<crate::runtime::PolicyPre>> {
+        let key = format!("{}@{}", reference.name, reference.version.as_deref().unwrap_or(""));
+        let mut pinned = self.fallbacks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(policy) = pinned.get(&key) {
+            return Ok(policy.clone());
+        }
+        let policy = resolve(registry, reference)?;
+        pinned.insert(key, policy.clone());
+        Ok(policy)
+    }
+
     /// Rebuilds one surface's binding from the registry (after an activation, a rollback, or an
-    /// automatic rollback). Blocks on the registry: call from a blocking context.
+    /// automatic rollback), inside [`State::change`].
     pub fn rebind(&self, surface: &str) -> anyhow::Result<()> {
         let registry = self.registry()?;
         let settings = self.surface_settings(surface);
@@ -119,7 +151,7 @@ impl State {
             registry.active().get(&settings.name).map(|a| (Bound::new(a.policy.clone()), a.activation.clone()));
         let fallback = match &settings.fallback {
             Some(fallback) => Some(Bound::new(
-                resolve(registry, fallback)
+                self.fallback(registry, fallback)
                     .with_context(|| format!("surface `{}`: fallback policy `{}`", settings.name, fallback.name))?,
             )),
             None => None,
@@ -219,6 +251,8 @@ fn initialise(state: &State) -> anyhow::Result<()> {
     let registry = Registry::open(&config.server.data_dir, state.runtime.clone(), options)
         .with_context(|| format!("opening the registry in {}", config.server.data_dir.display()))?;
     let registry = state.registry.get_or_init(|| Arc::new(registry));
+    // The admin API listens already: its changes wait until the surfaces are bound.
+    let _serialised = state.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
 
     let surfaces = config.surfaces();
     for surface in &surfaces {
@@ -332,6 +366,8 @@ pub async fn start_with_natives(
         ready: AtomicBool::new(false),
         inflight: AtomicUsize::new(0),
         limiters: Mutex::new(HashMap::new()),
+        changes: Mutex::new(()),
+        fallbacks: Mutex::new(HashMap::new()),
         alarms,
         natives,
         config,
@@ -436,27 +472,28 @@ async fn roll_back_on_alarms(
 }
 
 fn roll_back(state: &State, alarm: &Alarm) -> anyhow::Result<()> {
-    let registry = state.registry()?;
-    // Only roll back if the tripped version is still the active one (an operator may have acted).
-    let current = registry.surface(&alarm.surface)?.current().cloned();
-    if current.as_ref().is_none_or(|c| (c.policy.as_str(), c.version.as_str()) != (&alarm.policy, &alarm.version)) {
-        return Ok(());
-    }
-    let reason = format!(
-        "{} of the last {} calls failed ({:.1} %, threshold {:.1} %)",
-        alarm.failures,
-        alarm.calls,
-        100.0 * alarm.failures as f64 / alarm.calls as f64,
-        100.0 * alarm.threshold
-    );
-    let restored = registry.rollback(&alarm.surface, "relish", &reason, true)?;
-    state.rebind(&alarm.surface)?;
-    state.metrics.auto_rollback(&alarm.surface);
-    tracing::error!(
-        surface = %alarm.surface,
-        from = %format!("{}@{}", alarm.policy, alarm.version),
-        to = %format!("{}@{}", restored.policy, restored.version),
-        "automatic rollback: {reason}"
-    );
-    Ok(())
+    state.change(|registry| {
+        // Only roll back if the tripped version is still the active one (an operator may have acted).
+        let current = registry.surface(&alarm.surface)?.current().cloned();
+        if current.as_ref().is_none_or(|c| (c.policy.as_str(), c.version.as_str()) != (&alarm.policy, &alarm.version)) {
+            return Ok(());
+        }
+        let reason = format!(
+            "{} of the last {} calls failed ({:.1} %, threshold {:.1} %)",
+            alarm.failures,
+            alarm.calls,
+            100.0 * alarm.failures as f64 / alarm.calls as f64,
+            100.0 * alarm.threshold
+        );
+        let restored = registry.rollback(&alarm.surface, "relish", &reason, true)?;
+        state.rebind(&alarm.surface)?;
+        state.metrics.auto_rollback(&alarm.surface);
+        tracing::error!(
+            surface = %alarm.surface,
+            from = %format!("{}@{}", alarm.policy, alarm.version),
+            to = %format!("{}@{}", restored.policy, restored.version),
+            "automatic rollback: {reason}"
+        );
+        Ok(())
+    })
 }

@@ -126,3 +126,26 @@ async fn a_version_whose_memory_exceeds_a_surface_cap_is_refused_there_with_the_
     assert_eq!(status["limits"]["memory_mb"], 2.0, "{status}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_fallback_version_is_fixed_at_startup_and_cannot_be_deleted_while_it_serves() {
+    // `tagger` (1.0.0, bundled) is every surface's fallback. Uploading 2.0.0 later, by any token,
+    // does not make it the fallback, and the version that is cannot be deleted from under it.
+    let toml = "[defaults]\nfallback = \"tagger\"\n[surfaces.banners]\npolicy = \"popularity\"\n";
+    let server = util::start(&["popularity"], &["tagger=tagger-v1"], toml).await;
+    let v2 = relish_tests::guest_bytes("tagger-v2");
+    assert_eq!(admin(&server, "PUT", "/v1/policies/tagger/versions/2.0.0", v2).await.status, StatusCode::CREATED);
+    let uploaded = admin(&server, "PUT", "/v1/policies/panic/versions/0.1.0", relish_tests::guest_bytes("panic")).await;
+    assert_eq!(uploaded.status, StatusCode::CREATED);
+    let body = r#"{"policy": "panic", "version": "0.1.0"}"#;
+    assert_eq!(admin(&server, "PUT", "/v1/surfaces/banners/activation", body).await.status, StatusCode::OK);
+    let status = admin(&server, "GET", "/v1/surfaces/banners", "").await.json();
+    assert_eq!(status["fallback"], "tagger@1.0.0", "rebinding kept the fallback: {status}");
+    assert_eq!(rank(&server, "banners", THREE).await.json()["fallback"]["answered_by"], "tagger");
+
+    let refused = admin(&server, "DELETE", "/v1/policies/tagger/versions/1.0.0", "").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(refused.json()["error"]["message"].as_str().unwrap().contains("answers as a fallback"));
+    assert_eq!(admin(&server, "DELETE", "/v1/policies/tagger/versions/2.0.0", "").await.status, StatusCode::OK);
+    server.stop().await;
+}
