@@ -384,7 +384,7 @@ impl<'a> Candidates<'a> {
     #[inline]
     pub fn feature(&self, name: &str) -> Column<'a> {
         let column = self.raw.feature_names.iter().position(|n| n == name);
-        Column { matrix: &self.raw.features, d: self.d, column }
+        Column { matrix: &self.raw.features, n: self.len(), d: self.d, column }
     }
 
     /// Candidate `i`'s feature values, in the order of [`Candidates::feature_names`] (NaN where
@@ -416,6 +416,7 @@ fn tag_slice(column: &raw::TagColumn, i: usize) -> &[u32] {
 #[derive(Clone, Copy)]
 pub struct Column<'a> {
     matrix: &'a [f32],
+    n: usize,
     d: usize,
     column: Option<usize>,
 }
@@ -445,6 +446,22 @@ impl Column<'_> {
     #[inline]
     pub fn flag(&self, i: usize) -> Option<bool> {
         self.get(i).map(|v| v > 0.5)
+    }
+
+    /// Every candidate's [`Column::flag`], `missing` where absent: `feature("is_open").flags(true)`
+    /// reads a venue the caller did not mark as closed as open.
+    pub fn flags(&self, missing: bool) -> Vec<bool> {
+        (0..self.n).map(|i| self.flag(i).unwrap_or(missing)).collect()
+    }
+
+    /// The number of candidates (values in the column, present or not).
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether there are no candidates.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
     }
 }
 

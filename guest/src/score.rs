@@ -5,6 +5,7 @@
 //! poisons its neighbours, and transcendental functions come from [`crate::math`].
 
 use crate::math;
+use crate::request::Column;
 
 /// Rescales the present (non-NaN) values to `[0, 1]` in place; NaN stays NaN. A column whose present
 /// values are all equal carries no information and becomes all `0.0`.
@@ -57,6 +58,14 @@ pub fn log_count(count: f32) -> f32 {
     math::ln_1p(math::max(count, 0.0))
 }
 
+/// A count column (orders, clicks) as scores in `[0, 1]`: each count squashed by [`log_count`]
+/// (a missing count is 0), then [`min_max`] normalised.
+pub fn log_count_scores(counts: Column<'_>) -> Vec<f32> {
+    let mut scores: Vec<f32> = (0..counts.len()).map(|i| log_count(counts.get_or(i, 0.0))).collect();
+    min_max(&mut scores);
+    scores
+}
+
 /// Replaces the present values with their percentile among the present values, in `[0, 1]` in
 /// place: the smallest becomes `0`, the largest `1`, ties share their mid-rank; NaN stays NaN. A
 /// column whose present values are all equal (or a single value) becomes all `0.5`.
@@ -107,6 +116,12 @@ pub fn reorder(count: Option<f32>, age: Option<f32>, saturation: f32, half_life:
         Some(count) if count > 0.0 => math::min(count / saturation, 1.0) * age.map_or(1.0, |age| decay(age, half_life)),
         _ => 0.0,
     }
+}
+
+/// [`reorder`] for every candidate, from its count and age columns (usually `user_orders` and
+/// `user_last_order_days`).
+pub fn reorders(counts: Column<'_>, ages: Column<'_>, saturation: f32, half_life: f32) -> Vec<f32> {
+    (0..counts.len()).map(|i| reorder(counts.get(i), ages.get(i), saturation, half_life)).collect()
 }
 
 /// The reason code of the largest positive contribution to a score, `otherwise` when none is
@@ -329,6 +344,31 @@ pub fn cap_per_key<K: PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_helpers_read_every_candidate_with_missing_values_defaulted() {
+        let raw = crate::testing::RequestBuilder::new("discovery")
+            .candidate("a", &[("orders_7d", 0.0), ("is_open", 0.0), ("user_orders", 4.0)], &[])
+            .candidate("b", &[("orders_7d", 100.0), ("is_open", 1.0)], &[])
+            .candidate("c", &[], &[])
+            .build();
+        static SPEC: crate::Spec = crate::Spec {
+            name: "test",
+            version: "0.1.0",
+            description: "",
+            surfaces: &["*"],
+            params: &[],
+            features: &[],
+        };
+        let request = crate::Request::new(raw, &SPEC);
+        let candidates = request.candidates();
+        assert_eq!(candidates.feature("is_open").flags(true), [false, true, true]);
+        assert_eq!(candidates.feature("is_open").flags(false), [false, true, false]);
+        assert_eq!(log_count_scores(candidates.feature("orders_7d")), [0.0, 1.0, 0.0], "a missing count is 0");
+        let reorder =
+            reorders(candidates.feature("user_orders"), candidates.feature("user_last_order_days"), 2.0, 30.0);
+        assert_eq!(reorder, [1.0, 0.0, 0.0]);
+    }
 
     #[test]
     fn min_max_keeps_missing_values_missing() {

@@ -59,18 +59,12 @@ impl Policy for Brands {
         let saturation = math::max(request.param("reorder_saturation")?, 1e-3);
         let half_life = math::max(request.param("reorder_half_life_days")?, 1e-3);
         let candidates = request.candidates();
-        let (orders, last_days, is_open) = (
-            candidates.feature("user_orders"),
-            candidates.feature("user_last_order_days"),
-            candidates.feature("is_open"),
-        );
-        let reorder: Vec<f32> = (0..candidates.len())
-            .map(|i| w_reorder * score::reorder(orders.get(i), last_days.get(i), saturation, half_life))
-            .collect();
-        let open: Vec<bool> = (0..candidates.len()).map(|i| is_open.flag(i).unwrap_or(true)).collect();
+        let (orders, last_days) = (candidates.feature("user_orders"), candidates.feature("user_last_order_days"));
+        let reorder = score::reorders(orders, last_days, saturation, half_life);
+        let open = candidates.feature("is_open").flags(true);
         rank_entries(request, &open, |i| {
             let [affinity, daypart, popularity] = shared.contributions(i);
-            [affinity, (reorder[i], "reorder"), daypart, popularity]
+            [affinity, (w_reorder * reorder[i], "reorder"), daypart, popularity]
         })
     }
 }

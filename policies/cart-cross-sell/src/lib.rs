@@ -90,9 +90,7 @@ impl Policy for CartCrossSell {
                 in_cart[t as usize] = true;
             }
         }
-        let orders_7d = candidates.feature("orders_7d");
-        let mut popularity: Vec<f32> = (0..n).map(|i| score::log_count(orders_7d.get_or(i, 0.0))).collect();
-        score::min_max(&mut popularity);
+        let popularity = score::log_count_scores(candidates.feature("orders_7d"));
         let complement: Vec<f32> = (0..n)
             .map(|i| {
                 let item_tags = candidates.tags(i);
@@ -105,11 +103,8 @@ impl Policy for CartCrossSell {
             .collect();
         let scores: Vec<f32> = (0..n).map(|i| w_complement * complement[i] + w_popularity * popularity[i]).collect();
 
-        let is_available = candidates.feature("is_available");
-        let eligible = (0..n as u32).filter(|&i| {
-            let i = i as usize;
-            is_available.flag(i).unwrap_or(true) && !cart.contains(candidates.id(i))
-        });
+        let available = candidates.feature("is_available").flags(true);
+        let eligible = (0..n as u32).filter(|&i| available[i as usize] && !cart.contains(candidates.id(i as usize)));
         let by_score = top_k_of(eligible, &scores, n);
         let in_table = table.mask(&tags);
         let category = |i: usize| {

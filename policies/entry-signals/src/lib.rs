@@ -125,9 +125,7 @@ pub fn signals(request: &Request) -> Result<Signals, RankError> {
     let n = candidates.len();
     let by_tag = request.user().features_by_tag("affinity.");
     let daypart_tag = request.daypart().and_then(|daypart| request.tags().id(daypart.tag()));
-    let orders = candidates.feature("orders_7d");
-    let mut popularity: Vec<f32> = (0..n).map(|i| score::log_count(orders.get_or(i, 0.0))).collect();
-    score::min_max(&mut popularity);
+    let popularity = score::log_count_scores(candidates.feature("orders_7d"));
     Ok(Signals {
         affinity: (0..n)
             .map(|i| w_affinity * math::clamp(score::best_of_tags(&by_tag, candidates.tags(i)), 0.0, 1.0))

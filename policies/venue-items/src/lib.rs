@@ -79,24 +79,22 @@ impl Policy for VenueItems {
         let w = Weights::read(request)?;
         let candidates = request.candidates();
         let n = candidates.len();
-        let orders_7d = candidates.feature("orders_7d");
-        let mut popularity: Vec<f32> = (0..n).map(|i| score::log_count(orders_7d.get_or(i, 0.0))).collect();
-        score::min_max(&mut popularity);
+        let popularity = score::log_count_scores(candidates.feature("orders_7d"));
         let (orders, last_days) = (candidates.feature("user_orders"), candidates.feature("user_last_order_days"));
+        let reorder = score::reorders(orders, last_days, w.saturation, w.half_life);
         let daypart = daypart_fit(request);
         let price = price_fit(request, w.price_levels);
 
         let contributions = |i: usize| {
             [
                 (w.popularity * popularity[i], "popular"),
-                (w.reorder * score::reorder(orders.get(i), last_days.get(i), w.saturation, w.half_life), "reorder"),
+                (w.reorder * reorder[i], "reorder"),
                 (w.daypart * daypart[i], "daypart"),
                 (w.price * price[i], "price"),
             ]
         };
         let scores: Vec<f32> = (0..n).map(|i| contributions(i).iter().map(|c| c.0).sum()).collect();
-        let is_available = candidates.feature("is_available");
-        let available: Vec<bool> = (0..n).map(|i| is_available.flag(i).unwrap_or(true)).collect();
+        let available = candidates.feature("is_available").flags(true);
 
         Ok(Ranking::preferring(&scores, &available, request.limit(), |i| {
             if available[i] { score::strongest(&contributions(i), "popular") } else { "unavailable" }

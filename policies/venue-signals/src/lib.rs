@@ -205,9 +205,7 @@ impl Popularity {
             })
             .collect();
         score::min_max(&mut conversion);
-        let orders_7d = candidates.feature("orders_7d");
-        let mut orders: Vec<f32> = (0..n).map(|k| score::log_count(orders_7d.get_or(k, 0.0))).collect();
-        score::min_max(&mut orders);
+        let orders = score::log_count_scores(candidates.feature("orders_7d"));
         let rating = candidates.feature("rating");
         (0..n)
             .map(|k| {
@@ -264,8 +262,7 @@ pub fn signals(request: &Request) -> Result<Vec<Signals>, RankError> {
 /// Whether each candidate is open (`is_open` missing counts as open: the caller did not say it is
 /// closed).
 pub fn open_flags(request: &Request) -> Vec<bool> {
-    let is_open = request.candidates().feature("is_open");
-    (0..request.candidates().len()).map(|i| is_open.flag(i).unwrap_or(true)).collect()
+    request.candidates().feature("is_open").flags(true)
 }
 
 /// The popularity ranking: open venues first, then by popularity score.
