@@ -1,14 +1,35 @@
 //! Startup, readiness and graceful shutdown.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hyper::StatusCode;
-
 use crate::data_plane::{finish, partial_rank};
-use crate::util::{self, rank};
+use crate::util::{self, TestServer, free_port, get, metric, ready, spawn};
 
 const ONE: &str = r#"{"candidates": [{"id": "only"}]}"#;
+
+/// Waits until the server counts one rank request in flight (the held one has been accepted and
+/// is being read), so that shutdown really finds a request to drain.
+async fn until_in_flight(server: &TestServer) {
+    for _ in 0..600 {
+        let scrape = String::from_utf8(get(server, "/metrics").await.body.to_vec()).unwrap();
+        if metric(&scrape, "relish_inflight_requests", &[]) >= 1.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the held request never reached the server");
+}
+
+/// Waits until new connections are refused: the server has begun shutting down.
+async fn until_refused(addr: std::net::SocketAddr) {
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the listener did not close on shutdown");
+}
 
 #[tokio::test]
 async fn shutdown_drains_a_request_in_flight_and_refuses_new_connections() {
@@ -16,19 +37,9 @@ async fn shutdown_drains_a_request_in_flight_and_refuses_new_connections() {
     let handle = server.handle.as_ref().unwrap();
     let addr = handle.addr;
     let (held, rest) = partial_rank(addr, "discovery", ONE).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let trigger = handle.shutdown_trigger();
-    trigger.send(true).unwrap();
-    // New connections are refused once the listener is closed.
-    let mut refused = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "the listener closes on shutdown");
+    until_in_flight(&server).await;
+    handle.shutdown_trigger().send(true).unwrap();
+    until_refused(addr).await;
     // The request in flight still gets its answer.
     let answer = finish(held, &rest).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -51,59 +62,30 @@ async fn a_configuration_naming_a_missing_policy_stops_startup_with_the_key() {
 async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let bundled = util::bundled(dir.path(), &["popularity"], &[]);
-    let port = free_port();
-    let admin_port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relish"))
-        .arg("serve")
-        .env("RELISH_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RELISH_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
-        .env("RELISH_DATA_DIR", dir.path().join("data"))
-        .env("RELISH_LOG_FORMAT", "json")
-        .current_dir(dir.path())
-        .env("RELISH_CONFIG", write_config(dir.path(), &bundled))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    write_config(dir.path(), &bundled);
+    let (port, admin_port) = (free_port(), free_port());
+    let mut host = spawn(dir.path(), port, admin_port);
+    let server = TestServer {
+        handle: None,
+        base: format!("http://127.0.0.1:{port}"),
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        dir,
+    };
+    ready(&server, &mut host).await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_ready(addr).await;
     let (held, rest) = partial_rank(addr, "discovery", ONE).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    until_in_flight(&server).await;
+    let status = std::process::Command::new("kill").args(["-TERM", &host.id().to_string()]).status().unwrap();
     assert!(status.success());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_refused(addr).await;
     let answer = finish(held, &rest).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let exit = tokio::task::spawn_blocking(move || host.wait()).await.unwrap();
     assert!(exit.success(), "exit status {exit}");
 }
 
-fn write_config(dir: &std::path::Path, bundled: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("relish.toml");
+/// `dir/relish.toml`, as [`spawn`] reads it.
+fn write_config(dir: &std::path::Path, bundled: &std::path::Path) {
     let toml = format!("[server]\nbundled_dir = {:?}\n[defaults]\ndeadline_ms = 5000\n", bundled.display().to_string());
-    std::fs::write(&path, toml).unwrap();
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn wait_ready(addr: std::net::SocketAddr) {
-    let server = util::TestServer {
-        handle: None,
-        base: format!("http://{addr}"),
-        admin: String::new(),
-        dir: tempfile::tempdir().unwrap(),
-    };
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok()
-            && util::get(&server, "/readyz").await.status == StatusCode::OK
-        {
-            assert_eq!(rank(&server, "discovery", ONE).await.status, StatusCode::OK);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the server did not become ready within a minute");
+    std::fs::write(dir.join("relish.toml"), toml).unwrap();
 }

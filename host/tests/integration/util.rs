@@ -205,6 +205,11 @@ impl Host {
         self.0.try_wait().unwrap().is_none()
     }
 
+    /// Waits for it to exit by itself, and returns how.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.0.wait().unwrap()
+    }
+
     /// Kills it (SIGKILL) and waits for it to be gone.
     pub fn kill(self) {
         drop(self);
