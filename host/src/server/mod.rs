@@ -416,10 +416,15 @@ async fn serve<F, Fut>(
     Fut: std::future::Future<Output = Result<http::HttpResponse, Infallible>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Slow-loris protection: a client must send its headers within the timeout (the body has its
-    // own timeout in the handlers).
+    // Slow-loris protection: a client must send its first byte (below) and then its headers
+    // within the timeout (the body has its own timeout in the handlers). HTTP/2 pings a quiet
+    // connection and closes it when the peer stops answering.
     builder.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -434,11 +439,17 @@ async fn serve<F, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler)).into_owned();
-                let connection = graceful.watch(connection);
+                let (handler, builder, watcher) = (handler.clone(), builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
+                    // Telling HTTP/1 from HTTP/2 waits for the first bytes without a timeout of its
+                    // own (hyper#3962): a connection that never speaks is closed here instead.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(read_timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(read)) if read > 0 => {}
+                        _ => return,
+                    }
+                    let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler)).into_owned();
+                    if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!("connection ended with an error: {error}");
                     }
                 });

@@ -251,6 +251,18 @@ async fn past_the_concurrency_limit_requests_are_shed_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_connection_that_never_speaks_is_closed() {
+    let server = util::start(&["popularity"], &[], "[server]\nread_timeout_secs = 1\n").await;
+    let addr = server.handle.as_ref().unwrap().addr;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), silent.read_to_end(&mut received)).await;
+    assert!(matches!(read, Ok(Ok(0))), "the server closes the connection: {read:?}");
+    assert_eq!(rank(&server, "discovery", TWO).await.status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_body_that_stalls_is_answered_408_and_frees_its_slot() {
     let server = util::start(&["popularity"], &[], "[server]\nread_timeout_secs = 1\nmax_concurrency = 1\n").await;
     let addr = server.handle.as_ref().unwrap().addr;
