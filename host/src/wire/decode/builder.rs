@@ -1,0 +1,390 @@
+//! The [`Builder`] that the seeds write into, and the column building it does: candidate ids,
+//! the feature matrix (see [`RowMatrix`]), interned tags, and the request it finishes into.
+
+use std::collections::HashMap as StdHashMap;
+
+use chrono::{DateTime, Datelike, Timelike};
+use serde::de;
+
+use super::{DecodeError, DecodeErrorKind, DecodeOptions, Decoded, Shape, derive_seed};
+use crate::runtime::types;
+
+/// foldhash rather than SipHash: feature names and tags are hashed for every value of a request.
+/// Its seed differs per process (address-space randomisation) and per map, so a body cannot aim
+/// for collisions it can predict, and the limits bound how many names one body brings.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+
+/// Everything the decoder has read so far.
+pub(super) struct Builder<'o> {
+    pub(super) options: &'o DecodeOptions<'o>,
+    /// Set when the error being returned is a limit (a `413`), not a malformed body.
+    pub(super) too_large: bool,
+    /// The path of an error found after its field was read (a columnar length mismatch), which
+    /// the tracking parse would otherwise report at the parent.
+    pub(super) error_path: Option<&'static str>,
+    pub(super) request_id: Option<String>,
+    pub(super) surface: Option<String>,
+    pub(super) seed: Option<u64>,
+    pub(super) limit: Option<u32>,
+    pub(super) user_id: Option<String>,
+    user_features: types::Features,
+    /// Position of each user feature name in `user_features`, so a repeated name costs one lookup.
+    user_index: HashMap<String, u32>,
+    pub(super) context: Context,
+    pub(super) cart: Option<types::Cart>,
+    pub(super) shape: Option<Shape>,
+    ids: types::StringColumn,
+    columns: HashMap<String, u32>,
+    pub(super) feature_names: Vec<String>,
+    /// The row shape's matrix as it is read.
+    pub(super) rows: RowMatrix,
+    /// The columnar shape's matrix, as sent.
+    pub(super) matrix: Option<Vec<f32>>,
+    tags: Interner,
+    pub(super) candidate_tags: Option<types::TagColumn>,
+}
+
+#[derive(Default)]
+pub(super) struct Context {
+    pub(super) country: Option<String>,
+    pub(super) city: Option<String>,
+    pub(super) locale: Option<String>,
+    pub(super) latitude: Option<f64>,
+    pub(super) longitude: Option<f64>,
+    pub(super) device: Option<String>,
+    pub(super) time: Option<(i64, u16, types::Weekday)>,
+}
+
+#[derive(Default)]
+struct Interner {
+    index: HashMap<String, u32>,
+    vocabulary: Vec<String>,
+}
+
+impl Interner {
+    fn intern(&mut self, tag: &str) -> u32 {
+        if let Some(&id) = self.index.get(tag) {
+            return id;
+        }
+        let id = self.vocabulary.len() as u32;
+        self.vocabulary.push(tag.to_owned());
+        self.index.insert(tag.to_owned(), id);
+        id
+    }
+}
+
+/// The row shape's feature matrix while it is read.
+///
+/// Candidates usually send the same features, so once the first candidate with features has been
+/// read, its columns fix a `stride` and later values go straight into a row-major matrix. A value
+/// of a column first seen later goes to `late` as a `(row, column, value)` cell, and the matrix is
+/// widened once at the end. Writing in place instead of collecting every cell and scattering them
+/// at the end saves a 12-byte push per value and a pass over all of them.
+#[derive(Default)]
+pub(super) struct RowMatrix {
+    /// Rows of `stride` values (NaN = missing); rows after the last one with a value are absent.
+    dense: Vec<f32>,
+    stride: Option<usize>,
+    late: Vec<(u32, u32, f32)>,
+}
+
+impl RowMatrix {
+    pub(super) fn set(&mut self, row: u32, column: u32, value: f32) {
+        match self.stride {
+            Some(stride) if (column as usize) < stride => {
+                let at = row as usize * stride + column as usize;
+                if at >= self.dense.len() {
+                    self.dense.resize((row as usize + 1) * stride, f32::NAN);
+                }
+                self.dense[at] = value;
+            }
+            _ => self.late.push((row, column, value)),
+        }
+    }
+
+    /// Called after each candidate's features, when there are `d` columns: the first time
+    /// there are any, they fix the stride.
+    pub(super) fn end_row(&mut self, d: usize) {
+        if self.stride.is_none() && d > 0 {
+            self.stride = Some(d);
+            for (row, column, value) in std::mem::take(&mut self.late) {
+                self.set(row, column, value);
+            }
+        }
+    }
+
+    /// The `n × d` row-major matrix (the caller has checked that `n × d` fits).
+    fn finish(mut self, n: usize, d: usize) -> Vec<f32> {
+        let stride = self.stride.unwrap_or(0);
+        self.dense.resize(n * stride, f32::NAN);
+        if stride == d && self.late.is_empty() {
+            return self.dense;
+        }
+        let mut matrix = vec![f32::NAN; n * d];
+        if stride > 0 {
+            for (to, from) in matrix.chunks_exact_mut(d).zip(self.dense.chunks_exact(stride)) {
+                to[..stride].copy_from_slice(from);
+            }
+        }
+        for (row, column, value) in self.late {
+            matrix[row as usize * d + column as usize] = value;
+        }
+        matrix
+    }
+}
+
+pub(super) fn empty_tags() -> types::TagColumn {
+    types::TagColumn { offsets: vec![0], indices: Vec::new() }
+}
+
+impl<'o> Builder<'o> {
+    pub(super) fn new(options: &'o DecodeOptions<'o>) -> Self {
+        Builder {
+            options,
+            too_large: false,
+            error_path: None,
+            request_id: None,
+            surface: None,
+            seed: None,
+            limit: None,
+            user_id: None,
+            user_features: types::Features { names: Vec::new(), values: Vec::new() },
+            user_index: HashMap::default(),
+            context: Context::default(),
+            cart: None,
+            shape: None,
+            ids: types::StringColumn { data: String::new(), offsets: vec![0] },
+            columns: HashMap::default(),
+            feature_names: Vec::new(),
+            rows: RowMatrix::default(),
+            matrix: None,
+            tags: Interner::default(),
+            candidate_tags: None,
+        }
+    }
+
+    /// Marks the error being returned as a limit (a `413`, not a `400`).
+    pub(super) fn too_large(&mut self, message: String) -> String {
+        self.too_large = true;
+        message
+    }
+
+    /// The number of candidates read so far.
+    pub(super) fn candidates(&self) -> usize {
+        self.ids.offsets.len() - 1
+    }
+
+    /// Fails if one more candidate would be too many.
+    pub(super) fn room_for_candidate(&mut self) -> Result<(), String> {
+        if self.candidates() >= self.options.max_candidates {
+            return Err(self.too_large(format!("too many candidates: at most {} allowed", self.options.max_candidates)));
+        }
+        self.room_for_matrix(self.candidates() + 1, self.feature_names.len())
+    }
+
+    /// Refuses a request whose feature matrix would exceed `max_values` as soon as it grows past
+    /// it, before the matrix is allocated: a small body with one wide candidate and many narrow
+    /// ones must not make the host allocate `candidates × features` values first.
+    fn room_for_matrix(&mut self, candidates: usize, features: usize) -> Result<(), String> {
+        if candidates.checked_mul(features).is_none_or(|values| values > self.options.max_values) {
+            let message = format!(
+                "{candidates} candidates × {features} features is more than the {} feature values allowed",
+                self.options.max_values
+            );
+            return Err(self.too_large(message));
+        }
+        Ok(())
+    }
+
+    pub(super) fn push_id(&mut self, id: &str) -> Result<(), String> {
+        self.room_for_candidate()?;
+        self.ids.data.push_str(id);
+        let end = u32::try_from(self.ids.data.len()).map_err(|_| self.too_large("candidate ids too long".into()))?;
+        self.ids.offsets.push(end);
+        Ok(())
+    }
+
+    /// The column of feature `name`, added if new.
+    fn column(&mut self, name: &str) -> Result<u32, String> {
+        if let Some(&j) = self.columns.get(name) {
+            return Ok(j);
+        }
+        if self.feature_names.len() >= self.options.max_features {
+            let message = format!("too many distinct features: at most {} allowed", self.options.max_features);
+            return Err(self.too_large(message));
+        }
+        // The candidate being read may not be counted yet: the check at its id covers it.
+        self.room_for_matrix(self.candidates(), self.feature_names.len() + 1)?;
+        let j = self.feature_names.len() as u32;
+        self.feature_names.push(name.to_owned());
+        self.columns.insert(name.to_owned(), j);
+        Ok(j)
+    }
+
+    /// The column of feature `name`, trying column `guess` first: candidates usually list their
+    /// features in the same order, so the next key is usually the next column, and comparing
+    /// one name is cheaper than hashing it.
+    pub(super) fn column_at(&mut self, name: &str, guess: usize) -> Result<u32, String> {
+        match self.feature_names.get(guess) {
+            Some(known) if known == name => Ok(guess as u32),
+            _ => self.column(name),
+        }
+    }
+
+    /// A name of the columnar `feature_names`: a new column.
+    pub(super) fn new_column(&mut self, name: &str) -> Result<(), String> {
+        if self.columns.contains_key(name) {
+            return Err(format!("feature name `{name}` appears twice"));
+        }
+        self.column(name).map(drop)
+    }
+
+    /// Sets user feature `name`; a repeated name keeps the last value.
+    pub(super) fn user_feature(&mut self, name: &str, value: f32) -> Result<(), String> {
+        let features = &mut self.user_features;
+        if let Some(&i) = self.user_index.get(name) {
+            features.values[i as usize] = value;
+            return Ok(());
+        }
+        if features.names.len() >= self.options.max_features {
+            let message = format!("too many user features: at most {} allowed", self.options.max_features);
+            return Err(self.too_large(message));
+        }
+        self.user_index.insert(name.to_owned(), features.names.len() as u32);
+        features.names.push(name.to_owned());
+        features.values.push(value);
+        Ok(())
+    }
+
+    /// Appends `tag` to the open row of `column` (which starts at `start`) unless the row has it.
+    pub(super) fn tag(&mut self, column: &mut types::TagColumn, start: usize, tag: &str) -> Result<(), String> {
+        let id = self.tags.intern(tag);
+        let row = &column.indices[start..];
+        if row.contains(&id) {
+            return Ok(());
+        }
+        if row.len() >= self.options.max_tags {
+            return Err(self.too_large(format!("too many tags: at most {} per item", self.options.max_tags)));
+        }
+        column.indices.push(id);
+        Ok(())
+    }
+
+    /// An error about `path` found after the field was read.
+    pub(super) fn invalid_at<E: de::Error>(&mut self, path: &'static str, message: String) -> E {
+        self.error_path = Some(path);
+        E::custom(message)
+    }
+
+    pub(super) fn finish(self) -> Result<Decoded, DecodeError> {
+        let invalid = |path: &str, message: String| DecodeError {
+            kind: DecodeErrorKind::Invalid,
+            path: path.to_owned(),
+            message,
+        };
+        let Some(shape) = self.shape else {
+            return Err(invalid("candidates", "missing field `candidates` (the one required field)".to_owned()));
+        };
+        let surface_given = self.surface.is_some();
+        let n = self.candidates();
+        let surface = match (self.options.surface, self.surface) {
+            (Some(url), Some(body)) if url != body => {
+                return Err(invalid("surface", format!("the body says `{body}` but the URL says `{url}`")));
+            }
+            (Some(url), _) => url.to_owned(),
+            (None, Some(body)) => body,
+            (None, None) => String::new(),
+        };
+        let d = self.feature_names.len();
+        let features = match self.matrix {
+            Some(matrix) => matrix,
+            None => {
+                // n ≤ max_candidates and d ≤ max_features, so this is the largest matrix the
+                // limits allow; checked in case a host sets limits whose product overflows.
+                if n.checked_mul(d).is_none_or(|values| values > self.options.max_values) {
+                    let message = format!(
+                        "{n} candidates × {d} features is more than the {} feature values allowed",
+                        self.options.max_values
+                    );
+                    return Err(DecodeError {
+                        kind: DecodeErrorKind::TooLarge,
+                        path: "candidates".to_owned(),
+                        message,
+                    });
+                }
+                self.rows.finish(n, d)
+            }
+        };
+        let request_id = self
+            .request_id
+            .or_else(|| self.options.request_id.map(str::to_owned))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let seed = self.seed.unwrap_or_else(|| derive_seed(&request_id, self.user_id.as_deref()));
+        let (time_unix_ms, local_minute_of_day, local_weekday) =
+            self.context.time.unwrap_or_else(|| utc_time(self.options.now_unix_ms));
+        let limit = self.limit.unwrap_or(u32::try_from(n).unwrap_or(u32::MAX));
+        let request = types::Request {
+            surface,
+            request_id,
+            time_unix_ms,
+            local_minute_of_day,
+            local_weekday,
+            seed,
+            context: types::Context {
+                user_id: self.user_id,
+                country: self.context.country,
+                city: self.context.city,
+                locale: self.context.locale,
+                latitude: self.context.latitude,
+                longitude: self.context.longitude,
+                device: self.context.device,
+                cart: self.cart.unwrap_or_else(|| types::Cart { item_ids: Vec::new(), tags: empty_tags() }),
+            },
+            user_features: self.user_features,
+            tag_vocabulary: self.tags.vocabulary,
+            candidates: types::Candidates {
+                ids: self.ids,
+                feature_names: self.feature_names,
+                features,
+                tags: self
+                    .candidate_tags
+                    .unwrap_or_else(|| types::TagColumn { offsets: vec![0; n + 1], indices: Vec::new() }),
+            },
+            limit,
+            params: Vec::new(),
+        };
+        Ok(Decoded { request, shape, surface_given })
+    }
+}
+
+fn utc_time(unix_ms: i64) -> (i64, u16, types::Weekday) {
+    let time = DateTime::from_timestamp_millis(unix_ms).unwrap_or_default();
+    (unix_ms, (time.hour() * 60 + time.minute()) as u16, weekday(time.weekday()))
+}
+
+fn weekday(day: chrono::Weekday) -> types::Weekday {
+    match day {
+        chrono::Weekday::Mon => types::Weekday::Monday,
+        chrono::Weekday::Tue => types::Weekday::Tuesday,
+        chrono::Weekday::Wed => types::Weekday::Wednesday,
+        chrono::Weekday::Thu => types::Weekday::Thursday,
+        chrono::Weekday::Fri => types::Weekday::Friday,
+        chrono::Weekday::Sat => types::Weekday::Saturday,
+        chrono::Weekday::Sun => types::Weekday::Sunday,
+    }
+}
+
+/// Parses `context.time`: an RFC 3339 time with the user's UTC offset.
+pub(super) fn parse_time(text: &str) -> Result<(i64, u16, types::Weekday), String> {
+    let time = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| format!("`{text}` is not an RFC 3339 time such as 2026-11-28T18:30:00+02:00 ({e})"))?;
+    Ok((time.timestamp_millis(), (time.hour() * 60 + time.minute()) as u16, weekday(time.weekday())))
+}
+
+/// Checks a latitude (`bound` 90) or longitude (`bound` 180) in degrees.
+pub(super) fn degrees(value: Option<f64>, bound: f64) -> Result<Option<f64>, String> {
+    match value {
+        Some(v) if !(-bound..=bound).contains(&v) => Err(format!("{v} is outside -{bound}..={bound}")),
+        other => Ok(other),
+    }
+}
