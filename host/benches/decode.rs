@@ -14,7 +14,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use relish_host::runtime::{Budget, Digest, Ranking, types};
-use relish_host::wire::{self, DecodeOptions, Items, PolicyRef, Response};
+use relish_host::wire::{self, ArmRef, DecodeOptions, Items, PolicyRef, Response};
 
 const FEATURES: [&str; 20] = [
     "is_open",
@@ -195,6 +195,7 @@ fn encode(c: &mut Criterion) {
         request_id: &request.request_id,
         items: Items { ranking: &ranking, request: &request },
         policy: Some(PolicyRef { name: "discovery", version: "0.1.0", digest: Digest::of(b"bench") }),
+        arm: Some(ArmRef { index: 0, name: "discovery@0.1.0", revision: 3, bucket: 4711, sticky: true }),
         fallback: None,
         took_us: 85,
     };

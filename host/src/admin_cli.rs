@@ -62,7 +62,31 @@ pub enum SurfaceCommand {
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
     },
-    /// Return a surface to its previous activation.
+    /// Set a surface's plan: arms `name@version=WEIGHT` (percent, adding up to 100), optional
+    /// shadows `name@version[:SAMPLE]`, for example
+    /// `relish surface plan discovery discovery@0.1.0=95 discovery@0.2.0=5 --shadow discovery@0.3.0:0.1`.
+    Plan {
+        /// The surface.
+        surface: String,
+        /// The arms, in order (the first is the control arm): `name@version=WEIGHT`.
+        #[arg(required = true, value_name = "NAME@VERSION=WEIGHT")]
+        arms: Vec<String>,
+        /// The experiment's salt (a new salt re-randomises who gets which arm); the current one if
+        /// absent.
+        #[arg(long)]
+        salt: Option<String>,
+        /// A shadow, `name@version` or `name@version:SAMPLE` (a share of requests, 0 to 1; 1 if
+        /// absent); repeatable.
+        #[arg(long = "shadow", value_name = "NAME@VERSION[:SAMPLE]")]
+        shadows: Vec<String>,
+        /// Refuse the change if the surface's plan is no longer at this revision.
+        #[arg(long)]
+        expected_revision: Option<u64>,
+        /// Why (recorded in the history).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Return a surface to its previous plan.
     Rollback {
         /// The surface.
         surface: String,
@@ -75,6 +99,23 @@ pub enum SurfaceCommand {
         /// The surface.
         surface: Option<String>,
     },
+}
+
+/// A plan in one line: `discovery@0.1.0 95 %, discovery@0.2.0 5 % (+1 shadow)`.
+fn describe_plan(plan: &Value) -> String {
+    let arms: Vec<String> = plan["arms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| format!("{} {} %", a["name"].as_str().unwrap_or("?"), a["weight"].as_f64().unwrap_or(0.0) / 100.0))
+        .collect();
+    let shadows = plan["shadows"].as_array().map_or(0, Vec::len);
+    let shadows = match shadows {
+        0 => String::new(),
+        1 => " (+1 shadow)".to_owned(),
+        n => format!(" (+{n} shadows)"),
+    };
+    format!("{}{shadows}", arms.join(", "))
 }
 
 fn split_version(text: &str) -> anyhow::Result<(&str, &str)> {
@@ -207,19 +248,62 @@ pub fn surface(connection: &Connection, command: SurfaceCommand) -> anyhow::Resu
                 parsed.insert(key.to_owned(), value.to_owned());
             }
             let body = serde_json::to_vec(&serde_json::json!({"policy": name, "version": version, "params": parsed}))?;
-            call(connection, Method::PUT, &format!("/v1/surfaces/{surface}/activation"), body, "application/json")?;
-            println!("{surface}: {name}@{version} is active");
+            let answer =
+                call(connection, Method::PUT, &format!("/v1/surfaces/{surface}/activation"), body, "application/json")?;
+            println!("{surface}: {name}@{version} is active (plan revision {})", answer["revision"]);
+            Ok(())
+        }
+        SurfaceCommand::Plan { surface, arms, salt, shadows, expected_revision, reason } => {
+            let mut arm_list = Vec::new();
+            for arm in &arms {
+                let (version, weight) = arm
+                    .rsplit_once('=')
+                    .with_context(|| format!("`{arm}` is not NAME@VERSION=WEIGHT (for example discovery@0.2.0=5)"))?;
+                let (name, version) = split_version(version)?;
+                let weight: f64 =
+                    weight.parse().with_context(|| format!("`{arm}`: the weight `{weight}` is not a number"))?;
+                arm_list.push(serde_json::json!({"policy": name, "version": version, "weight": weight}));
+            }
+            let mut shadow_list = Vec::new();
+            for shadow in &shadows {
+                let (version, sample) = match shadow.rsplit_once(':') {
+                    Some((version, sample)) => (
+                        version,
+                        sample
+                            .parse::<f64>()
+                            .with_context(|| format!("`{shadow}`: the sample `{sample}` is not a number"))?,
+                    ),
+                    None => (shadow.as_str(), 1.0),
+                };
+                let (name, version) = split_version(version)?;
+                shadow_list.push(serde_json::json!({"policy": name, "version": version, "sample": sample}));
+            }
+            let mut body = serde_json::json!({"arms": arm_list, "shadow": shadow_list});
+            if let Some(salt) = salt {
+                body["salt"] = salt.into();
+            }
+            if let Some(revision) = expected_revision {
+                body["expected_revision"] = revision.into();
+            }
+            if let Some(reason) = reason {
+                body["reason"] = reason.into();
+            }
+            let answer = call(
+                connection,
+                Method::PUT,
+                &format!("/v1/surfaces/{surface}/plan"),
+                serde_json::to_vec(&body)?,
+                "application/json",
+            )?;
+            let changed = if answer["changed"].as_bool() == Some(false) { " (unchanged)" } else { "" };
+            println!("{surface}: plan revision {}{changed}: {}", answer["revision"], describe_plan(&answer["plan"]));
             Ok(())
         }
         SurfaceCommand::Rollback { surface, reason } => {
             let body = serde_json::to_vec(&serde_json::json!({"reason": reason}))?;
             let answer =
                 call(connection, Method::POST, &format!("/v1/surfaces/{surface}/rollback"), body, "application/json")?;
-            println!(
-                "{surface}: rolled back to {}@{}",
-                answer["policy"].as_str().unwrap_or("?"),
-                answer["version"].as_str().unwrap_or("?")
-            );
+            println!("{surface}: rolled back to revision {}: {}", answer["revision"], describe_plan(&answer["plan"]));
             Ok(())
         }
         SurfaceCommand::Status { surface: None } => {
@@ -254,18 +338,56 @@ pub fn surface(connection: &Connection, command: SurfaceCommand) -> anyhow::Resu
                     or_none(&limits["max_concurrency"]),
                 );
             }
-            let health = &s["health"];
-            if health.is_object() {
+            println!("revision: {}  salt: {:?}", s["revision"], s["current"]["plan"]["salt"].as_str().unwrap_or(""));
+            println!("arms:");
+            for arm in s["arms"].as_array().into_iter().flatten() {
+                let health = &arm["health"];
+                let health = if health.is_object() {
+                    format!(
+                        "{} of the last {} calls failed; taken out at {} % after {} calls{}",
+                        health["failures"],
+                        health["calls"],
+                        health["threshold"].as_f64().unwrap_or(0.0) * 100.0,
+                        health["min_calls"],
+                        if health["tripped"].as_bool() == Some(true) { " (tripped)" } else { "" },
+                    )
+                } else {
+                    "automatic rollback off".to_owned()
+                };
                 println!(
-                    "health:   {} of the last {} calls failed; rolls back at {} % after {} calls{}",
-                    health["failures"],
-                    health["calls"],
-                    health["threshold"].as_f64().unwrap_or(0.0) * 100.0,
-                    health["min_calls"],
-                    if health["tripped"].as_bool() == Some(true) { " (tripped)" } else { "" },
+                    "  [{}] {:<28} {:>6.2} %  {health}",
+                    arm["index"],
+                    arm["name"].as_str().unwrap_or(""),
+                    arm["weight"].as_f64().unwrap_or(0.0) / 100.0,
                 );
-            } else {
-                println!("health:   automatic rollback off");
+            }
+            let shadows = s["shadows"].as_array().cloned().unwrap_or_default();
+            if !shadows.is_empty() {
+                println!("shadows:");
+            }
+            let mean = |v: &serde_json::Value| v.as_f64().map_or("-".to_owned(), |v| format!("{v:.3}"));
+            for shadow in &shadows {
+                println!(
+                    "  {:<28} sample {}  skipped {}",
+                    shadow["name"].as_str().unwrap_or(""),
+                    shadow["sample"],
+                    shadow["skipped"]
+                );
+                for against in shadow["against"].as_array().into_iter().flatten() {
+                    println!(
+                        "    vs {:<24} {} calls, {} failed; top-1 {}, overlap {}, rbo {}, tau {}, {} ms",
+                        against["arm"].as_str().unwrap_or(""),
+                        against["calls"],
+                        against["failures"]
+                            .as_object()
+                            .map_or(0, |f| f.values().filter_map(|v| v.as_u64()).sum::<u64>()),
+                        mean(&against["top1_agreement"]),
+                        mean(&against["overlap"]),
+                        mean(&against["rbo"]),
+                        mean(&against["kendall_tau"]),
+                        mean(&against["mean_ms"]),
+                    );
+                }
             }
             println!("history (newest last):");
             for a in s["history"].as_array().into_iter().flatten() {
@@ -279,11 +401,13 @@ pub fn surface(connection: &Connection, command: SurfaceCommand) -> anyhow::Resu
                     ),
                     Some(how) => how.to_owned(),
                 };
+                let failed = a["failed"]["arm"].as_str().map(|arm| format!(", failed: {arm}")).unwrap_or_default();
+                let reason = a["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
                 println!(
-                    "  {}  {}@{}  by {}  ({ended})",
-                    a["activated_at"].as_str().unwrap_or("").get(..19).unwrap_or(""),
-                    a["policy"].as_str().unwrap_or(""),
-                    a["version"].as_str().unwrap_or(""),
+                    "  r{:<4} {}  {}  by {}{reason}  ({ended}{failed})",
+                    a["revision"],
+                    a["at"].as_str().unwrap_or("").get(..19).unwrap_or(""),
+                    describe_plan(&a["plan"]),
                     a["actor"].as_str().unwrap_or(""),
                 );
             }

@@ -7,15 +7,23 @@
 //!   component once, then run each call on a fresh pooled instance under a deadline, a memory cap
 //!   and output validation.
 //! - [`wire`]: the JSON request and response, decoded straight into the contract's columns.
-//! - [`registry`]: stored policy versions and their activation on surfaces, in a crash-safe data
+//! - [`registry`]: stored policy versions and every surface's plan history, in a crash-safe data
 //!   directory, with the versions that serve traffic kept loaded.
+//! - [`control`]: the control plane: every change of what serves a surface (plans with weighted
+//!   sticky arms and shadows, activations, rollbacks), applied in one place.
+//! - [`serving`]: the pipeline that answers a request (plan → arm → call → validate → fallback →
+//!   shadow) and returns a `Decision`, with no HTTP in it.
+//! - [`metrics`]: the Prometheus metrics.
 //! - [`builder`]: `relish build`, which compiles policy crates to components with no WASI imports.
 //! - [`fallback`]: the answer when a policy fails: a page never fails because a policy did.
-//! - [`server`]: `relish serve`, the HTTP data plane and the admin API.
+//! - [`server`]: `relish serve`, the HTTP data plane and the admin API, on top of the two above.
 
 pub mod builder;
+pub mod control;
 pub mod fallback;
+pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod server;
+pub mod serving;
 pub mod wire;

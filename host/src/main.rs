@@ -4,12 +4,12 @@ mod admin_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use relish_host::builder::{self, BuildOptions};
-use relish_host::fallback;
 use relish_host::server::{
     self,
     config::{Config, LogFormat},
@@ -19,8 +19,10 @@ use relish_host::server::{
 // contention (measured on this service's request path); mimalloc keeps per-thread heaps.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use relish_host::metrics::Metrics;
 use relish_host::runtime::{Budget, Runtime, RuntimeConfig};
-use relish_host::wire::{self, DecodeOptions, Fallback, PolicyRef, Response};
+use relish_host::serving::Binding;
+use relish_host::wire::{self, DecodeOptions};
 
 #[derive(Parser)]
 #[command(name = "relish", version, about = "Run personalisation policies as WebAssembly components")]
@@ -236,6 +238,7 @@ fn rank(
     } else if request.surface.is_empty() {
         request.surface = policy.metadata().surfaces.first().cloned().unwrap_or_default();
     }
+    let mut pairs = Vec::new();
     for param in params {
         let Some((key, value)) = param.split_once('=') else {
             bail!("--param `{param}` is not KEY=VALUE");
@@ -244,35 +247,23 @@ fn rank(
             let known: Vec<&str> = policy.metadata().params.iter().map(|p| p.name.as_str()).collect();
             bail!("--param `{key}`: the policy has no such parameter (it reads: {})", known.join(", "));
         }
-        request.params.push((key.to_owned(), value.to_owned()));
+        pairs.push((key.to_owned(), value.to_owned()));
     }
+    // The same pipeline as `relish serve`, with the component as a one-arm plan and the input
+    // order as its only fallback.
     let budget = Budget { deadline, ..Budget::default() };
-    let (ranking, failure) = match policy.rank(request, &budget) {
-        Ok(ranking) => (ranking, None),
-        Err(error) => (fallback::input_order(request), Some(error)),
-    };
-    let detail = failure.as_ref().map(ToString::to_string).unwrap_or_default();
-    let metadata = policy.metadata();
-    let response = Response {
-        request_id: &request.request_id,
-        items: wire::Items { ranking: &ranking, request },
-        policy: Some(PolicyRef { name: &metadata.name, version: &metadata.version, digest: policy.digest() }),
-        fallback: failure.as_ref().map(|error| Fallback {
-            reason: error.reason(),
-            answered_by: fallback::INPUT_ORDER,
-            detail: &detail,
-            fallback_reason: None,
-            fallback_detail: None,
-        }),
-        took_us: started.elapsed().as_micros() as u64,
-    };
+    let metrics = Arc::new(Metrics::new());
+    let binding = Arc::new(Binding::single(&request.surface.clone(), Arc::new(policy), pairs, budget, &metrics));
+    let key = decoded.request.context.user_id.clone().or(decoded.bucket_key);
+    let decision = binding.decide(decoded.request, key.as_deref(), &metrics);
+    let response = decision.response(started.elapsed().as_micros() as u64);
     if compact {
         println!("{}", String::from_utf8(response.to_json())?);
     } else {
         println!("{}", serde_json::to_string_pretty(&response)?);
     }
-    if let Some(error) = failure {
-        eprintln!("error: the policy failed ({}): {error}; answered in input order", error.reason());
+    if let Some(failure) = &decision.failure {
+        eprintln!("error: the policy failed ({}): {}; answered in input order", failure.reason, failure.detail);
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)

@@ -104,15 +104,15 @@ pub enum Error {
         /// Version.
         version: String,
     },
-    /// No policy was ever activated on the surface.
-    #[error("surface {surface} has no activation: activate a policy version on it first")]
+    /// The surface never had a plan.
+    #[error("surface {surface} has no plan: activate a policy version on it, or set a plan, first")]
     UnknownSurface {
         /// Surface name.
         surface: String,
     },
     /// Deleting a version that serves traffic.
     #[error(
-        "{policy}@{version} is active on {}: activate another version there (or roll back) before deleting it",
+        "{policy}@{version} is in the current plan of {}: change the plan there (or roll back) before deleting it",
         surfaces.join(", ")
     )]
     VersionActive {
@@ -151,10 +151,23 @@ pub enum Error {
         /// The keys it declares.
         known: Vec<String>,
     },
+    /// A compare-and-swap change decided on a revision the surface has moved on from.
+    #[error(
+        "surface {surface} is at plan revision {current}, not {expected}: another change came first; read the \
+         surface's plan again and retry with `expected_revision` {current}"
+    )]
+    RevisionConflict {
+        /// Surface name.
+        surface: String,
+        /// The revision the change expected.
+        expected: u64,
+        /// The surface's revision now.
+        current: u64,
+    },
     /// Rolling back a surface with nothing earlier to return to.
     #[error(
-        "surface {surface} has no earlier activation to roll back to{}: activate a version explicitly",
-        if *automatic { " that may be re-activated automatically" } else { "" }
+        "surface {surface} has no earlier plan to roll back to{}: set a plan explicitly",
+        if *automatic { " that did not fail and still fits the surface" } else { " that still fits the surface" }
     )]
     NoRollbackTarget {
         /// Surface name.
@@ -240,7 +253,10 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::UnknownVersion { .. } | Error::UnknownSurface { .. } => 404,
-            Error::VersionConflict { .. } | Error::VersionActive { .. } | Error::NoRollbackTarget { .. } => 409,
+            Error::VersionConflict { .. }
+            | Error::VersionActive { .. }
+            | Error::NoRollbackTarget { .. }
+            | Error::RevisionConflict { .. } => 409,
             Error::TooLarge { .. } => 413,
             Error::InvalidName { .. }
             | Error::InvalidComponent { .. }

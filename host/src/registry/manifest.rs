@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::control::plan::{Arm, BUCKETS, Plan, Revision};
 use crate::runtime::{Digest, Metadata, is_identifier};
 
-/// The manifest format this host reads and writes. A manifest of another format is refused
-/// rather than misread.
-const FORMAT: u32 = 1;
+/// The manifest format this host writes. It also reads format 1 (single activations, before
+/// plans) and migrates it; a manifest of another format is refused rather than misread.
+const FORMAT: u32 = 2;
 
 /// One stored, immutable policy version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,13 +32,13 @@ pub struct VersionInfo {
     pub uploaded_by: String,
     /// What the component says about itself.
     pub metadata: Metadata,
-    /// Set when an automatic rollback moved a surface away from this version: it is then never
-    /// activated automatically again (an operator may still activate it by hand).
+    /// Set by hosts before plans when an automatic rollback moved a surface away from this version.
+    /// Kept for the record only: failures now belong to plan revisions ([`PlanRevision::failed`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_rollback: Option<AutoRollback>,
 }
 
-/// The record of an automatic rollback away from a version.
+/// The record of an automatic rollback away from a version (format 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoRollback {
     /// The surface it was rolled back on.
@@ -48,36 +49,58 @@ pub struct AutoRollback {
     pub reason: String,
 }
 
-/// One activation of a policy version on a surface: an entry of the surface's history.
+/// One revision of a surface's plan: an entry of the surface's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Activation {
-    /// Policy name.
-    pub policy: String,
-    /// Version.
-    pub version: String,
-    /// The version's digest at activation, so that the entry keeps naming the same bytes.
-    pub digest: Digest,
-    /// The parameters requests on the surface get.
-    pub params: BTreeMap<String, String>,
-    /// Who activated it (an admin token's name, or `relish` for the registry's own repairs).
+pub struct PlanRevision {
+    /// The revision number: its position in the surface's history, from 1.
+    pub revision: Revision,
+    /// What served the surface.
+    pub plan: Plan,
+    /// Who made it (an admin token's name, `config`, or `relish` for the host's own changes).
     pub actor: String,
     /// When.
-    pub activated_at: DateTime<Utc>,
-    /// For an activation made by a rollback: the index in the history of the activation it
-    /// restored. Rolling back again goes to what came before *that* one, so successive rollbacks
-    /// walk back through the history instead of swinging between two versions.
+    pub at: DateTime<Utc>,
+    /// Why, when the change said so (a rollback's reason, an arm removed automatically).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restores: Option<usize>,
-    /// How it ended; `None` while it is the surface's current activation.
+    pub reason: Option<String>,
+    /// For a revision made by a rollback: the revision it restored. Rolling back again goes to
+    /// what came before *that* one, so successive rollbacks walk back through the history instead
+    /// of swinging between two plans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restores: Option<Revision>,
+    /// How it ended; `None` while it is the surface's current plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<Ending>,
+    /// Set when the host found this revision failing (an arm's failure rate tripped): an automatic
+    /// rollback never returns to it. The failure belongs to the revision (versions and
+    /// parameters), not to a version: the same version with other parameters stays eligible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Failed>,
 }
 
-/// How an activation ended.
+impl PlanRevision {
+    /// The arm named `name`.
+    pub fn arm(&self, name: &str) -> Option<&Arm> {
+        self.plan.arms.iter().find(|a| a.name == name)
+    }
+}
+
+/// The record of a revision found failing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The arm that failed.
+    pub arm: String,
+    /// Why, in words (the failure rate over the window).
+    pub reason: String,
+}
+
+/// How a plan revision ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "how", rename_all = "kebab-case")]
 pub enum Ending {
-    /// Another version was activated.
+    /// Another plan took over (a new plan, an activation, or an arm removed automatically).
     Superseded {
         /// When.
         at: DateTime<Utc>,
@@ -93,8 +116,8 @@ pub enum Ending {
         /// Whether it was an automatic rollback.
         automatic: bool,
     },
-    /// The registry found the version's component missing or corrupt when opening the data
-    /// directory, and returned the surface to its previous valid activation.
+    /// The registry found a version of the plan missing or corrupt when opening the data
+    /// directory, and returned the surface to its previous valid plan.
     Repaired {
         /// When.
         at: DateTime<Utc>,
@@ -103,44 +126,56 @@ pub enum Ending {
     },
 }
 
-/// A surface: the place in the app a ranking serves, with its activation history.
+/// A surface: the place in the app a ranking serves, with its plan history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Surface {
     /// The surface's name.
     pub name: String,
-    /// Every activation, oldest first. The last one is current unless it has ended.
-    pub history: Vec<Activation>,
+    /// Every plan revision, oldest first (revision `i + 1` at index `i`). The last one is current
+    /// unless it has ended.
+    pub history: Vec<PlanRevision>,
 }
 
 impl Surface {
-    /// The activation serving the surface now, if any.
-    pub fn current(&self) -> Option<&Activation> {
+    /// The plan serving the surface now, if any.
+    pub fn current(&self) -> Option<&PlanRevision> {
         self.history.last().filter(|a| a.ended.is_none())
     }
 
-    /// The index of the activation a rollback from the current one returns to: the activation
-    /// that was current before it, skipping those `eligible` refuses (deleted versions, or
-    /// versions that must not be activated automatically).
+    /// The latest revision number (0 for a surface without history). A compare-and-swap change
+    /// names this.
+    pub fn revision(&self) -> Revision {
+        self.history.len() as Revision
+    }
+
+    /// One revision.
+    pub fn get(&self, revision: Revision) -> Option<&PlanRevision> {
+        self.history.get(usize::try_from(revision).ok()?.checked_sub(1)?)
+    }
+
+    /// The revision a rollback from the current one returns to: the revision that was current
+    /// before it, skipping those `eligible` refuses (deleted versions, failed revisions for an
+    /// automatic rollback, plans that no longer fit the surface).
     ///
-    /// "Before it" follows rollbacks: for an activation made by a rollback, it is what came before
-    /// the activation it restored. So with history `A B C`, rolling back twice goes to `B`, then
+    /// "Before it" follows rollbacks: for a revision made by a rollback, it is what came before
+    /// the revision it restored. So with history `A B C`, rolling back twice goes to `B`, then
     /// `A`, and a third time fails: `C` and `B` were rolled back and are not returned to.
-    pub(super) fn rollback_target(&self, eligible: impl Fn(&Activation) -> bool) -> Option<usize> {
-        let current = self.history.len().checked_sub(1).filter(|_| self.current().is_some())?;
+    pub fn rollback_target(&self, eligible: impl Fn(&PlanRevision) -> bool) -> Option<Revision> {
+        let current = self.current()?.revision;
         let mut target = self.before(current)?;
-        while !eligible(&self.history[target]) {
+        while !eligible(self.get(target)?) {
             target = self.before(target)?;
         }
         Some(target)
     }
 
-    /// The activation that was current before `index` was activated, walking through restores.
-    fn before(&self, mut index: usize) -> Option<usize> {
+    /// The revision that was current before `revision` was made, walking through restores.
+    fn before(&self, mut revision: Revision) -> Option<Revision> {
         // `restores` always points back (checked when the manifest is read), so this ends.
-        while let Some(restored) = self.history[index].restores {
-            index = restored;
+        while let Some(restored) = self.get(revision)?.restores {
+            revision = restored;
         }
-        index.checked_sub(1)
+        revision.checked_sub(1).filter(|r| *r > 0)
     }
 }
 
@@ -161,15 +196,24 @@ struct ManifestFile {
     surfaces: Vec<Surface>,
 }
 
+/// Just the format number, read first to pick the reader.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
+}
+
 impl State {
-    /// Reads a manifest. Refuses one that is not JSON of the expected shape (the caller refuses to
-    /// start rather than lose the registry); entries that are well-formed but inconsistent are
-    /// dropped or repaired, each with a line in the returned list of problems.
-    pub(super) fn from_json(bytes: &[u8], now: DateTime<Utc>) -> Result<(State, Vec<String>), String> {
-        let file: ManifestFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if file.format != FORMAT {
-            return Err(format!("format {} is not the format {FORMAT} this host reads", file.format));
-        }
+    /// Reads a manifest, migrating one of an older format (see [`legacy`]). Refuses one that is
+    /// not JSON of the expected shape (the caller refuses to start rather than lose the
+    /// registry); entries that are well-formed but inconsistent are dropped or repaired, each
+    /// with a line in the returned list of problems. The flag says whether it was migrated.
+    pub(super) fn from_json(bytes: &[u8], now: DateTime<Utc>) -> Result<(State, Vec<String>, bool), String> {
+        let FormatOnly { format } = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let (file, migrated) = match format {
+            FORMAT => (serde_json::from_slice::<ManifestFile>(bytes).map_err(|e| e.to_string())?, false),
+            1 => (legacy::migrate(bytes)?, true),
+            other => return Err(format!("format {other} is not a format this host reads (1 or {FORMAT})")),
+        };
         let mut problems = Vec::new();
         let mut state = State::default();
         for info in file.versions {
@@ -190,16 +234,26 @@ impl State {
                 problems.push(format!("dropped surface {:?}: an invalid or repeated name", surface.name));
                 continue;
             }
-            for (index, activation) in surface.history.iter_mut().enumerate() {
-                if activation.restores.is_some_and(|r| r >= index) {
-                    problems.push(format!("surface {}: activation {index} restores a later one", surface.name));
-                    activation.restores = None;
+            for (index, entry) in surface.history.iter_mut().enumerate() {
+                let revision = index as Revision + 1;
+                if entry.revision != revision {
+                    problems.push(format!("surface {}: entry {index} said revision {}", surface.name, entry.revision));
+                    entry.revision = revision;
+                }
+                if entry.restores.is_some_and(|r| r == 0 || r >= revision) {
+                    problems.push(format!("surface {}: revision {revision} restores a later one", surface.name));
+                    entry.restores = None;
+                }
+                if let Err(problem) = entry.plan.check_buckets() {
+                    problems
+                        .push(format!("surface {}: revision {revision}: {problem}; buckets reassigned", surface.name));
+                    entry.plan.allocate(None);
                 }
             }
             state.surfaces.insert(surface.name.clone(), surface);
         }
         problems.extend(state.repair(&BTreeMap::new(), now));
-        Ok((state, problems))
+        Ok((state, problems, migrated))
     }
 
     /// The manifest file's bytes.
@@ -214,9 +268,15 @@ impl State {
         json
     }
 
-    /// Drops the versions in `broken` (with why), and returns every surface whose current
-    /// activation names a version that is gone (or has other bytes) to its previous activation of
-    /// a present version, or leaves it without one. Returns what it did, one line each.
+    /// Whether every version `plan` calls is stored with the digest the plan names.
+    pub(super) fn holds(&self, plan: &Plan) -> bool {
+        plan.versions()
+            .all(|(p, v, digest)| self.versions.get(&(p.to_owned(), v.to_owned())).is_some_and(|i| i.digest == digest))
+    }
+
+    /// Drops the versions in `broken` (with why), and returns every surface whose current plan
+    /// names a version that is gone (or has other bytes) to its previous plan whose versions are
+    /// all present, or leaves it without one. Returns what it did, one line each.
     pub(super) fn repair(&mut self, broken: &BTreeMap<(String, String), String>, now: DateTime<Utc>) -> Vec<String> {
         let mut done = Vec::new();
         for (key, why) in broken {
@@ -224,44 +284,53 @@ impl State {
                 done.push(format!("dropped {}@{}: {why}", key.0, key.1));
             }
         }
+        let versions = std::mem::take(&mut self.versions);
+        let holds = |plan: &Plan| State { versions: versions.clone(), surfaces: BTreeMap::new() }.holds(plan);
         for surface in self.surfaces.values_mut() {
             let Some(current) = surface.current() else { continue };
-            if self.versions.get(&key(current)).is_some_and(|v| v.digest == current.digest) {
+            if holds(&current.plan) {
                 continue;
             }
-            let reason = match broken.get(&key(current)) {
-                Some(why) => format!("{}@{} was dropped: {why}", current.policy, current.version),
-                None => format!("{}@{} is not stored", current.policy, current.version),
-            };
-            let target = surface.rollback_target(|a| self.versions.get(&key(a)).is_some_and(|v| v.digest == a.digest));
-            let last = surface.history.len() - 1;
-            surface.history[last].ended = Some(Ending::Repaired { at: now, reason: reason.clone() });
-            match target {
+            let missing: Vec<String> = current
+                .plan
+                .versions()
+                .filter(|(p, v, d)| versions.get(&(p.to_string(), v.to_string())).is_none_or(|i| i.digest != *d))
+                .map(|(p, v, _)| match broken.get(&(p.to_owned(), v.to_owned())) {
+                    Some(why) => format!("{p}@{v} was dropped: {why}"),
+                    None => format!("{p}@{v} is not stored"),
+                })
+                .collect();
+            let reason = missing.join("; ");
+            let target = surface.rollback_target(|r| holds(&r.plan));
+            let revision = surface.revision() + 1;
+            surface.history.last_mut().expect("a current plan").ended =
+                Some(Ending::Repaired { at: now, reason: reason.clone() });
+            match target.and_then(|t| surface.get(t)).cloned() {
                 Some(target) => {
-                    let restored = Activation {
+                    done.push(format!("surface {}: {reason}; returned to revision {}", surface.name, target.revision));
+                    surface.history.push(PlanRevision {
+                        revision,
+                        plan: target.plan,
                         actor: "relish".to_owned(),
-                        activated_at: now,
-                        restores: Some(target),
+                        at: now,
+                        reason: Some(reason),
+                        restores: Some(target.revision),
                         ended: None,
-                        ..surface.history[target].clone()
-                    };
-                    done.push(format!(
-                        "surface {}: {reason}; returned to {}@{}",
-                        surface.name, restored.policy, restored.version
-                    ));
-                    surface.history.push(restored);
+                        failed: None,
+                    });
                 }
-                None => done.push(format!("surface {}: {reason}; no earlier version to return to", surface.name)),
+                None => done.push(format!("surface {}: {reason}; no earlier plan to return to", surface.name)),
             }
         }
+        self.versions = versions;
         done
     }
 
-    /// The surfaces whose current activation is `policy@version`.
+    /// The surfaces whose current plan calls `policy@version` (as an arm or a shadow).
     pub(super) fn active_on(&self, policy: &str, version: &str) -> Vec<String> {
         self.surfaces
             .values()
-            .filter(|s| s.current().is_some_and(|a| a.policy == policy && a.version == version))
+            .filter(|s| s.current().is_some_and(|r| r.plan.uses(policy, version)))
             .map(|s| s.name.clone())
             .collect()
     }
@@ -272,9 +341,88 @@ impl State {
     }
 }
 
-/// The key of the version an activation names.
-pub(super) fn key(activation: &Activation) -> (String, String) {
-    (activation.policy.clone(), activation.version.clone())
+/// Format 1, written by hosts before plans: a surface's history was a list of single-version
+/// activations. Each becomes a one-arm plan revision (the arm named `policy@version`, weight
+/// 10,000, no salt, no shadow), with its number, restores and ending kept; an activation an
+/// automatic rollback ended is marked failed.
+mod legacy {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct File {
+        versions: Vec<VersionInfo>,
+        surfaces: Vec<LegacySurface>,
+    }
+
+    #[derive(Deserialize)]
+    struct LegacySurface {
+        name: String,
+        history: Vec<Activation>,
+    }
+
+    #[derive(Deserialize)]
+    struct Activation {
+        policy: String,
+        version: String,
+        digest: Digest,
+        params: BTreeMap<String, String>,
+        actor: String,
+        activated_at: DateTime<Utc>,
+        #[serde(default)]
+        restores: Option<usize>,
+        #[serde(default)]
+        ended: Option<Ending>,
+    }
+
+    pub(super) fn migrate(bytes: &[u8]) -> Result<ManifestFile, String> {
+        let file: File = serde_json::from_slice(bytes).map_err(|e| format!("format 1: {e}"))?;
+        let surfaces = file
+            .surfaces
+            .into_iter()
+            .map(|surface| Surface {
+                history: surface
+                    .history
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, a)| {
+                        let name = format!("{}@{}", a.policy, a.version);
+                        let failed = match &a.ended {
+                            Some(Ending::RolledBack { at, reason, automatic: true, .. }) => {
+                                Some(Failed { at: *at, arm: name.clone(), reason: reason.clone() })
+                            }
+                            _ => None,
+                        };
+                        let mut plan = Plan {
+                            arms: vec![Arm {
+                                name,
+                                policy: a.policy,
+                                version: a.version,
+                                digest: a.digest,
+                                weight: BUCKETS,
+                                params: a.params,
+                                buckets: Vec::new(),
+                            }],
+                            salt: String::new(),
+                            shadows: Vec::new(),
+                        };
+                        plan.allocate(None);
+                        PlanRevision {
+                            revision: index as Revision + 1,
+                            plan,
+                            actor: a.actor,
+                            at: a.activated_at,
+                            reason: None,
+                            restores: a.restores.map(|r| r as Revision + 1),
+                            ended: a.ended,
+                            failed,
+                        }
+                    })
+                    .collect(),
+                name: surface.name,
+            })
+            .collect();
+        Ok(ManifestFile { format: FORMAT, versions: file.versions, surfaces })
+    }
 }
 
 #[cfg(test)]
@@ -305,61 +453,69 @@ mod tests {
         }
     }
 
-    fn activation(version: &str, restores: Option<usize>, ended: bool) -> Activation {
-        Activation {
-            policy: "p".to_owned(),
-            version: version.to_owned(),
-            digest: Digest::of(format!("p@{version}").as_bytes()),
-            params: BTreeMap::new(),
+    fn one_arm(version: &str) -> Plan {
+        let mut plan = Plan {
+            arms: vec![Arm {
+                name: format!("p@{version}"),
+                policy: "p".to_owned(),
+                version: version.to_owned(),
+                digest: Digest::of(format!("p@{version}").as_bytes()),
+                weight: BUCKETS,
+                params: BTreeMap::new(),
+                buckets: Vec::new(),
+            }],
+            salt: String::new(),
+            shadows: Vec::new(),
+        };
+        plan.allocate(None);
+        plan
+    }
+
+    fn revision(index: usize, version: &str, restores: Option<Revision>, ended: bool) -> PlanRevision {
+        PlanRevision {
+            revision: index as Revision + 1,
+            plan: one_arm(version),
             actor: "ops".to_owned(),
-            activated_at: time(),
+            at: time(),
+            reason: None,
             restores,
             ended: ended.then(|| Ending::Superseded { at: time() }),
+            failed: None,
         }
     }
 
     /// A surface whose history is `entries`: (version, restores); all but the last ended.
-    fn surface(entries: &[(&str, Option<usize>)]) -> Surface {
+    fn surface(entries: &[(&str, Option<Revision>)]) -> Surface {
         let last = entries.len().saturating_sub(1);
-        let history = entries.iter().enumerate().map(|(i, (v, r))| activation(v, *r, i != last)).collect();
+        let history = entries.iter().enumerate().map(|(i, (v, r))| revision(i, v, *r, i != last)).collect();
         Surface { name: "home".to_owned(), history }
     }
 
-    fn target_version(surface: &Surface, eligible: impl Fn(&Activation) -> bool) -> Option<String> {
-        surface.rollback_target(eligible).map(|i| surface.history[i].version.clone())
+    fn target_version(surface: &Surface, eligible: impl Fn(&PlanRevision) -> bool) -> Option<String> {
+        surface.rollback_target(eligible).map(|r| surface.get(r).unwrap().plan.arms[0].version.clone())
     }
 
     #[test]
-    fn rollback_walks_back_through_history_and_never_returns_to_a_rolled_back_activation() {
-        let any = |_: &Activation| true;
-        // A B C: back to B.
+    fn rollback_walks_back_through_history_and_never_returns_to_a_rolled_back_revision() {
+        let any = |_: &PlanRevision| true;
         assert_eq!(target_version(&surface(&[("a", None), ("b", None), ("c", None)]), any).as_deref(), Some("b"));
-        // A B C, rolled back to B (restores 1): back to A, not to C.
-        let twice = surface(&[("a", None), ("b", None), ("c", None), ("b", Some(1))]);
+        // A B C, rolled back to B (restores 2): back to A, not to C.
+        let twice = surface(&[("a", None), ("b", None), ("c", None), ("b", Some(2))]);
         assert_eq!(target_version(&twice, any).as_deref(), Some("a"));
-        // ... then to A (restores 0): nothing earlier.
-        let thrice = surface(&[("a", None), ("b", None), ("c", None), ("b", Some(1)), ("a", Some(0))]);
+        let thrice = surface(&[("a", None), ("b", None), ("c", None), ("b", Some(2)), ("a", Some(1))]);
         assert_eq!(target_version(&thrice, any), None);
-        // A B, rolled back to A, then D: back to (the restored) A.
-        let forward = surface(&[("a", None), ("b", None), ("a", Some(0)), ("d", None)]);
-        assert_eq!(forward.rollback_target(any), Some(2));
+        // A B, rolled back to A, then D: back to (the restored) A, revision 3.
+        let forward = surface(&[("a", None), ("b", None), ("a", Some(1)), ("d", None)]);
+        assert_eq!(forward.rollback_target(any), Some(3));
         assert_eq!(target_version(&surface(&[("a", None)]), any), None);
         assert_eq!(target_version(&surface(&[]), any), None);
     }
 
     #[test]
-    fn rollback_skips_activations_that_are_not_eligible() {
+    fn rollback_skips_revisions_that_are_not_eligible() {
         let history = surface(&[("a", None), ("b", None), ("c", None)]);
-        assert_eq!(target_version(&history, |a| a.version != "b").as_deref(), Some("a"));
-        assert_eq!(target_version(&history, |a| a.version == "c"), None);
-    }
-
-    #[test]
-    fn a_surface_whose_last_activation_ended_has_no_current_one_and_nothing_to_roll_back_from() {
-        let mut ended = surface(&[("a", None), ("b", None)]);
-        ended.history[1].ended = Some(Ending::Superseded { at: time() });
-        assert!(ended.current().is_none());
-        assert_eq!(ended.rollback_target(|_| true), None);
+        assert_eq!(target_version(&history, |r| r.plan.arms[0].version != "b").as_deref(), Some("a"));
+        assert_eq!(target_version(&history, |r| r.plan.arms[0].version == "c"), None);
     }
 
     fn state_of(versions: &[&str], history: Surface) -> State {
@@ -372,30 +528,77 @@ mod tests {
     #[test]
     fn the_manifest_round_trips_through_json() {
         let mut state = state_of(&["a", "b"], surface(&[("a", None), ("b", None)]));
-        let b = state.versions.get_mut(&("p".to_owned(), "b".to_owned())).unwrap();
-        b.auto_rollback = Some(AutoRollback { surface: "home".to_owned(), at: time(), reason: "errors".to_owned() });
-        state.surfaces.get_mut("home").unwrap().history[0].ended = Some(Ending::RolledBack {
+        let home = state.surfaces.get_mut("home").unwrap();
+        home.history[0].ended = Some(Ending::RolledBack {
             at: time(),
             actor: "ops".to_owned(),
             reason: "slow".to_owned(),
-            automatic: false,
+            automatic: true,
         });
+        home.history[0].failed = Some(Failed { at: time(), arm: "p@a".to_owned(), reason: "errors".to_owned() });
         let json = state.to_json();
         let text = String::from_utf8(json.clone()).unwrap();
-        assert!(text.contains("\"uploaded_at\": \"2027-01-15T08:00:00Z\""), "{text}");
+        assert!(text.contains("\"format\": 2"), "{text}");
         assert!(text.contains("\"how\": \"rolled-back\""), "{text}");
-        assert_eq!(State::from_json(&json, time()).unwrap(), (state, Vec::new()));
+        assert_eq!(State::from_json(&json, time()).unwrap(), (state, Vec::new(), false));
     }
 
     #[test]
     fn an_unreadable_or_foreign_manifest_is_refused() {
-        assert!(State::from_json(b"{\"format\": 1, \"versions\": [", time()).is_err());
-        let error = State::from_json(br#"{"format": 2, "versions": [], "surfaces": []}"#, time()).unwrap_err();
-        assert!(error.contains("format 2"), "{error}");
+        assert!(State::from_json(b"{\"format\": 2, \"versions\": [", time()).is_err());
+        let error = State::from_json(br#"{"format": 3, "versions": [], "surfaces": []}"#, time()).unwrap_err();
+        assert!(error.contains("format 3"), "{error}");
+    }
+
+    /// A format-1 manifest as the previous host wrote it: `p@a` rolled back automatically, then
+    /// `p@b` restored by a rollback.
+    const FORMAT_1: &str = r#"{
+      "format": 1,
+      "versions": [],
+      "surfaces": [{"name": "home", "history": [
+        {"policy": "p", "version": "a", "digest": "sha256:DA", "params": {}, "actor": "ops",
+         "activated_at": "2027-01-15T08:00:00Z", "ended": {"how": "superseded", "at": "2027-01-15T08:00:00Z"}},
+        {"policy": "p", "version": "b", "digest": "sha256:DB", "params": {"k": "1"}, "actor": "ops",
+         "activated_at": "2027-01-15T08:00:00Z", "ended": {"how": "rolled-back", "at": "2027-01-15T08:00:00Z",
+         "actor": "relish", "reason": "errors", "automatic": true}},
+        {"policy": "p", "version": "a", "digest": "sha256:DA", "params": {}, "actor": "relish",
+         "activated_at": "2027-01-15T08:00:00Z", "restores": 0}
+      ]}]
+    }"#;
+
+    #[test]
+    fn a_format_1_manifest_migrates_to_one_arm_plans() {
+        let versions = [version("p", "a"), version("p", "b")];
+        let mut json: serde_json::Value = serde_json::from_str(
+            &FORMAT_1
+                .replace("sha256:DA", &versions[0].digest.to_string())
+                .replace("sha256:DB", &versions[1].digest.to_string()),
+        )
+        .unwrap();
+        json["versions"] = serde_json::to_value(&versions).unwrap();
+        let (state, problems, migrated) = State::from_json(&serde_json::to_vec(&json).unwrap(), time()).unwrap();
+        assert!(migrated && problems.is_empty(), "{problems:?}");
+        let home = &state.surfaces["home"];
+        assert_eq!(home.revision(), 3);
+        let current = home.current().unwrap();
+        assert_eq!((current.revision, current.restores), (3, Some(1)));
+        assert_eq!(current.plan.arms[0].name, "p@a");
+        assert_eq!(current.plan.arms[0].buckets, vec![crate::control::plan::BucketRange { start: 0, end: 10_000 }]);
+        let b = home.get(2).unwrap();
+        assert_eq!(b.plan.arms[0].params["k"], "1");
+        assert_eq!(
+            b.failed.as_ref().map(|f| f.reason.as_str()),
+            Some("errors"),
+            "an automatic rollback marks the revision"
+        );
+        // Written back as format 2, it reads the same without migrating.
+        let (again, _, migrated) = State::from_json(&state.to_json(), time()).unwrap();
+        assert!(!migrated);
+        assert_eq!(again, state);
     }
 
     #[test]
-    fn a_broken_active_version_is_dropped_and_the_surface_returns_to_its_previous_activation() {
+    fn a_broken_active_version_is_dropped_and_the_surface_returns_to_its_previous_plan() {
         let mut state = state_of(&["a", "b", "c"], surface(&[("a", None), ("b", None), ("c", None)]));
         let broken = BTreeMap::from([(("p".to_owned(), "c".to_owned()), "missing".to_owned())]);
         let done = state.repair(&broken, time());
@@ -404,16 +607,20 @@ mod tests {
         let home = &state.surfaces["home"];
         assert!(matches!(&home.history[2].ended, Some(Ending::Repaired { reason, .. }) if reason.contains("missing")));
         let current = home.current().unwrap();
-        assert_eq!((current.version.as_str(), current.restores, current.actor.as_str()), ("b", Some(1), "relish"));
+        assert_eq!(
+            (current.plan.arms[0].version.as_str(), current.restores, current.actor.as_str()),
+            ("b", Some(2), "relish")
+        );
+        assert_eq!(current.revision, 4);
     }
 
     #[test]
-    fn repair_skips_broken_earlier_versions_and_may_leave_a_surface_without_activation() {
+    fn repair_skips_broken_earlier_versions_and_may_leave_a_surface_without_a_plan() {
         let mut state = state_of(&["a", "b", "c"], surface(&[("a", None), ("b", None), ("c", None)]));
         let broken: BTreeMap<_, _> =
             ["b", "c"].iter().map(|v| (("p".to_owned(), v.to_string()), "corrupt".to_owned())).collect();
         state.repair(&broken, time());
-        assert_eq!(state.surfaces["home"].current().unwrap().version, "a");
+        assert_eq!(state.surfaces["home"].current().unwrap().plan.arms[0].version, "a");
 
         let mut state = state_of(&["a"], surface(&[("a", None)]));
         state.repair(&BTreeMap::from([(("p".to_owned(), "a".to_owned()), "missing".to_owned())]), time());
@@ -421,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn reading_a_manifest_repairs_activations_of_versions_it_does_not_hold() {
+    fn reading_a_manifest_repairs_what_is_inconsistent() {
         let mut state = state_of(&["a", "b"], surface(&[("a", None), ("b", None)]));
         state.versions.remove(&("p".to_owned(), "b".to_owned()));
         // A hand-edited manifest: a bad name, a duplicate version, a restore pointing forward.
@@ -431,11 +638,11 @@ mod tests {
         bad["policy"] = "../etc".into();
         json["versions"] = serde_json::json!([good.clone(), good, bad]);
         json["surfaces"][0]["history"][0]["restores"] = 5.into();
-        let (read, problems) = State::from_json(&serde_json::to_vec(&json).unwrap(), time()).unwrap();
+        let (read, problems, _) = State::from_json(&serde_json::to_vec(&json).unwrap(), time()).unwrap();
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert_eq!(read.versions.len(), 1);
         let home = &read.surfaces["home"];
-        assert_eq!(home.current().unwrap().version, "a");
+        assert_eq!(home.current().unwrap().plan.arms[0].version, "a");
         assert_eq!(home.history[0].restores, None);
     }
 }

@@ -1,5 +1,7 @@
-//! The policy registry: stored policy versions, their activation on surfaces, and the loaded
-//! versions that serve traffic. The admin API and `relish serve` sit on top of it.
+//! The policy registry: stored policy versions, every surface's plan history, and the loaded
+//! versions that serve traffic. It is storage: what a change means (validation, buckets,
+//! rollback targets) is decided by the control plane ([`crate::control`]), its only writer of
+//! plans.
 //!
 //! - **Versions are immutable.** [`Registry::put_version`] checks the component fully (the
 //!   runtime loads it: a component of the `ranker` world, allowed imports, compiles, answers its
@@ -8,17 +10,17 @@
 //!   so a registry that allowed `popularity@2.0` to say it is `0.1.0` would have every response
 //!   and log line contradict the admin API. The same bytes again is a no-op; other bytes under an
 //!   existing version are refused.
-//! - **Activation is per surface, with history.** [`Registry::activate`] puts a version on a
-//!   surface with parameters; [`Registry::rollback`] returns to the previous activation. An
-//!   automatic rollback marks the version it leaves, which is then never activated automatically
-//!   again.
+//! - **Plans are per surface, with history.** [`Registry::commit`] appends a plan revision to a
+//!   surface's history, compare-and-swap on the surface's latest revision, after loading every
+//!   version the plan calls.
 //! - **Crash-safe storage.** Component bytes are stored by digest, compiled artifacts by digest
 //!   under the engine's compatibility key, and one manifest names every version and activation.
 //!   Every file is written with [`write_atomically`], and a change writes the component's files
 //!   first and the manifest last, so after a crash at any point each version is either fully
-//!   present or absent, and every activation names a present version. [`Registry::open`]
-//!   removes what a crash left behind.
-//! - **Memory.** Active versions stay loaded; others are loaded on demand into an LRU cache. A
+//!   present or absent, and every plan names present versions. [`Registry::open`] removes what a
+//!   crash left behind, and migrates a manifest of the previous format (single activations) to
+//!   one-arm plans, keeping a copy of the old file as `manifest.v1.json`.
+//! - **Memory.** Versions that current plans call stay loaded; others are loaded on demand into an LRU cache. A
 //!   load prefers the stored artifact (its digest checked first) over compiling, so a restart
 //!   compiles nothing.
 //!
@@ -26,7 +28,8 @@
 //!
 //! ```text
 //! LOCK                                   locked (flock) while a registry has the directory open
-//! manifest.json                          every version and activation: the single source of truth
+//! manifest.json                          every version and plan revision: the single source of truth
+//! manifest.v1.json                       the format-1 manifest a migration started from (kept)
 //! blobs/sha256/<digest>.wasm             component bytes, named by their SHA-256 (hex)
 //! artifacts/<engine key>/<digest>.cwasm  the component compiled by engines with that
 //!                                        compatibility key: a magic number, the SHA-256 of the
@@ -34,11 +37,10 @@
 //! **/.tmp-*                              a write in progress, or interrupted by a crash
 //! ```
 //!
-//! The registry is shared as `Arc<Registry>`. Reading the active set ([`Registry::active`]) is a
-//! read lock and a reference count, cheap enough for every request. Mutations do blocking file
+//! The registry is shared as `Arc<Registry>`. Mutations do blocking file
 //! I/O and may compile (seconds): call them from `spawn_blocking`. They are serialised by one
-//! lock, except that an upload compiles before taking it, so a slow upload does not hold up an
-//! activation or a rollback.
+//! lock, except that an upload compiles before taking it, so a slow upload does not hold up a
+//! plan change.
 
 mod error;
 mod manifest;
@@ -54,11 +56,12 @@ use chrono::{DateTime, Utc};
 use lru::LruCache;
 
 pub use error::{Error, NameKind};
-pub use manifest::{Activation, AutoRollback, Ending, Surface, VersionInfo};
-use manifest::{State, key};
+use manifest::State;
+pub use manifest::{AutoRollback, Ending, Failed, PlanRevision, Surface, VersionInfo};
 use store::Store;
 pub use store::write_atomically;
 
+use crate::control::plan::{Plan, Revision};
 use crate::runtime::{Digest, PolicyPre, Runtime, is_identifier};
 
 /// How a registry is sized.
@@ -95,17 +98,28 @@ impl Put {
     }
 }
 
-/// A surface's current activation with its loaded policy: what the server routes requests to.
+/// A new plan revision, as the control plane decided it; [`Registry::commit`] stores it.
 #[derive(Debug, Clone)]
-pub struct Active {
-    /// The loaded version. Requests in flight keep their own `Arc`, so a switch never affects them.
-    pub policy: Arc<PolicyPre>,
-    /// The activation (policy, version, parameters, who and when).
-    pub activation: Activation,
+pub struct NewRevision {
+    /// The surface.
+    pub surface: String,
+    /// The surface's latest revision the change was decided on: the commit is refused with
+    /// [`Error::RevisionConflict`] if the surface has moved on since.
+    pub expected: Revision,
+    /// The plan.
+    pub plan: Plan,
+    /// Who makes the change.
+    pub actor: String,
+    /// Why, if the change says.
+    pub reason: Option<String>,
+    /// The revision a rollback restores.
+    pub restores: Option<Revision>,
+    /// Set for a rollback: the current revision ends rolled back, by whom and whether
+    /// automatically; otherwise it ends superseded.
+    pub rolled_back: Option<(String, bool)>,
+    /// Marks the current revision failed: the arm and why.
+    pub failed: Option<(String, String)>,
 }
-
-/// Every surface with a current activation, by surface name.
-pub type ActiveSet = BTreeMap<String, Active>;
 
 /// The policy registry of one data directory. See the [module documentation](self).
 pub struct Registry {
@@ -118,8 +132,8 @@ pub struct Registry {
     /// The manifest as last written. Replaced whole, after the manifest file, by a mutation that
     /// holds `write`; readers clone the `Arc`.
     state: RwLock<Arc<State>>,
-    /// The loaded current activations. Replaced whole, after `state`, by a mutation.
-    active: RwLock<Arc<ActiveSet>>,
+    /// The loaded versions current plans call, by digest. Replaced whole, after `state`.
+    pinned: RwLock<Arc<BTreeMap<Digest, Arc<PolicyPre>>>>,
     /// Loaded versions that are not active, by digest.
     cache: Mutex<LruCache<Digest, Arc<PolicyPre>>>,
 }
@@ -159,15 +173,15 @@ fn unknown_version(policy: &str, version: &str) -> Error {
 }
 
 impl Registry {
-    /// Opens the registry in `dir` (created if missing), restoring every version and activation,
-    /// and loads the active versions from their stored artifacts (compiling only those without a
-    /// valid artifact for this engine).
+    /// Opens the registry in `dir` (created if missing), restoring every version and plan, and
+    /// loads the versions current plans call from their stored artifacts (compiling only those
+    /// without a valid artifact for this engine).
     ///
     /// What a crash can leave behind is cleaned up: temporary files, component files and artifacts
     /// no version refers to, artifacts of other engines. A version whose component file is
     /// missing or corrupt (which the write order rules out, short of disk damage or tampering) is
-    /// dropped with an error log, and a surface it was active on returns to its previous valid
-    /// activation. The directory is locked against other processes while the registry lives.
+    /// dropped with an error log, and a surface whose plan called it returns to its previous valid
+    /// plan. The directory is locked against other processes while the registry lives.
     ///
     /// Fails if the manifest is unreadable (rather than forgetting every version), or if an
     /// active version cannot be loaded by this host (rather than serving something else than the
@@ -177,9 +191,15 @@ impl Registry {
         let now = now();
         let (mut state, mut repairs, new) = match store.read_manifest()? {
             Some(bytes) => {
-                let (state, repairs) = State::from_json(&bytes, now)
+                let (state, repairs, migrated) = State::from_json(&bytes, now)
                     .map_err(|detail| Error::Manifest { path: store.manifest_path(), detail })?;
-                (state, repairs, false)
+                if migrated {
+                    // Keep what the previous host wrote: a downgrade, or an audit, can go back to it.
+                    let backup = store.dir().join("manifest.v1.json");
+                    write_atomically(&backup, &bytes).map_err(Error::io("writing", &backup))?;
+                    tracing::info!(dir = %dir.display(), "registry migrated from format 1 (activations) to plans");
+                }
+                (state, repairs, migrated)
             }
             // The manifest is written on the first open, before any upload, so components
             // without a manifest mean it was lost: refuse rather than delete them as garbage.
@@ -207,22 +227,24 @@ impl Registry {
         }
         store.clean(&state.digests())?;
 
-        let mut active = ActiveSet::new();
+        let mut pinned = BTreeMap::new();
         for surface in state.surfaces.values() {
-            let Some(activation) = surface.current() else { continue };
-            let info = &state.versions[&key(activation)];
-            let policy = match active.values().find(|a: &&Active| a.policy.digest() == info.digest) {
-                Some(same) => same.policy.clone(),
-                None => Arc::new(load_stored(&runtime, &store, info).inspect_err(|error| {
-                    tracing::error!(surface = %surface.name, "the active version does not load: {error}");
-                })?),
-            };
-            active.insert(surface.name.clone(), Active { policy, activation: activation.clone() });
+            let Some(current) = surface.current() else { continue };
+            for (policy, version, digest) in current.plan.versions() {
+                if pinned.contains_key(&digest) {
+                    continue;
+                }
+                let info = &state.versions[&(policy.to_owned(), version.to_owned())];
+                let loaded = load_stored(&runtime, &store, info).inspect_err(|error| {
+                    tracing::error!(surface = %surface.name, "a version of the current plan does not load: {error}");
+                })?;
+                pinned.insert(digest, Arc::new(loaded));
+            }
         }
         tracing::info!(
             dir = %dir.display(),
             versions = state.versions.len(),
-            active = active.len(),
+            loaded = pinned.len(),
             "registry opened"
         );
         Ok(Registry {
@@ -231,7 +253,7 @@ impl Registry {
             max_component_bytes: options.max_component_bytes,
             write: Mutex::new(()),
             state: RwLock::new(Arc::new(state)),
-            active: RwLock::new(Arc::new(active)),
+            pinned: RwLock::new(Arc::new(pinned)),
             cache: Mutex::new(LruCache::new(options.cache_capacity)),
         })
     }
@@ -314,13 +336,13 @@ impl Registry {
         }
         // A failed manifest write leaves the files alone: it may have failed after the rename (in
         // the directory fsync), so that the new manifest names them after all.
-        self.commit(next)?;
+        self.commit_state(next)?;
         lock(&self.cache).put(digest, Arc::new(loaded));
         tracing::info!(policy, version, %digest, uploader, "policy version stored");
         Ok(Put::Created(info))
     }
 
-    /// Deletes a version that is not active on any surface, and its files (unless another version
+    /// Deletes a version that no current plan calls, and its files (unless another version
     /// has the same bytes). History entries that name it stay; rollbacks skip them.
     pub fn delete_version(&self, policy: &str, version: &str) -> Result<VersionInfo, Error> {
         check_name(NameKind::Policy, policy)?;
@@ -335,7 +357,7 @@ impl Registry {
         }
         let mut next = (*state).clone();
         next.versions.remove(&key);
-        let next = self.commit(next)?;
+        let next = self.commit_state(next)?;
         if !next.digests().contains(&info.digest) {
             lock(&self.cache).pop(&info.digest);
             // The manifest no longer names the files, so a failure here only leaves garbage that
@@ -375,145 +397,87 @@ impl Registry {
         // Deleted while waiting for the lock?
         let info = self.version(policy, version)?;
         let loaded = self.load(&info)?;
-        if !self.active().values().any(|a| a.policy.digest() == info.digest) {
+        if !self.pinned().contains_key(&info.digest) {
             lock(&self.cache).put(info.digest, loaded.clone());
         }
         Ok(loaded)
     }
 
-    /// Activates `policy@version` on `surface` with `params`, on behalf of `actor`.
-    ///
-    /// The surface must be one the policy's metadata lists, and every parameter one it declares.
-    /// The version is loaded and the manifest written before this returns; requests that start
-    /// after it get the new version. Activating what is already current (same version and
-    /// parameters) changes nothing and returns the current activation.
-    pub fn activate(
-        &self,
-        surface: &str,
-        policy: &str,
-        version: &str,
-        params: BTreeMap<String, String>,
-        actor: &str,
-    ) -> Result<Activation, Error> {
-        check_name(NameKind::Surface, surface)?;
-        check_name(NameKind::Policy, policy)?;
-        check_name(NameKind::Version, version)?;
+    /// Appends a plan revision to a surface's history (see [`NewRevision`]), after loading every
+    /// version the plan calls; requests bound after it get the new plan. The surface's latest
+    /// revision must still be `new.expected`, and every version the plan names must be stored with
+    /// the digest it names.
+    pub fn commit(&self, new: NewRevision) -> Result<PlanRevision, Error> {
+        check_name(NameKind::Surface, &new.surface)?;
         let _write = lock(&self.write);
         let state = self.state();
-        let info = state
-            .versions
-            .get(&(policy.to_owned(), version.to_owned()))
-            .ok_or_else(|| unknown_version(policy, version))?;
-        let metadata = &info.metadata;
-        if !metadata.supports(surface) {
-            return Err(Error::UnsupportedSurface {
-                policy: policy.to_owned(),
-                version: version.to_owned(),
-                surface: surface.to_owned(),
-                supported: metadata.surfaces.clone(),
-            });
+        let record = state.surfaces.get(&new.surface);
+        let current = record.map_or(0, Surface::revision);
+        if current != new.expected {
+            return Err(Error::RevisionConflict { surface: new.surface, expected: new.expected, current });
         }
-        if let Some(param) = params.keys().find(|k| !metadata.params.iter().any(|p| &&p.name == k)) {
-            return Err(Error::UnknownParam {
-                policy: policy.to_owned(),
-                version: version.to_owned(),
-                param: param.clone(),
-                known: metadata.params.iter().map(|p| p.name.clone()).collect(),
-            });
+        for (policy, version, digest) in new.plan.versions() {
+            match state.versions.get(&(policy.to_owned(), version.to_owned())) {
+                Some(info) if info.digest == digest => {}
+                _ => return Err(unknown_version(policy, version)),
+            }
         }
-        let current = state.surfaces.get(surface).and_then(Surface::current);
-        if let Some(current) = current
-            && (current.policy.as_str(), current.version.as_str(), current.digest) == (policy, version, info.digest)
-            && current.params == params
-        {
-            return Ok(current.clone());
+        let mut loaded = BTreeMap::new();
+        for (policy, version, digest) in new.plan.versions() {
+            if let std::collections::btree_map::Entry::Vacant(slot) = loaded.entry(digest) {
+                slot.insert(self.load(&state.versions[&(policy.to_owned(), version.to_owned())])?);
+            }
         }
 
-        let loaded = self.load(info)?;
         let now = now();
-        let activation = Activation {
-            policy: policy.to_owned(),
-            version: version.to_owned(),
-            digest: info.digest,
-            params,
-            actor: actor.to_owned(),
-            activated_at: now,
-            restores: None,
+        let revision = PlanRevision {
+            revision: current + 1,
+            plan: new.plan,
+            actor: new.actor,
+            at: now,
+            reason: new.reason.clone(),
+            restores: new.restores,
             ended: None,
+            failed: None,
         };
         let mut next = (*state).clone();
         let history = &mut next
             .surfaces
-            .entry(surface.to_owned())
-            .or_insert_with(|| Surface { name: surface.to_owned(), history: Vec::new() })
+            .entry(new.surface.clone())
+            .or_insert_with(|| Surface { name: new.surface.clone(), history: Vec::new() })
             .history;
-        if let Some(last) = history.last_mut().filter(|a| a.ended.is_none()) {
-            last.ended = Some(Ending::Superseded { at: now });
+        if let Some(last) = history.last_mut().filter(|r| r.ended.is_none()) {
+            last.ended = Some(match &new.rolled_back {
+                Some((actor, automatic)) => Ending::RolledBack {
+                    at: now,
+                    actor: actor.clone(),
+                    reason: new.reason.clone().unwrap_or_default(),
+                    automatic: *automatic,
+                },
+                None => Ending::Superseded { at: now },
+            });
+            if let Some((arm, reason)) = new.failed {
+                last.failed = Some(Failed { at: now, arm, reason });
+            }
         }
-        history.push(activation.clone());
-        self.commit(next)?;
-        self.publish(surface, Active { policy: loaded, activation: activation.clone() });
-        tracing::info!(surface, policy, version, actor, "policy version activated");
-        Ok(activation)
+        history.push(revision.clone());
+        let next = self.commit_state(next)?;
+        self.repin(&next, loaded);
+        tracing::info!(surface = %new.surface, revision = revision.revision, actor = %revision.actor, "plan revision stored");
+        Ok(revision)
     }
 
-    /// Returns `surface` to the activation before its current one, skipping activations whose
-    /// version was deleted since, and returns the new current activation. Successive rollbacks
-    /// walk back through the history (see [`Activation::restores`]): with `A B C`, to `B`, then
-    /// to `A`, then [`Error::NoRollbackTarget`].
-    ///
-    /// An `automatic` rollback (by the host, on errors) also marks the version it leaves
-    /// ([`VersionInfo::auto_rollback`]), and never returns to a version so marked.
-    pub fn rollback(&self, surface: &str, actor: &str, reason: &str, automatic: bool) -> Result<Activation, Error> {
-        check_name(NameKind::Surface, surface)?;
-        let _write = lock(&self.write);
-        let state = self.state();
-        let record =
-            state.surfaces.get(surface).ok_or_else(|| Error::UnknownSurface { surface: surface.to_owned() })?;
-        let no_target = || Error::NoRollbackTarget { surface: surface.to_owned(), automatic };
-        let current = record.current().ok_or_else(no_target)?;
-        let target = record
-            .rollback_target(|a| {
-                state
-                    .versions
-                    .get(&key(a))
-                    .is_some_and(|v| v.digest == a.digest && !(automatic && v.auto_rollback.is_some()))
-            })
-            .ok_or_else(no_target)?;
-        let restored = &record.history[target];
-        let loaded = self.load(&state.versions[&key(restored)])?;
-
-        let now = now();
-        let activation = Activation {
-            actor: actor.to_owned(),
-            activated_at: now,
-            restores: Some(target),
-            ended: None,
-            ..restored.clone()
-        };
-        let mut next = (*state).clone();
-        if automatic && let Some(left) = next.versions.get_mut(&key(current)) {
-            left.auto_rollback = Some(AutoRollback { surface: surface.to_owned(), at: now, reason: reason.to_owned() });
-        }
-        let history = &mut next.surfaces.get_mut(surface).expect("the surface exists").history;
-        let ending = Ending::RolledBack { at: now, actor: actor.to_owned(), reason: reason.to_owned(), automatic };
-        history.last_mut().expect("a current activation").ended = Some(ending);
-        history.push(activation.clone());
-        self.commit(next)?;
-        self.publish(surface, Active { policy: loaded, activation: activation.clone() });
-        tracing::info!(
-            surface,
-            from = %format!("{}@{}", current.policy, current.version),
-            to = %format!("{}@{}", activation.policy, activation.version),
-            actor,
-            reason,
-            automatic,
-            "surface rolled back"
-        );
-        Ok(activation)
+    /// The surfaces whose current plan calls `policy@version`.
+    pub fn active_on(&self, policy: &str, version: &str) -> Vec<String> {
+        self.state().active_on(policy, version)
     }
 
-    /// Every surface that was ever activated, with its history, by name.
+    /// Whether every version `plan` calls is stored with the digest the plan names.
+    pub fn holds(&self, plan: &Plan) -> bool {
+        self.state().holds(plan)
+    }
+
+    /// Every surface that ever had a plan, with its history, by name.
     pub fn surfaces(&self) -> Vec<Surface> {
         self.state().surfaces.values().cloned().collect()
     }
@@ -524,10 +488,8 @@ impl Registry {
         self.state().surfaces.get(surface).cloned().ok_or_else(|| Error::UnknownSurface { surface: surface.to_owned() })
     }
 
-    /// The current activations with their loaded versions: what requests are routed by. Cheap (a
-    /// read lock and a reference count); a request should take it once and keep what it got.
-    pub fn active(&self) -> Arc<ActiveSet> {
-        read(&self.active)
+    fn pinned(&self) -> Arc<BTreeMap<Digest, Arc<PolicyPre>>> {
+        read(&self.pinned)
     }
 
     fn state(&self) -> Arc<State> {
@@ -535,33 +497,43 @@ impl Registry {
     }
 
     /// Writes the manifest, then makes `next` the state readers see.
-    fn commit(&self, next: State) -> Result<Arc<State>, Error> {
+    fn commit_state(&self, next: State) -> Result<Arc<State>, Error> {
         self.store.write_manifest(&next.to_json())?;
         let next = Arc::new(next);
         replace(&self.state, next.clone());
         Ok(next)
     }
 
-    /// Makes `active` current on `surface` for readers. The version it replaces moves to the cache
-    /// (a rollback to it is then instant), unless it is still active elsewhere.
-    fn publish(&self, surface: &str, active: Active) {
-        let mut set = (*self.active()).clone();
-        let digest = active.policy.digest();
-        let replaced = set.insert(surface.to_owned(), active);
-        let mut cache = lock(&self.cache);
-        cache.pop(&digest);
-        if let Some(old) = replaced
-            && !set.values().any(|a| a.policy.digest() == old.policy.digest())
-        {
-            cache.put(old.policy.digest(), old.policy);
+    /// Pins the versions the current plans of `state` call (`loaded` holds those of the plan
+    /// just committed); versions no longer called move to the cache, so a rollback to them is
+    /// instant.
+    fn repin(&self, state: &State, mut loaded: BTreeMap<Digest, Arc<PolicyPre>>) {
+        let old = self.pinned();
+        let mut pinned = BTreeMap::new();
+        for surface in state.surfaces.values() {
+            let Some(current) = surface.current() else { continue };
+            for (_, _, digest) in current.plan.versions() {
+                if let Some(policy) = loaded.remove(&digest).or_else(|| old.get(&digest).cloned()) {
+                    pinned.insert(digest, policy);
+                }
+            }
         }
-        replace(&self.active, Arc::new(set));
+        let mut cache = lock(&self.cache);
+        for (digest, policy) in old.iter() {
+            if !pinned.contains_key(digest) {
+                cache.put(*digest, policy.clone());
+            }
+        }
+        for digest in pinned.keys() {
+            cache.pop(digest);
+        }
+        replace(&self.pinned, Arc::new(pinned));
     }
 
-    /// The loaded version with `digest`, if it is active or cached.
+    /// The loaded version with `digest`, if it is pinned or cached.
     fn loaded(&self, digest: Digest) -> Option<Arc<PolicyPre>> {
-        if let Some(active) = self.active().values().find(|a| a.policy.digest() == digest) {
-            return Some(active.policy.clone());
+        if let Some(pinned) = self.pinned().get(&digest) {
+            return Some(pinned.clone());
         }
         lock(&self.cache).get(&digest).cloned()
     }

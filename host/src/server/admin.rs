@@ -1,4 +1,5 @@
-//! The admin API: upload versions, activate and roll back, on its own listener.
+//! The admin API: upload versions, set plans, activate and roll back, on its own listener. Every
+//! change of what serves a surface goes through the control plane ([`crate::control`]).
 //!
 //! Every call carries `Authorization: Bearer <secret>`. A token has a role (`read`: list, show,
 //! status; `deploy`: also upload, activate, roll back, delete) and may be limited to some surfaces,
@@ -13,7 +14,8 @@
 //! | `DELETE` | `/v1/policies/{name}/versions/{version}` | deploy |
 //! | `GET` | `/v1/surfaces` | read |
 //! | `GET` | `/v1/surfaces/{surface}` | read |
-//! | `PUT` | `/v1/surfaces/{surface}/activation` (`{"policy", "version", "params"}`) | deploy, surface |
+//! | `PUT` | `/v1/surfaces/{surface}/plan` (`{"arms", "salt", "shadow", "expected_revision", "reason"}`) | deploy, surface |
+//! | `PUT` | `/v1/surfaces/{surface}/activation` (`{"policy", "version", "params"}`: a one-arm plan) | deploy, surface |
 //! | `POST` | `/v1/surfaces/{surface}/rollback` (`{"reason"}`, optional) | deploy, surface |
 
 use std::collections::BTreeMap;
@@ -30,9 +32,12 @@ use tracing::Instrument;
 
 use super::State;
 use super::config::{AdminConfig, Role};
-use super::health::HealthSnapshot;
 use super::http::{HttpResponse, error, json};
-use crate::registry::{self, Activation, Put, VersionInfo};
+use crate::control::plan::Revision;
+use crate::control::{Applied, Change, ChangeError, PlanSpec};
+use crate::registry::{self, PlanRevision, Put, VersionInfo};
+use crate::serving::health::HealthSnapshot;
+use crate::serving::shadow::ShadowFigures;
 
 /// A configured token with its secret resolved.
 #[derive(Clone)]
@@ -179,38 +184,23 @@ async fn dispatch(admin: Arc<Admin>, request: Request<Incoming>, token: Token) -
                 return forbidden(&admin, &token, "delete versions");
             }
             let (name, version) = (name.to_string(), version.to_string());
-            blocking(admin, move |admin| {
-                admin.state.change(|registry| {
-                    // A token limited to some surfaces belongs to one team: it may delete only the
-                    // versions it uploaded, never another team's.
-                    if token.surfaces.is_some()
-                        && let Ok(info) = registry.version(&name, &version)
-                        && info.uploaded_by != token.name
-                    {
-                        let message = format!(
-                            "token `{}` is limited to some surfaces and may delete only versions it uploaded; \
-                         {name}@{version} was uploaded by `{}`",
-                            token.name, info.uploaded_by
-                        );
-                        return Ok(fail(admin, StatusCode::FORBIDDEN, "forbidden", &message));
-                    }
-                    if admin.state.is_fallback(&name, &version) {
-                        let message = format!(
-                            "{name}@{version} answers as a fallback policy on this host; it stays stored while \
-                         the host runs (change `fallback` in the configuration and restart to release it)"
-                        );
-                        return Ok(fail(admin, StatusCode::CONFLICT, "conflict", &message));
-                    }
-                    Ok(match registry.delete_version(&name, &version) {
-                        Ok(info) => ok(StatusCode::OK, &info),
-                        Err(e) => registry_error(admin, &e),
-                    })
-                })
-            })
-            .await
+            let change = Change::DeleteVersion {
+                policy: name,
+                version,
+                actor: token.name.clone(),
+                own_only: token.surfaces.is_some(),
+            };
+            blocking(admin, move |admin| Ok(apply(admin, change))).await
         }
         (&Method::GET, ["v1", "surfaces"]) => list_surfaces(&admin),
         (&Method::GET, ["v1", "surfaces", surface]) => show_surface(&admin, surface),
+        (&Method::PUT, ["v1", "surfaces", surface, "plan"]) => {
+            if let Some(denied) = may_change(&admin, &token, surface) {
+                return denied;
+            }
+            let surface = surface.to_string();
+            set_plan(admin, request, surface, token).await
+        }
         (&Method::PUT, ["v1", "surfaces", surface, "activation"]) => {
             if let Some(denied) = may_change(&admin, &token, surface) {
                 return denied;
@@ -227,7 +217,7 @@ async fn dispatch(admin: Arc<Admin>, request: Request<Incoming>, token: Token) -
         }
         (_, ["v1", "policies"] | ["v1", "surfaces"] | ["v1", "surfaces", _]) => method_not_allowed(&admin, "GET"),
         (_, ["v1", "policies", _, "versions", _]) => method_not_allowed(&admin, "GET, PUT, DELETE"),
-        (_, ["v1", "surfaces", _, "activation"]) => method_not_allowed(&admin, "PUT"),
+        (_, ["v1", "surfaces", _, "activation"] | ["v1", "surfaces", _, "plan"]) => method_not_allowed(&admin, "PUT"),
         (_, ["v1", "surfaces", _, "rollback"]) => method_not_allowed(&admin, "POST"),
         _ => fail(&admin, StatusCode::NOT_FOUND, "not_found", &format!("no admin endpoint `{path}`")),
     }
@@ -360,6 +350,76 @@ fn parse_json<T: for<'de> Deserialize<'de>>(admin: &Admin, body: &[u8]) -> Resul
     })
 }
 
+/// The body of a plan change.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanRequest {
+    #[serde(flatten)]
+    plan: PlanSpec,
+    #[serde(default)]
+    expected_revision: Option<Revision>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// What a change of a surface's plan answers: the surface's current revision.
+#[derive(Serialize)]
+struct Changed<'a> {
+    changed: bool,
+    #[serde(flatten)]
+    revision: &'a PlanRevision,
+}
+
+/// Applies a change and answers it: the revision, or the refusal naming the field.
+fn apply(admin: &Admin, change: Change) -> HttpResponse {
+    let control = match admin.state.control() {
+        Ok(control) => control,
+        Err(_) => return fail(admin, StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the server is starting"),
+    };
+    match control.apply(change) {
+        Ok(Applied::Plan { revision, changed }) => ok(StatusCode::OK, &Changed { changed, revision: &revision }),
+        Ok(Applied::Deleted(info)) => ok(StatusCode::OK, &info),
+        Ok(Applied::Ignored) => ok(StatusCode::OK, &serde_json::json!({ "changed": false })),
+        Err(e) => change_error(admin, &e),
+    }
+}
+
+fn change_error(admin: &Admin, e: &ChangeError) -> HttpResponse {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = match status.as_u16() {
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "conflict",
+        413 => "too_large",
+        422 => "rejected",
+        _ => "internal",
+    };
+    let mut response = error(&admin.state, status, code, &e.to_string(), e.field(), None);
+    if let Some(current) = e.current_revision() {
+        response.headers_mut().insert("x-relish-plan-revision", HeaderValue::from(current));
+    }
+    response
+}
+
+async fn set_plan(admin: Arc<Admin>, request: Request<Incoming>, surface: String, token: Token) -> HttpResponse {
+    let body = match read_body(&admin, request, 64 << 10).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let wanted: PlanRequest = match parse_json(&admin, &body) {
+        Ok(wanted) => wanted,
+        Err(response) => return *response,
+    };
+    let change = Change::SetPlan {
+        surface,
+        plan: wanted.plan,
+        expected_revision: wanted.expected_revision,
+        actor: token.name,
+        reason: wanted.reason,
+    };
+    blocking(admin, move |admin| Ok(apply(admin, change))).await
+}
+
 async fn activate(admin: Arc<Admin>, request: Request<Incoming>, surface: String, token: Token) -> HttpResponse {
     let body = match read_body(&admin, request, 64 << 10).await {
         Ok(body) => body,
@@ -369,26 +429,9 @@ async fn activate(admin: Arc<Admin>, request: Request<Incoming>, surface: String
         Ok(wanted) => wanted,
         Err(response) => return *response,
     };
-    blocking(admin, move |admin| {
-        admin.state.change(|registry| {
-            // An unknown version falls through to `activate`, which says so. Versions cannot change
-            // or vanish between the check and the activation: deletes are changes too.
-            if let Ok(policy) = registry.policy(&wanted.policy, &wanted.version)
-                && let Some(misfit) = admin.state.misfit(&surface, &policy)
-            {
-                return Ok(fail(admin, StatusCode::UNPROCESSABLE_ENTITY, "rejected", &misfit));
-            }
-            let activation = registry.activate(&surface, &wanted.policy, &wanted.version, wanted.params, &token.name);
-            Ok(match activation {
-                Ok(activation) => {
-                    admin.state.rebind(&surface)?;
-                    ok(StatusCode::OK, &activation)
-                }
-                Err(e) => registry_error(admin, &e),
-            })
-        })
-    })
-    .await
+    let plan = PlanSpec::single(&wanted.policy, &wanted.version, wanted.params);
+    let change = Change::SetPlan { surface, plan, expected_revision: None, actor: token.name, reason: None };
+    blocking(admin, move |admin| Ok(apply(admin, change))).await
 }
 
 async fn rollback(admin: Arc<Admin>, request: Request<Incoming>, surface: String, token: Token) -> HttpResponse {
@@ -404,19 +447,9 @@ async fn rollback(admin: Arc<Admin>, request: Request<Incoming>, surface: String
             Err(response) => return *response,
         }
     };
-    blocking(admin, move |admin| {
-        let reason = wanted.reason.unwrap_or_else(|| "manual rollback".to_owned());
-        admin.state.change(|registry| {
-            Ok(match registry.rollback(&surface, &token.name, &reason, false) {
-                Ok(activation) => {
-                    admin.state.rebind(&surface)?;
-                    ok(StatusCode::OK, &activation)
-                }
-                Err(e) => registry_error(admin, &e),
-            })
-        })
-    })
-    .await
+    let reason = wanted.reason.unwrap_or_else(|| "manual rollback".to_owned());
+    let change = Change::Rollback { surface, actor: token.name, reason };
+    blocking(admin, move |admin| Ok(apply(admin, change))).await
 }
 
 fn list_policies(admin: &Admin) -> HttpResponse {
@@ -436,31 +469,55 @@ fn show_version(admin: &Admin, name: &str, version: &str) -> HttpResponse {
     };
     match registry.version(name, version) {
         Ok(info) => {
-            let active_on: Vec<String> = registry
-                .active()
-                .iter()
-                .filter(|(_, a)| a.activation.policy == name && a.activation.version == version)
-                .map(|(surface, _)| surface.clone())
-                .collect();
+            let active_on = registry.active_on(name, version);
             ok(StatusCode::OK, &serde_json::json!({ "version": info, "active_on": active_on }))
         }
         Err(e) => registry_error(admin, &e),
     }
 }
 
-/// A surface's status: what serves it now, within which limits, how healthy it is, and its
-/// history (automatic rollbacks are entries ended `rolled-back` with `automatic: true`).
+/// A surface's status: its plan now (arms with weights, shadows with their figures), within which
+/// limits, how healthy each arm is, and its history (every plan revision; automatic rollbacks
+/// are revisions by `relish` with a reason, and the revision they left is marked `failed`).
 #[derive(Serialize)]
 struct SurfaceStatus {
     surface: String,
-    current: Option<Activation>,
+    /// The current plan revision (absent without a plan).
+    current: Option<PlanRevision>,
+    /// The surface's latest revision number: what a compare-and-swap change names.
+    revision: Revision,
+    /// `policy@version` of each arm serving now, comma-separated; absent without a plan.
     serving: Option<String>,
     fallback: Option<String>,
     limits: Option<Limits>,
-    /// The active version's failures in the automatic-rollback window; absent when automatic
-    /// rollback is off or nothing is active.
+    arms: Vec<ArmStatus>,
+    shadows: Vec<ShadowStatus>,
+    history: Vec<PlanRevision>,
+}
+
+/// One arm as it serves now.
+#[derive(Serialize)]
+struct ArmStatus {
+    index: usize,
+    name: String,
+    policy: String,
+    version: String,
+    weight: u16,
+    /// Its failures in the automatic-rollback window; absent when automatic rollback is off.
     health: Option<HealthSnapshot>,
-    history: Vec<Activation>,
+}
+
+/// One shadow as it runs now.
+#[derive(Serialize)]
+struct ShadowStatus {
+    name: String,
+    policy: String,
+    version: String,
+    sample: f64,
+    /// Calls skipped at the surface's shadow concurrency limit.
+    skipped: u64,
+    /// Its calls and agreement, by the arm it was compared with.
+    against: Vec<ShadowFigures>,
 }
 
 /// The per-call budget and limits a surface's calls run under.
@@ -472,6 +529,7 @@ struct Limits {
     log_lines: u32,
     max_candidates: usize,
     max_concurrency: Option<usize>,
+    shadow_concurrency: usize,
 }
 
 fn status(admin: &Admin, surface: &str) -> Option<SurfaceStatus> {
@@ -481,11 +539,30 @@ fn status(admin: &Admin, surface: &str) -> Option<SurfaceStatus> {
     if binding.is_none() && stored.is_none() {
         return None;
     }
+    let revision = stored.as_ref().map_or(0, registry::Surface::revision);
     let history = stored.map(|s| s.history).unwrap_or_default();
+    let current = history.last().filter(|r| r.ended.is_none()).cloned();
+    let shadows = binding
+        .as_ref()
+        .map(|b| {
+            b.shadows
+                .iter()
+                .map(|s| ShadowStatus {
+                    name: s.name.clone(),
+                    policy: s.bound.name.clone(),
+                    version: s.bound.version.clone(),
+                    sample: f64::from(s.threshold) / 10_000.0,
+                    skipped: s.stats.skipped(),
+                    against: s.stats.figures(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Some(SurfaceStatus {
         surface: surface.to_owned(),
-        current: history.last().filter(|a| a.ended.is_none()).cloned(),
-        serving: binding.as_ref().and_then(|b| b.active.as_ref()).map(|a| format!("{}@{}", a.name, a.version)),
+        current,
+        revision,
+        serving: binding.as_ref().filter(|b| !b.arms.is_empty()).map(|b| b.arm_versions().join(", ")),
         fallback: binding.as_ref().and_then(|b| b.fallback.as_ref()).map(|f| format!("{}@{}", f.name, f.version)),
         limits: binding.as_ref().map(|b| Limits {
             deadline_ms: b.budget.deadline.as_secs_f64() * 1000.0,
@@ -494,8 +571,26 @@ fn status(admin: &Admin, surface: &str) -> Option<SurfaceStatus> {
             log_lines: b.budget.log_lines,
             max_candidates: b.max_candidates,
             max_concurrency: b.limiter.as_ref().map(|l| l.max()),
+            shadow_concurrency: b.shadow_limiter.max(),
         }),
-        health: binding.as_ref().and_then(|b| b.health.as_ref()).map(|h| h.snapshot()),
+        arms: binding
+            .as_ref()
+            .map(|b| {
+                b.arms
+                    .iter()
+                    .enumerate()
+                    .map(|(index, a)| ArmStatus {
+                        index,
+                        name: a.name.clone(),
+                        policy: a.bound.name.clone(),
+                        version: a.bound.version.clone(),
+                        weight: a.weight,
+                        health: a.health.as_ref().map(|h| h.snapshot()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        shadows,
         history,
     })
 }

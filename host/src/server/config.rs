@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::health::HealthPolicy;
 use crate::runtime::{Budget, RuntimeConfig, is_identifier};
+use crate::serving::health::HealthPolicy;
 
 /// The surfaces of the app, served by default: each by the bundled policy of the same name if
 /// there is one, else by `popularity`.
@@ -220,6 +220,9 @@ pub struct SurfaceSettings {
     pub max_concurrency: Option<usize>,
     /// The most log lines one call may write.
     pub log_lines: Option<u32>,
+    /// Shadow calls in flight on this surface at once; beyond it shadow calls are skipped and
+    /// counted (default: the number of CPU cores).
+    pub shadow_concurrency: Option<usize>,
     /// Whether the host rolls the surface back by itself when the active version fails too often
     /// (default `true`).
     pub auto_rollback: Option<bool>,
@@ -287,6 +290,8 @@ pub struct ResolvedSurface {
     pub max_candidates: usize,
     /// Concurrent calls on this surface; unlimited (beyond the server's) if `None`.
     pub max_concurrency: Option<usize>,
+    /// Concurrent shadow calls on this surface.
+    pub shadow_concurrency: usize,
     /// When to roll the surface back by itself; never if `None`.
     pub health: Option<HealthPolicy>,
 }
@@ -420,6 +425,9 @@ impl Config {
         if settings.max_concurrency == Some(0) {
             return Err(error(format!("{key}.max_concurrency"), "must be at least 1"));
         }
+        if settings.shadow_concurrency == Some(0) {
+            return Err(error(format!("{key}.shadow_concurrency"), "must be at least 1"));
+        }
         if let Some(rate) = settings.rollback_failure_rate
             && !(rate > 0.0 && rate <= 1.0)
         {
@@ -498,6 +506,10 @@ impl Config {
             },
             max_candidates: own.max_candidates.or(defaults.max_candidates).unwrap_or(10_000),
             max_concurrency: own.max_concurrency.or(defaults.max_concurrency),
+            shadow_concurrency: own
+                .shadow_concurrency
+                .or(defaults.shadow_concurrency)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
             health: own.auto_rollback.or(defaults.auto_rollback).unwrap_or(true).then(|| {
                 let default = HealthPolicy::default();
                 let min_calls = own.rollback_min_calls.or(defaults.rollback_min_calls).unwrap_or(default.min_calls);

@@ -18,13 +18,18 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::State;
-use crate::wire::{self, DecodeErrorKind, DecodeOptions, Fallback, Items, PolicyRef};
+use crate::wire::{self, DecodeErrorKind, DecodeOptions};
 
 /// The response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
 
 /// The header carrying the request id, echoed on every answer.
 pub const REQUEST_ID: &str = "x-request-id";
+/// The header naming the plan arm that was asked to answer (its name, `policy@version` unless the
+/// plan names it), so a proxy can log exposures without parsing the body.
+pub const ARM: &str = "x-relish-arm";
+/// The header with the surface's plan revision that answered.
+pub const PLAN_REVISION: &str = "x-relish-plan-revision";
 
 /// An error answer: `{"error": {"status", "code", "message", "path"?}, "request_id"?}`.
 #[derive(Debug, Serialize)]
@@ -121,14 +126,14 @@ fn readyz(state: &State) -> HttpResponse {
     let bindings = state.router.all();
     let surfaces: std::collections::BTreeMap<String, Option<String>> = bindings
         .values()
-        .map(|b| (b.surface.clone(), b.active.as_ref().map(|a| format!("{}@{}", a.name, a.version))))
+        .map(|b| (b.surface.clone(), (!b.arms.is_empty()).then(|| b.arm_versions().join(", "))))
         .collect();
     let started = state.ready.load(Ordering::Acquire);
     let unbound = surfaces.values().any(Option::is_none);
     let reason = if !started {
         Some("starting: restoring policy versions and activations")
     } else if unbound {
-        Some("a surface has no active policy")
+        Some("a surface has no plan")
     } else {
         None
     };
@@ -257,46 +262,39 @@ async fn rank_in_span(
             return error(state, status, code, &e.message, Some(&e.path), id);
         }
     };
-    let request = &mut decoded.request;
     if caller_id.is_none() {
-        tracing::Span::current().record("request_id", request.request_id.as_str());
+        tracing::Span::current().record("request_id", decoded.request.request_id.as_str());
     }
     let parse_us = parse_started.elapsed().as_micros() as u64;
+    // A signed-in user's id assigns the arm; else the caller's `bucket_key`; else the seed.
+    let key = decoded.request.context.user_id.clone().or_else(|| decoded.bucket_key.take());
 
-    let answer = binding.answer(request, &state.metrics);
+    let decision = binding.decide(decoded.request, key.as_deref(), &state.metrics);
 
     let encode_started = Instant::now();
-    let (policy, version) = binding.active_names();
-    let failure = answer.failure.as_ref();
-    let response = wire::Response {
-        request_id: &request.request_id,
-        items: Items { ranking: &answer.ranking, request },
-        policy: binding.active.as_ref().map(|a| PolicyRef { name: policy, version, digest: a.digest }),
-        fallback: failure.map(|f| Fallback {
-            reason: f.reason,
-            answered_by: &f.answered_by,
-            detail: &f.detail,
-            fallback_reason: f.fallback_failure.as_ref().map(|(reason, _)| *reason),
-            fallback_detail: f.fallback_failure.as_ref().map(|(_, detail)| detail.as_str()),
-        }),
-        took_us: received.elapsed().as_micros() as u64,
-    };
-    let body = response.to_json();
+    let body = decision.response(received.elapsed().as_micros() as u64).to_json();
     let encode_us = encode_started.elapsed().as_micros() as u64;
-
+    let request = &decision.request;
     let mut http = json(StatusCode::OK, body);
     let headers = http.headers_mut();
     let echoed = caller_id.as_deref().unwrap_or(&request.request_id);
     if let Ok(value) = HeaderValue::from_str(echoed) {
         headers.insert(REQUEST_ID, value);
     }
+    if let Some(arm) = decision.arm()
+        && let Ok(value) = HeaderValue::from_str(&arm.name)
+    {
+        headers.insert(ARM, value);
+    }
+    headers.insert(PLAN_REVISION, HeaderValue::from(decision.binding.revision));
     let timing = format!(
         "parse;dur={:.3}, policy;dur={:.3}, encode;dur={:.3}",
         parse_us as f64 / 1000.0,
-        answer.policy_us as f64 / 1000.0,
+        decision.policy_us as f64 / 1000.0,
         encode_us as f64 / 1000.0
     );
     headers.insert("server-timing", HeaderValue::from_str(&timing).expect("ASCII"));
-    binding.metrics.request_seconds.observe(received.elapsed().as_secs_f64());
+    let metrics = decision.arm().map_or(decision.binding.unplanned_metrics(), |arm| &arm.metrics);
+    metrics.request_seconds.observe(received.elapsed().as_secs_f64());
     http
 }

@@ -3,22 +3,20 @@
 //! hyper 1 on tokio, HTTP/1.1 with keep-alive and HTTP/2 (prior-knowledge h2c) on the same port.
 //! The data plane ([`http`]) answers `POST /v1/rank/{surface}`; the admin API ([`admin`]) listens on
 //! its own address. Startup binds the listeners first (so `/healthz` answers and `/readyz` says
-//! "starting"), then restores versions and activations from the registry, activates configured
-//! policies on surfaces that have none yet, and only then turns ready.
+//! "starting"), then restores versions and plans from the registry, seeds configured policies on
+//! surfaces that have no plan yet (through the control plane, like every change), and only then
+//! turns ready. Answering itself is the serving pipeline's ([`crate::serving`]).
 
 pub mod admin;
 pub mod config;
-pub mod health;
 pub mod http;
-pub mod metrics;
-pub mod router;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -29,12 +27,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use self::config::{Config, PolicyRef, ResolvedSurface};
-use self::health::{Alarm, Health};
-use self::metrics::Metrics;
-use self::router::{Binding, Bound, Limiter, Router};
+use self::config::{Config, PolicyRef};
+use crate::control::{Applied, Change, Control, ControlParts, PlanSpec};
+use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
 use crate::runtime::{Digest, Ranker, Runtime};
+use crate::serving::Router;
+use crate::serving::health::Alarm;
 
 /// Everything the handlers share.
 pub struct State {
@@ -42,151 +41,30 @@ pub struct State {
     pub config: Config,
     /// The wasm runtime.
     pub runtime: Arc<Runtime>,
-    registry: OnceLock<Arc<Registry>>,
-    /// The routing table.
-    pub router: Router,
+    control: OnceLock<Arc<Control>>,
+    /// The routing table (written by the control plane only).
+    pub router: Arc<Router>,
     /// Metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Whether startup finished.
     pub ready: AtomicBool,
     /// Rank requests in flight.
     pub inflight: AtomicUsize,
-    limiters: Mutex<HashMap<String, Arc<Limiter>>>,
-    /// Held across every change of what serves a surface: checks, the registry write and the
-    /// rebinding, so that the routing table always ends on the registry's latest state.
-    changes: Mutex<()>,
-    /// Fallback policies by reference (`name` or `name@version`), resolved once and kept: an
-    /// upload or a delete later never changes which version answers as a surface's fallback.
-    fallbacks: Mutex<HashMap<String, Arc<crate::runtime::PolicyPre>>>,
     alarms: mpsc::UnboundedSender<Alarm>,
     /// Native stand-ins by policy name: the load benchmark's baseline only.
     natives: HashMap<String, Arc<dyn Ranker>>,
 }
 
 impl State {
+    /// The control plane (present once startup has opened the registry).
+    pub fn control(&self) -> anyhow::Result<&Arc<Control>> {
+        self.control.get().ok_or_else(|| anyhow!("the registry is not open yet"))
+    }
+
     /// The registry (present once startup has opened it).
     pub fn registry(&self) -> anyhow::Result<&Arc<Registry>> {
-        self.registry.get().ok_or_else(|| anyhow!("the registry is not open yet"))
+        Ok(self.control()?.registry())
     }
-
-    fn limiter(&self, surface: &ResolvedSurface) -> Option<Arc<Limiter>> {
-        let max = surface.max_concurrency?;
-        let mut limiters = self.limiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Some(limiters.entry(surface.name.clone()).or_insert_with(|| Arc::new(Limiter::new(max))).clone())
-    }
-
-    /// The resolved settings of a surface: configured, or defaults for a surface that exists only
-    /// in the registry.
-    pub fn surface_settings(&self, surface: &str) -> ResolvedSurface {
-        self.config
-            .surfaces()
-            .into_iter()
-            .find(|s| s.name == surface)
-            .unwrap_or_else(|| self.config.resolve(surface, None))
-    }
-
-    /// Runs one change of what serves surfaces (an activation, a rollback, a delete) with the
-    /// registry, serialised with every other change. Blocks: call from a blocking context, and
-    /// never from inside another change.
-    pub fn change<R>(&self, change: impl FnOnce(&Registry) -> anyhow::Result<R>) -> anyhow::Result<R> {
-        let _serialised = self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        change(self.registry()?)
-    }
-
-    /// Whether `policy@version` answers as some surface's fallback (and must stay stored).
-    pub fn is_fallback(&self, policy: &str, version: &str) -> bool {
-        let pinned = self.fallbacks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        pinned.values().any(|p| (p.metadata().name.as_str(), p.metadata().version.as_str()) == (policy, version))
-    }
-
-    /// The fallback policy a reference names: resolved the first time, the same version after.
-    fn fallback(&self, registry: &Registry, reference: &PolicyRef) -> anyhow::Result<Arc<crate::runtime::PolicyPre>> {
-        let key = format!("{}@{}", reference.name, reference.version.as_deref().unwrap_or(""));
-        let mut pinned = self.fallbacks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(policy) = pinned.get(&key) {
-            return Ok(policy.clone());
-        }
-        let policy = resolve(registry, reference)?;
-        pinned.insert(key, policy.clone());
-        Ok(policy)
-    }
-
-    /// Rebuilds one surface's binding from the registry (after an activation, a rollback, or an
-    /// automatic rollback), inside [`State::change`].
-    pub fn rebind(&self, surface: &str) -> anyhow::Result<()> {
-        let registry = self.registry()?;
-        let settings = self.surface_settings(surface);
-        let binding = self.binding(registry, &settings)?;
-        self.router.set(binding);
-        Ok(())
-    }
-
-    /// Why `policy` cannot serve `surface` within the surface's budget, if it cannot: a version
-    /// whose memory starts larger than the surface's memory cap would fail every call.
-    pub fn misfit(&self, surface: &str, policy: &crate::runtime::PolicyPre) -> Option<String> {
-        let cap = self.surface_settings(surface).budget.memory_bytes;
-        let metadata = policy.metadata();
-        (policy.declared_memory() > cap as u64).then(|| {
-            format!(
-                "`{}@{}` declares {} of initial linear memory, more than surface `{surface}`'s memory cap of {} \
-                 (memory_mb): every call would fail",
-                metadata.name,
-                metadata.version,
-                crate::runtime::mib(policy.declared_memory()),
-                crate::runtime::mib(cap as u64),
-            )
-        })
-    }
-
-    /// The native stand-in for a bound version, if one was given for its policy name.
-    fn native(&self, bound: Bound) -> Bound {
-        match self.natives.get(&bound.name) {
-            Some(native) => Bound { ranker: native.clone(), ..bound },
-            None => bound,
-        }
-    }
-
-    fn binding(&self, registry: &Registry, settings: &ResolvedSurface) -> anyhow::Result<Binding> {
-        let active =
-            registry.active().get(&settings.name).map(|a| (Bound::new(a.policy.clone()), a.activation.clone()));
-        let fallback = match &settings.fallback {
-            Some(fallback) => Some(Bound::new(
-                self.fallback(registry, fallback)
-                    .with_context(|| format!("surface `{}`: fallback policy `{}`", settings.name, fallback.name))?,
-            )),
-            None => None,
-        };
-        let params = active
-            .as_ref()
-            .map(|(_, activation)| activation.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        let health = active.as_ref().zip(settings.health).map(|((bound, _), policy)| {
-            Arc::new(Health::new(policy, &settings.name, &bound.name, &bound.version, self.alarms.clone()))
-        });
-        // A version is no fallback for itself: it would fail the same way again.
-        let fallback = fallback.filter(|f| active.as_ref().is_none_or(|(a, _)| a.digest != f.digest));
-        let active = active.map(|(bound, _)| self.native(bound));
-        let fallback = fallback.map(|bound| self.native(bound));
-        let digest = active.as_ref().map(|b| b.digest.to_string());
-        let labels = active.as_ref().zip(digest.as_deref()).map(|(b, d)| (b.name.as_str(), b.version.as_str(), d));
-        self.metrics.set_active(&settings.name, labels);
-        Ok(Binding::new(settings, active, params, fallback, self.limiter(settings), &self.metrics, health))
-    }
-}
-
-/// The newest stored version of a policy reference (or the exact one it names).
-fn resolve(registry: &Registry, policy: &PolicyRef) -> anyhow::Result<Arc<crate::runtime::PolicyPre>> {
-    let version = match &policy.version {
-        Some(version) => version.clone(),
-        None => registry
-            .versions()
-            .into_iter()
-            .filter(|v| v.policy == policy.name)
-            .max_by_key(|v| v.uploaded_at)
-            .map(|v| v.version)
-            .ok_or_else(|| anyhow!("no version of `{}` is stored", policy.name))?,
-    };
-    Ok(registry.policy(&policy.name, &version)?)
 }
 
 /// Makes sure a policy reference names a stored version, storing the bundled component of that
@@ -238,8 +116,8 @@ fn ensure_stored(state: &State, registry: &Registry, policy: &PolicyRef) -> anyh
         })
 }
 
-/// Opens the registry, activates configured policies where nothing is active, and binds every
-/// surface. Blocking.
+/// Opens the registry, seeds configured policies where no plan serves, and binds every surface.
+/// Blocking.
 fn initialise(state: &State) -> anyhow::Result<()> {
     let config = &state.config;
     let options = RegistryOptions {
@@ -250,43 +128,42 @@ fn initialise(state: &State) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data directory {}", config.server.data_dir.display()))?;
     let registry = Registry::open(&config.server.data_dir, state.runtime.clone(), options)
         .with_context(|| format!("opening the registry in {}", config.server.data_dir.display()))?;
-    let registry = state.registry.get_or_init(|| Arc::new(registry));
-    // The admin API listens already: its changes wait until the surfaces are bound.
-    let _serialised = state.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let registry = Arc::new(registry);
+    let control = Control::new(ControlParts {
+        config: config.clone(),
+        registry: registry.clone(),
+        router: state.router.clone(),
+        metrics: state.metrics.clone(),
+        alarms: state.alarms.clone(),
+        natives: state.natives.clone(),
+    });
 
-    let surfaces = config.surfaces();
-    for surface in &surfaces {
+    for surface in config.surfaces() {
         let key = format!("surfaces.{}", surface.name);
         if let Some(fallback) = &surface.fallback {
-            ensure_stored(state, registry, fallback).with_context(|| format!("{key}.fallback"))?;
+            ensure_stored(state, &registry, fallback).with_context(|| format!("{key}.fallback"))?;
         }
         let current = registry.surface(&surface.name).ok().and_then(|s| s.current().cloned());
         match (current, &surface.policy) {
             (Some(current), _) => {
-                tracing::info!(surface = %surface.name, policy = %current.policy, version = %current.version, "restored activation");
+                let arms: Vec<&str> = current.plan.arms.iter().map(|a| a.name.as_str()).collect();
+                tracing::info!(surface = %surface.name, revision = current.revision, arms = %arms.join(", "), "restored plan");
             }
             (None, Some(policy)) => {
-                let version = ensure_stored(state, registry, policy).with_context(|| format!("{key}.policy"))?;
-                let loaded = registry.policy(&policy.name, &version)?;
-                if let Some(misfit) = state.misfit(&surface.name, &loaded) {
-                    bail!("{key}.policy: {misfit}");
-                }
-                registry
-                    .activate(&surface.name, &policy.name, &version, surface.params.clone(), "config")
-                    .with_context(|| format!("{key}: activating {}@{version}", policy.name))?;
+                let version = ensure_stored(state, &registry, policy).with_context(|| format!("{key}.policy"))?;
+                let plan = PlanSpec::single(&policy.name, &version, surface.params.clone());
+                control
+                    .apply(Change::Seed { surface: surface.name.clone(), plan })
+                    .map_err(|e| anyhow!("{key}: activating {}@{version}: {e}", policy.name))?;
             }
             (None, None) => {
-                tracing::warn!(surface = %surface.name, "no policy configured or active: answered by the fallback")
+                tracing::warn!(surface = %surface.name, "no policy configured and no plan: answered by the fallback")
             }
         }
     }
-    let mut names: Vec<String> = surfaces.iter().map(|s| s.name.clone()).collect();
-    names.extend(registry.surfaces().into_iter().map(|s| s.name).filter(|n| !surfaces.iter().any(|s| &s.name == n)));
-    let bindings = names
-        .iter()
-        .map(|name| state.binding(registry, &state.surface_settings(name)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    state.router.replace(bindings);
+    control.bind_all()?;
+    // The admin API listens already; it answers `not_ready` for changes until this is set.
+    let _ = state.control.set(Arc::new(control));
     Ok(())
 }
 
@@ -360,14 +237,11 @@ pub async fn start_with_natives(
     let (alarms, alarm_receiver) = mpsc::unbounded_channel();
     let state = Arc::new(State {
         runtime,
-        registry: OnceLock::new(),
-        router: Router::default(),
-        metrics: Metrics::new(),
+        control: OnceLock::new(),
+        router: Arc::new(Router::default()),
+        metrics: Arc::new(Metrics::new()),
         ready: AtomicBool::new(false),
         inflight: AtomicUsize::new(0),
-        limiters: Mutex::new(HashMap::new()),
-        changes: Mutex::new(()),
-        fallbacks: Mutex::new(HashMap::new()),
         alarms,
         natives,
         config,
@@ -463,7 +337,8 @@ async fn serve<F, Fut>(
     }
 }
 
-/// Rolls a surface back when its active version's failure rate trips.
+/// Turns health alarms into changes of the control plane: a failing arm is taken out of its
+/// plan, or a one-arm plan is rolled back.
 async fn roll_back_on_alarms(
     state: Arc<State>,
     mut alarms: mpsc::UnboundedReceiver<Alarm>,
@@ -475,36 +350,24 @@ async fn roll_back_on_alarms(
             _ = shutdown.changed() => return,
         };
         let state = state.clone();
-        let result = tokio::task::spawn_blocking(move || roll_back(&state, &alarm)).await;
-        if let Ok(Err(error)) = result {
-            tracing::error!("automatic rollback failed: {error:#}");
+        let result = tokio::task::spawn_blocking(move || {
+            let reason = format!(
+                "{} of the last {} calls failed ({:.1} %, threshold {:.1} %)",
+                alarm.failures,
+                alarm.calls,
+                100.0 * alarm.failures as f64 / alarm.calls as f64,
+                100.0 * alarm.threshold
+            );
+            let change =
+                Change::ArmFailed { surface: alarm.surface.clone(), revision: alarm.revision, arm: alarm.arm, reason };
+            state.control().map_err(|e| e.to_string())?.apply(change).map_err(|e| e.to_string())
+        })
+        .await;
+        match result {
+            Ok(Ok(Applied::Ignored)) => tracing::info!("a health alarm about a plan that no longer serves was ignored"),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!("automatic rollback failed: {error}"),
+            Err(error) => tracing::error!("automatic rollback task failed: {error}"),
         }
     }
-}
-
-fn roll_back(state: &State, alarm: &Alarm) -> anyhow::Result<()> {
-    state.change(|registry| {
-        // Only roll back if the tripped version is still the active one (an operator may have acted).
-        let current = registry.surface(&alarm.surface)?.current().cloned();
-        if current.as_ref().is_none_or(|c| (c.policy.as_str(), c.version.as_str()) != (&alarm.policy, &alarm.version)) {
-            return Ok(());
-        }
-        let reason = format!(
-            "{} of the last {} calls failed ({:.1} %, threshold {:.1} %)",
-            alarm.failures,
-            alarm.calls,
-            100.0 * alarm.failures as f64 / alarm.calls as f64,
-            100.0 * alarm.threshold
-        );
-        let restored = registry.rollback(&alarm.surface, "relish", &reason, true)?;
-        state.rebind(&alarm.surface)?;
-        state.metrics.auto_rollback(&alarm.surface);
-        tracing::error!(
-            surface = %alarm.surface,
-            from = %format!("{}@{}", alarm.policy, alarm.version),
-            to = %format!("{}@{}", restored.policy, restored.version),
-            "automatic rollback: {reason}"
-        );
-        Ok(())
-    })
 }

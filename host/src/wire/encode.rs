@@ -34,6 +34,21 @@ pub struct Fallback<'a> {
     pub fallback_detail: Option<&'a str>,
 }
 
+/// Which arm of the surface's plan was asked to answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmRef<'a> {
+    /// The arm's position in the plan.
+    pub index: usize,
+    /// The arm's name (`policy@version` unless the plan names it).
+    pub name: &'a str,
+    /// The plan revision.
+    pub revision: u64,
+    /// The request's bucket, `0..10000`.
+    pub bucket: u16,
+    /// Whether the assignment is sticky (came from `user.id` or `bucket_key`), not from the seed.
+    pub sticky: bool,
+}
+
 /// A ranking response.
 #[derive(Debug, Clone, Serialize)]
 pub struct Response<'a> {
@@ -41,8 +56,10 @@ pub struct Response<'a> {
     pub request_id: &'a str,
     /// The chosen candidates, best first.
     pub items: Items<'a>,
-    /// The active policy version for the surface.
+    /// The policy version of the arm that was asked to answer.
     pub policy: Option<PolicyRef<'a>>,
+    /// The arm of the surface's plan that was asked to answer.
+    pub arm: Option<ArmRef<'a>>,
     /// Set when a fallback answered instead of the active policy.
     pub fallback: Option<Fallback<'a>>,
     /// Microseconds from receiving the request to encoding the answer.

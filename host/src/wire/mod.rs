@@ -11,4 +11,4 @@ pub use decode::{
     DecodeError, DecodeErrorKind, DecodeOptions, Decoded, REQUEST_ID_RULE, Shape, check_request, decode, derive_seed,
     is_request_id,
 };
-pub use encode::{Fallback, Items, PolicyRef, Response};
+pub use encode::{ArmRef, Fallback, Items, PolicyRef, Response};

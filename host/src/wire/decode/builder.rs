@@ -23,6 +23,7 @@ pub(super) struct Builder<'o> {
     /// the tracking parse would otherwise report at the parent.
     pub(super) error_path: Option<&'static str>,
     pub(super) request_id: Option<String>,
+    pub(super) bucket_key: Option<String>,
     pub(super) surface: Option<String>,
     pub(super) seed: Option<u64>,
     pub(super) limit: Option<u32>,
@@ -144,6 +145,7 @@ impl<'o> Builder<'o> {
             too_large: false,
             error_path: None,
             request_id: None,
+            bucket_key: None,
             surface: None,
             seed: None,
             limit: None,
@@ -353,7 +355,7 @@ impl<'o> Builder<'o> {
             limit,
             params: Vec::new(),
         };
-        Ok(Decoded { request, shape, surface_given })
+        Ok(Decoded { request, shape, surface_given, bucket_key: self.bucket_key })
     }
 }
 

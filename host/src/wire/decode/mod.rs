@@ -91,6 +91,9 @@ pub struct Decoded {
     pub shape: Shape,
     /// Whether the body itself named a surface (rather than only the URL).
     pub surface_given: bool,
+    /// The caller's `bucket_key` (a device or session id for anonymous users): what assigns the
+    /// request to a plan arm when there is no `user.id`.
+    pub bucket_key: Option<String>,
 }
 
 /// What kind of problem a rejected body has.

@@ -17,6 +17,7 @@ fields! {
     /// The top-level fields of a request.
     enum Top {
         RequestId = "request_id",
+        BucketKey = "bucket_key",
         Surface = "surface",
         Seed = "seed",
         Limit = "limit",
@@ -49,6 +50,14 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
                     b.request_id = map.next_value_seed(check(|id: Option<String>| match id {
                         Some(id) if !is_request_id(&id) => Err(format!("must be {REQUEST_ID_RULE}")),
                         id => Ok(id),
+                    }))?;
+                }
+                Top::BucketKey => {
+                    b.bucket_key = map.next_value_seed(check(|key: Option<String>| match key {
+                        Some(key) if key.is_empty() || key.len() > 256 => {
+                            Err("must be 1 to 256 bytes (a device or session id)".to_owned())
+                        }
+                        key => Ok(key),
                     }))?;
                 }
                 Top::Surface => b.surface = optional(&mut map)?,

@@ -1,9 +1,12 @@
-//! Automatic rollback: the failure rate of the active version over a sliding window of calls.
+//! Automatic rollback: the failure rate of one arm of a plan revision over a sliding window of
+//! calls.
 //!
-//! Each binding of a surface to a version gets a fresh [`Health`]. When the failures among the last
+//! Each arm of each bound plan revision gets a fresh [`Health`]. When the failures among the last
 //! `window` calls reach `threshold` (with at least `min_calls` calls seen), it trips once and
-//! tells the server, which rolls the surface back to its previous activation and marks the version
-//! so it is never re-activated automatically.
+//! sends an [`Alarm`], which the server turns into a change of the control plane: the arm is taken
+//! out of the plan, or a one-arm plan is rolled back to the previous healthy revision, and the
+//! revision is marked failed. Only the policy's own faults count: a full instance pool or a
+//! surface over its concurrency limit is the host's problem, not the revision's.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -28,15 +31,15 @@ impl Default for HealthPolicy {
     }
 }
 
-/// An alarm: the surface and the version that tripped, with the observed failure rate.
+/// An alarm: the surface, plan revision and arm that tripped, with the observed failure rate.
 #[derive(Debug, Clone)]
 pub struct Alarm {
     /// The surface.
     pub surface: String,
-    /// The tripped version's policy name.
-    pub policy: String,
-    /// The tripped version.
-    pub version: String,
+    /// The plan revision whose arm tripped.
+    pub revision: u64,
+    /// The arm's name.
+    pub arm: String,
     /// Failures in the window.
     pub failures: usize,
     /// Calls in the window.
@@ -63,8 +66,8 @@ pub struct HealthSnapshot {
 pub struct Health {
     policy: HealthPolicy,
     surface: String,
-    name: String,
-    version: String,
+    revision: u64,
+    arm: String,
     outcomes: Mutex<Window>,
     tripped: AtomicBool,
     alarms: UnboundedSender<Alarm>,
@@ -77,13 +80,13 @@ struct Window {
 }
 
 impl Health {
-    /// Tracks `policy@version` on `surface`; trips send an [`Alarm`] on `alarms`.
-    pub fn new(policy: HealthPolicy, surface: &str, name: &str, version: &str, alarms: UnboundedSender<Alarm>) -> Self {
+    /// Tracks arm `arm` of `revision` on `surface`; trips send an [`Alarm`] on `alarms`.
+    pub fn new(policy: HealthPolicy, surface: &str, revision: u64, arm: &str, alarms: UnboundedSender<Alarm>) -> Self {
         Health {
             policy,
             surface: surface.to_owned(),
-            name: name.to_owned(),
-            version: version.to_owned(),
+            revision,
+            arm: arm.to_owned(),
             outcomes: Mutex::new(Window::default()),
             tripped: AtomicBool::new(false),
             alarms,
@@ -112,8 +115,8 @@ impl Health {
         {
             let _ = self.alarms.send(Alarm {
                 surface: self.surface.clone(),
-                policy: self.name.clone(),
-                version: self.version.clone(),
+                revision: self.revision,
+                arm: self.arm.clone(),
                 failures,
                 calls,
                 threshold: self.policy.threshold,
@@ -137,7 +140,7 @@ mod tests {
 
     fn health(policy: HealthPolicy) -> (Health, tokio::sync::mpsc::UnboundedReceiver<Alarm>) {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        (Health::new(policy, "banners", "banners", "0.2.0", sender), receiver)
+        (Health::new(policy, "banners", 3, "banners@0.2.0", sender), receiver)
     }
 
     #[test]
@@ -149,7 +152,7 @@ mod tests {
         assert!(alarms.try_recv().is_err());
         health.record(false);
         let alarm = alarms.try_recv().expect("tripped at 50 calls");
-        assert_eq!((alarm.surface.as_str(), alarm.version.as_str()), ("banners", "0.2.0"));
+        assert_eq!((alarm.surface.as_str(), alarm.revision, alarm.arm.as_str()), ("banners", 3, "banners@0.2.0"));
         assert_eq!(alarm.calls, 50);
         for _ in 0..100 {
             health.record(false);

@@ -1,0 +1,144 @@
+//! Shadow evaluation: a version of the plan that runs on a sample of requests beside the arm
+//! that answered, off the response path, and is compared with the answer sent.
+//!
+//! [`dispatch`] costs the request an `Arc` clone and a copy of the answer's order (at most
+//! `limit` indices): the shadow's call, with its own copy of the request and its own parameters,
+//! runs on tokio's blocking pool. Each surface has a shadow concurrency limit; past it the shadow
+//! call is skipped and counted (`relish_shadow_skipped_total`), never queued. A shadow's failure
+//! or timeout never changes an answer and never counts toward any arm's health.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::Binding;
+use super::compare::{self, Agreement};
+use crate::metrics::Metrics;
+use crate::runtime::types;
+
+/// What one shadow did, by the arm whose answer it was compared with: what a surface's status
+/// shows.
+#[derive(Debug, Default)]
+pub struct ShadowStats {
+    by_arm: Mutex<BTreeMap<String, Totals>>,
+    skipped: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Totals {
+    calls: u64,
+    failures: BTreeMap<&'static str, u64>,
+    compared: u64,
+    sums: [f64; 4],
+    micros: u64,
+}
+
+/// A shadow's figures against one arm, as the status shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowFigures {
+    /// The arm it was compared with.
+    pub arm: String,
+    /// Shadow calls made.
+    pub calls: u64,
+    /// Failed shadow calls, by reason.
+    pub failures: BTreeMap<&'static str, u64>,
+    /// Mean top-1 agreement over the compared calls.
+    pub top1_agreement: Option<f64>,
+    /// Mean overlap@k (k: the answer's length).
+    pub overlap: Option<f64>,
+    /// Mean rank-biased overlap.
+    pub rbo: Option<f64>,
+    /// Mean Kendall's tau over shared items.
+    pub kendall_tau: Option<f64>,
+    /// Mean shadow call time in milliseconds.
+    pub mean_ms: Option<f64>,
+}
+
+impl ShadowStats {
+    fn record(&self, arm: &str, micros: u64, outcome: Result<Agreement, &'static str>) {
+        let mut by_arm = self.by_arm.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let totals = by_arm.entry(arm.to_owned()).or_default();
+        totals.calls += 1;
+        totals.micros += micros;
+        match outcome {
+            Ok(a) => {
+                totals.compared += 1;
+                for (sum, value) in totals.sums.iter_mut().zip([a.top1, a.overlap, a.rbo, a.tau]) {
+                    *sum += value;
+                }
+            }
+            Err(reason) => *totals.failures.entry(reason).or_default() += 1,
+        }
+    }
+
+    /// Calls skipped because the surface's shadow calls were at their limit.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// The figures by arm.
+    pub fn figures(&self) -> Vec<ShadowFigures> {
+        let by_arm = self.by_arm.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        by_arm
+            .iter()
+            .map(|(arm, t)| {
+                let mean = |i: usize| (t.compared > 0).then(|| t.sums[i] / t.compared as f64);
+                ShadowFigures {
+                    arm: arm.clone(),
+                    calls: t.calls,
+                    failures: t.failures.clone(),
+                    top1_agreement: mean(0),
+                    overlap: mean(1),
+                    rbo: mean(2),
+                    kendall_tau: mean(3),
+                    mean_ms: (t.calls > 0).then(|| t.micros as f64 / t.calls as f64 / 1000.0),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Starts shadow `index` of `binding` on `request`, whose answer (from arm `arm`) was `sent`.
+/// Returns whether it started: `false` when the surface's shadow calls are at their limit, or
+/// outside a tokio runtime.
+pub fn dispatch(
+    binding: &Arc<Binding>,
+    index: usize,
+    arm: &str,
+    request: &Arc<types::Request>,
+    sent: &[u32],
+    metrics: &Arc<Metrics>,
+) -> bool {
+    let shadow = &binding.shadows[index];
+    let (Some(permit), Ok(runtime)) =
+        (binding.shadow_limiter.try_acquire_owned(), tokio::runtime::Handle::try_current())
+    else {
+        shadow.stats.skipped.fetch_add(1, Ordering::Relaxed);
+        metrics.shadow_skipped(&binding.surface, &shadow.name);
+        return false;
+    };
+    let (binding, request, metrics) = (binding.clone(), request.clone(), metrics.clone());
+    let (sent, arm) = (sent.to_vec(), arm.to_owned());
+    runtime.spawn_blocking(move || {
+        let _permit = permit;
+        let shadow = &binding.shadows[index];
+        let mut own = types::Request::clone(&request);
+        own.params.clone_from(&shadow.params);
+        let started = Instant::now();
+        let result = shadow.bound.ranker.rank(&own, &binding.budget);
+        let elapsed = started.elapsed();
+        let outcome = match &result {
+            Ok(ranking) => Ok(compare::compare(&sent, ranking.order())),
+            Err(error) => Err(error.reason()),
+        };
+        if let Err(error) = &result {
+            tracing::debug!(surface = %binding.surface, shadow = %shadow.name, "shadow call failed: {error}");
+        }
+        shadow.stats.record(&arm, elapsed.as_micros() as u64, outcome);
+        metrics.shadow_call(&binding.surface, &arm, &shadow.name, elapsed.as_secs_f64(), outcome);
+    });
+    true
+}
