@@ -16,6 +16,7 @@ fn answer(policy: &relish_host::runtime::PolicyPre, json: &str) -> Vec<u8> {
             version: &metadata.version,
             digest: policy.digest(),
         }),
+        arm: None,
         fallback: None,
         took_us: 0,
     }

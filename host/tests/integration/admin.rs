@@ -350,9 +350,20 @@ async fn the_cli_pushes_activates_rolls_back_and_reports_errors() {
     let (ok, out, _) = relish(&["surface", "status", "swap"]).await;
     assert!(ok && out.contains("serving:  tagger@2.0.0"), "{out}");
     assert!(out.contains("limits:   deadline 5000 ms, memory 64 MiB"), "{out}");
-    assert!(out.contains("health:   0 of the last 1 calls failed; rolls back at 5 % after 100 calls"), "{out}");
+    assert!(out.contains("[0] tagger@2.0.0"), "{out}");
+    assert!(out.contains("0 of the last 1 calls failed; taken out at 5 % after 100 calls"), "{out}");
     let (ok, out, _) = relish(&["surface", "rollback", "swap", "--reason", "canary failed"]).await;
-    assert!(ok && out.contains("rolled back to tagger@1.0.0"), "{out}");
+    assert!(ok && out.contains("rolled back to revision 3: tagger@1.0.0 100 %"), "{out}");
+    let (ok, out, err) =
+        relish(&["surface", "plan", "swap", "tagger@1.0.0=90", "tagger@2.0.0=10", "--shadow", "tagger@2.0.0:0.5"])
+            .await;
+    assert!(ok && out.contains("plan revision 4: tagger@1.0.0 90 %, tagger@2.0.0 10 % (+1 shadow)"), "{out}{err}");
+    let (ok, out, _) = relish(&["surface", "status", "swap"]).await;
+    assert!(ok && out.contains("[1] tagger@2.0.0") && out.contains("10.00 %") && out.contains("shadows:"), "{out}");
+    let (ok, _, err) = relish(&["surface", "plan", "swap", "tagger@1.0.0=90", "tagger@2.0.0=5"]).await;
+    assert!(!ok && err.contains("422") && err.contains("add up to 95"), "{err}");
+    let (ok, _, _) = relish(&["surface", "rollback", "swap"]).await;
+    assert!(ok);
     let (ok, out, _) = relish(&["surface", "status"]).await;
     assert!(ok && out.contains("swap") && out.contains("tagger@1.0.0"), "{out}");
     let (ok, out, _) = relish(&["policy", "show", "tagger@2.0.0"]).await;

@@ -19,8 +19,8 @@ async fn a_failing_version_is_rolled_back_by_the_host_and_not_reactivated() {
     let body = r#"{"policy": "panic", "version": "0.1.0"}"#;
     assert_eq!(admin(&server, "PUT", "/v1/surfaces/swap/activation", body).await.status, StatusCode::OK);
     let status = admin(&server, "GET", "/v1/surfaces/swap", "").await.json();
-    assert_eq!(status["health"]["min_calls"], 20, "{status}");
-    assert_eq!(status["health"]["calls"], 0, "a fresh window for the new version: {status}");
+    assert_eq!(status["arms"][0]["health"]["min_calls"], 20, "{status}");
+    assert_eq!(status["arms"][0]["health"]["calls"], 0, "a fresh window for the new version: {status}");
 
     // Every request is answered while the failing version is active, and for a while after.
     let mut fallbacks = 0;
@@ -43,15 +43,14 @@ async fn a_failing_version_is_rolled_back_by_the_host_and_not_reactivated() {
     assert_eq!(status["serving"], "tagger@1.0.0", "rolled back to the good version: {status}");
     let history = status["history"].as_array().unwrap();
     let failed = &history[history.len() - 2];
-    assert_eq!(failed["policy"], "panic");
+    assert_eq!(failed["plan"]["arms"][0]["policy"], "panic");
+    assert_eq!(failed["failed"]["arm"], "panic@0.1.0", "the revision is marked failed: {failed}");
     assert_eq!(failed["ended"]["how"], "rolled-back");
     assert_eq!(failed["ended"]["automatic"], true);
     assert!(failed["ended"]["reason"].as_str().unwrap().contains("20 of the last 20 calls failed"), "{failed}");
-    assert_eq!(status["current"]["policy"], "tagger");
+    assert_eq!(status["current"]["plan"]["arms"][0]["policy"], "tagger");
     let scrape = String::from_utf8(get(&server, "/metrics").await.body.to_vec()).unwrap();
     assert_eq!(metric(&scrape, "relish_auto_rollbacks_total", &[("surface", "swap")]), 1.0);
-    let marked = admin(&server, "GET", "/v1/policies/panic/versions/0.1.0", "").await.json();
-    assert_eq!(marked["version"]["auto_rollback"]["surface"], "swap", "{marked}");
 
     // The good version answers again, and nothing re-activates the failing one.
     for _ in 0..30 {
@@ -82,7 +81,7 @@ async fn automatic_rollback_can_be_turned_off_per_surface() {
         tokio::time::sleep(Duration::from_millis(25)).await;
         let status = admin(&server, "GET", "/v1/surfaces/swap", "").await.json();
         assert_eq!(status["serving"], "panic@0.1.0", "{status}");
-        assert_eq!(status["health"], Value::Null, "{status}");
+        assert_eq!(status["arms"][0]["health"], Value::Null, "{status}");
     }
     let scrape = String::from_utf8(get(&server, "/metrics").await.body.to_vec()).unwrap();
     assert_eq!(metric(&scrape, "relish_auto_rollbacks_total", &[("surface", "swap")]), 0.0);

@@ -99,7 +99,7 @@ async fn check_consistent(server: &TestServer, data: &std::path::Path, round: us
     }
     let surfaces = admin(server, "GET", "/v1/surfaces", "").await.json();
     for surface in surfaces["surfaces"].as_array().unwrap() {
-        let current = &surface["current"];
+        let current = &surface["current"]["plan"]["arms"][0];
         let active = format!("{}@{}", current["policy"].as_str().unwrap(), current["version"].as_str().unwrap());
         assert!(
             stored.contains(&active),

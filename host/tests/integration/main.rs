@@ -12,3 +12,4 @@ mod data_plane;
 mod fail_open;
 mod hostile;
 mod lifecycle;
+mod plans;
