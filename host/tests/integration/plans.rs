@@ -266,6 +266,10 @@ async fn a_failing_canary_is_taken_out_of_the_plan_and_history_says_why() {
     let current = history.last().unwrap();
     assert_eq!(current["actor"], "relish");
     assert!(current["reason"].as_str().unwrap().contains("taken out automatically"), "{current}");
+    // The removed arm's series are gone from /metrics: cardinality follows what serves.
+    let scrape = String::from_utf8_lossy(&util::get(&server, "/metrics").await.body).into_owned();
+    assert!(!scrape.contains("arm=\"nan-score@0.1.0\""), "{scrape}");
+    assert!(metric(&scrape, "relish_requests_total", &[("arm", "popularity@0.1.0")]) > 0.0);
     server.stop().await;
 }
 
@@ -512,5 +516,30 @@ async fn a_data_directory_of_the_previous_format_opens_as_one_arm_plans() {
     // It goes on from there: a new plan is revision 4.
     let set = set_plan(&server, "discovery", json!({"arms": [arm("popularity", 95.0), arm("ordered", 5.0)]})).await;
     assert_eq!(set["revision"], 4);
+    server.stop().await;
+}
+
+/// The memory-fit check holds for a plan restored at startup too: a host whose settings no longer
+/// fit the stored plan refuses to start, naming the surface (rather than failing every call).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_that_no_longer_fits_its_surface_is_never_served() {
+    // Bundled policies start with 4 MiB of linear memory (`relish build`).
+    let server = util::start(&["popularity"], &[], CONFIG).await;
+    push(&server, "ordered", "0.1.0", relish_tests::guest_bytes("ordered")).await;
+    set_plan(&server, "discovery", json!({"arms": [arm("ordered", 100.0)]})).await;
+    let TestServer { handle, dir, .. } = server;
+    let mut config = handle.as_ref().unwrap().state.config.clone();
+    handle.unwrap().shutdown().await;
+    config.server.listen = ([127, 0, 0, 1], 0).into();
+    config.admin.listen = ([127, 0, 0, 1], 0).into();
+    let mut tight = config.clone();
+    tight.surfaces.get_mut("discovery").unwrap().settings.memory_mb = Some(2);
+    let refused = relish_host::server::start_with(tight, relish_tests::runtime()).await.err().expect("refused");
+    let message = format!("{refused:#}");
+    assert!(message.contains("surfaces.discovery") && message.contains("does not fit"), "{message}");
+    // With settings that fit, the same directory serves the plan it had.
+    let server = util::start_config(dir, config).await;
+    let answer = rank(&server, "discovery", util::THREE).await.json();
+    assert_eq!(answer["arm"]["name"], "ordered@0.1.0");
     server.stop().await;
 }

@@ -10,7 +10,9 @@
 //! and in native mode (the same hyper server and JSON decoder; only the ranking differs), runs
 //! `wrk` against `POST /v1/rank/discovery`, and prints requests/s, p50 and p99 and the wasm/native
 //! ratio, then where a request's time goes (the `server-timing` parse / policy / encode split).
-//! Needs `wrk` (Debian: `apt-get install wrk`).
+//! Then, with headroom (`wrk -c2`), the wasm server without and with a 100 % shadow of the same
+//! version (`PUT /v1/surfaces/discovery/plan` with `shadow`): what shadow evaluation costs the
+//! caller. Needs `wrk` (Debian: `apt-get install wrk`).
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -81,6 +83,7 @@ fn main() -> anyhow::Result<()> {
                 &body_path,
                 seconds,
                 mode,
+                Load { connections: 32, shadow: false },
             ))?;
             println!(
                 "| {candidates} | {mode} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
@@ -88,6 +91,31 @@ fn main() -> anyhow::Result<()> {
             );
             runs.insert(mode, run);
         }
+        for (mode, shadow) in [("wasm, -c2", false), ("wasm + 100 % shadow, -c2", true)] {
+            let run = runtime.block_on(measure(
+                dir.path(),
+                &bundled,
+                wasm_runtime.clone(),
+                HashMap::new(),
+                &body,
+                &body_path,
+                seconds,
+                mode,
+                Load { connections: 2, shadow },
+            ))?;
+            println!(
+                "| {candidates} | {mode} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
+                run.requests_per_second, run.p50_ms, run.p99_ms, run.parse_us, run.policy_us, run.encode_us
+            );
+            runs.insert(if shadow { "shadow" } else { "light" }, run);
+        }
+        let (light, shadow) = (&runs["light"], &runs["shadow"]);
+        summary.push(format!(
+            "{candidates} candidates, with headroom: a 100 % shadow gives p50 x{:.2}, p99 x{:.2}, requests/s x{:.2}",
+            shadow.p50_ms / light.p50_ms,
+            shadow.p99_ms / light.p99_ms,
+            shadow.requests_per_second / light.requests_per_second
+        ));
         let (wasm, native) = (&runs["wasm"], &runs["native"]);
         summary.push(format!(
             "{candidates} candidates ({} KB body): wasm/native requests/s = {:.2}; policy call {:.0} µs wasm vs {:.0} µs native; \
@@ -107,7 +135,15 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How a case loads the server.
+struct Load {
+    /// wrk connections.
+    connections: u32,
+    /// Whether the surface's plan runs a 100 % shadow of its own version.
+    shadow: bool,
+}
+
+#[expect(clippy::too_many_arguments, reason = "one benchmark case, spelled out")]
 async fn measure(
     dir: &std::path::Path,
     bundled: &std::path::Path,
@@ -117,6 +153,7 @@ async fn measure(
     body_path: &std::path::Path,
     seconds: u64,
     mode: &str,
+    load: Load,
 ) -> anyhow::Result<Run> {
     let mut config = Config::from_toml(
         "[surfaces.discovery]\npolicy = \"discovery\"\n\
@@ -124,13 +161,32 @@ async fn measure(
     )?;
     config.server.listen = ([127, 0, 0, 1], 0).into();
     config.admin.listen = ([127, 0, 0, 1], 0).into();
-    config.server.data_dir = dir.join(format!("data-{mode}"));
+    config.server.data_dir = dir.join(format!("data-{}", mode.replace([' ', ',', '%', '+'], "")));
     config.server.bundled_dir = bundled.to_path_buf();
+    const TOKEN: &str = "load-bench-token-0123456789";
+    config.admin.tokens.push(relish_host::server::config::TokenConfig {
+        name: "bench".into(),
+        secret: Some(TOKEN.into()),
+        secret_env: None,
+        role: relish_host::server::config::Role::Deploy,
+        surfaces: None,
+    });
     let handle = server::start_with_natives(config, wasm_runtime, natives).await?;
     let url = format!("http://{}/v1/rank/discovery", handle.addr);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    if load.shadow {
+        let plan = serde_json::json!({
+            "arms": [{"policy": "discovery", "version": "0.1.0", "weight": 100}],
+            "shadow": [{"name": "same", "policy": "discovery", "version": "0.1.0", "sample": 1.0}],
+        });
+        let request = hyper::Request::put(format!("http://{}/v1/surfaces/discovery/plan", handle.admin_addr))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Full::new(Bytes::from(plan.to_string())))?;
+        let response = client.request(request).await?;
+        anyhow::ensure!(response.status() == 200, "setting the shadow plan answered {}", response.status());
+    }
 
     // Where the time goes: the server-timing split of sequential requests (after a warm-up).
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut split = [0.0f64; 3];
     let samples = 300;
     for i in 0..samples + 50 {
@@ -165,7 +221,7 @@ async fn measure(
         let url = url.clone();
         move || {
             Command::new("wrk")
-                .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-s"])
+                .args(["-t1", &format!("-c{}", load.connections), &format!("-d{seconds}s"), "--latency", "-s"])
                 .arg(&script)
                 .arg(&url)
                 .output()
