@@ -90,11 +90,9 @@ fn plans(c: &mut Criterion) {
     group.finish();
 
     // Host CPU per decision, with and without a 100 % shadow of the same cost.
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
     let shadowed = binding(&metrics, true);
     const DECISIONS: usize = 4000;
     let per_decision = |binding: &Arc<Binding>| {
-        let _entered = runtime.enter();
         let (cpu_before, wall) = (cpu(), Instant::now());
         for i in 0..DECISIONS {
             black_box(binding.decide(request.clone(), Some(&users[i % users.len()]), &metrics));

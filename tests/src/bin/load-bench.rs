@@ -10,7 +10,7 @@
 //! and in native mode (the same hyper server and JSON decoder; only the ranking differs), runs
 //! `wrk` against `POST /v1/rank/discovery`, and prints requests/s, p50 and p99 and the wasm/native
 //! ratio, then where a request's time goes (the `server-timing` parse / policy / encode split).
-//! Then, with headroom (`wrk -c2`), the wasm server without and with a 100 % shadow of the same
+//! Then, with headroom (`wrk -c1`: one connection keeps one of two cores free), the wasm server without and with a 100 % shadow of the same
 //! version (`PUT /v1/surfaces/discovery/plan` with `shadow`): what shadow evaluation costs the
 //! caller. Needs `wrk` (Debian: `apt-get install wrk`).
 
@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
             );
             runs.insert(mode, run);
         }
-        for (mode, shadow) in [("wasm, -c2", false), ("wasm + 100 % shadow, -c2", true)] {
+        for (mode, shadow) in [("wasm, -c1", false), ("wasm + 100 % shadow, -c1", true)] {
             let run = runtime.block_on(measure(
                 dir.path(),
                 &bundled,
@@ -101,7 +101,7 @@ fn main() -> anyhow::Result<()> {
                 &body_path,
                 seconds,
                 mode,
-                Load { connections: 2, shadow },
+                Load { connections: 1, shadow },
             ))?;
             println!(
                 "| {candidates} | {mode} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
