@@ -18,7 +18,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use relish_host::control::plan::BUCKETS;
 use relish_host::metrics::Metrics;
 use relish_host::serving::shadow::ShadowStats;
-use relish_host::serving::{ArmBinding, Binding, BindingParts, Bound, Limiter, ShadowBinding};
+use relish_host::serving::{ArmBinding, Binding, Bound, Limiter, ShadowBinding};
 
 fn binding(metrics: &Metrics, shadow: bool) -> Arc<Binding> {
     let policy = Arc::new(relish_tests::policy("discovery"));
@@ -44,22 +44,20 @@ fn binding(metrics: &Metrics, shadow: bool) -> Arc<Binding> {
     };
     let mut table = vec![0u8; usize::from(BUCKETS)];
     table[usize::from(BUCKETS / 2)..].fill(1);
-    Arc::new(Binding::new(
-        BindingParts {
-            surface: "discovery".to_owned(),
-            revision: 1,
-            salt: "bench".to_owned(),
-            table: table.into_boxed_slice(),
-            arms: vec![arm("a"), arm("b")],
-            shadows,
-            fallback: None,
-            budget: relish_tests::budget(),
-            max_candidates: 10_000,
-            limiter: None,
-            shadow_limiter: Arc::new(Limiter::new(64)),
-        },
-        metrics,
-    ))
+    Arc::new(Binding {
+        unplanned: metrics.binding("discovery", "none", "none", "none"),
+        surface: "discovery".to_owned(),
+        revision: 1,
+        salt: "bench".to_owned(),
+        table: table.into_boxed_slice(),
+        arms: vec![arm("a"), arm("b")],
+        shadows,
+        fallback: None,
+        budget: relish_tests::budget(),
+        max_candidates: 10_000,
+        limiter: None,
+        shadow_limiter: Arc::new(Limiter::new(64)),
+    })
 }
 
 /// User + system CPU time of this process.

@@ -27,7 +27,7 @@ use crate::runtime::{Digest, PolicyPre, Ranker, is_identifier, mib};
 use crate::server::config::{Config, PolicyRef, ResolvedSurface};
 use crate::serving::health::{Alarm, Health};
 use crate::serving::shadow::ShadowStats;
-use crate::serving::{ArmBinding, Binding, BindingParts, Bound, Limiter, Router, ShadowBinding};
+use crate::serving::{ArmBinding, Binding, Bound, Limiter, Router, ShadowBinding};
 
 /// An arm of a plan as a change gives it.
 #[derive(Debug, Clone, Deserialize)]
@@ -781,7 +781,8 @@ impl Control {
             .collect();
         self.metrics.set_arms(surface, &weighted);
         self.metrics.set_revision(surface, revision);
-        let parts = BindingParts {
+        Ok(Binding {
+            unplanned: self.metrics.binding(surface, "none", "none", "none"),
             surface: surface.to_owned(),
             revision,
             salt,
@@ -793,8 +794,7 @@ impl Control {
             max_candidates: settings.max_candidates,
             limiter: settings.max_concurrency.map(|max| Self::limiter(&self.limiters, surface, max)),
             shadow_limiter: Self::limiter(&self.shadow_limiters, surface, settings.shadow_concurrency),
-        };
-        Ok(Binding::new(parts, &self.metrics))
+        })
     }
 }
 

@@ -70,7 +70,8 @@ pub struct RegistryOptions {
     /// The largest component [`Registry::put_version`] accepts, in bytes. The bundled policies are
     /// about 120 KB; the default of 16 MiB leaves room for policies with embedded tables.
     pub max_component_bytes: usize,
-    /// How many inactive versions stay loaded. Active versions are always loaded and do not count.
+    /// How many versions no current plan calls stay loaded. Versions of current plans are always
+    /// loaded and do not count.
     pub cache_capacity: NonZeroUsize,
 }
 
@@ -183,9 +184,9 @@ impl Registry {
     /// dropped with an error log, and a surface whose plan called it returns to its previous valid
     /// plan. The directory is locked against other processes while the registry lives.
     ///
-    /// Fails if the manifest is unreadable (rather than forgetting every version), or if an
-    /// active version cannot be loaded by this host (rather than serving something else than the
-    /// admin API shows; after an upgrade, this keeps the new host from turning ready).
+    /// Fails if the manifest is unreadable (rather than forgetting every version), or if a version
+    /// of a current plan cannot be loaded by this host (rather than serving something else than
+    /// the admin API shows; after an upgrade, this keeps the new host from turning ready).
     pub fn open(dir: &Path, runtime: Arc<Runtime>, options: RegistryOptions) -> Result<Registry, Error> {
         let store = Store::open(dir, runtime.artifact_key())?;
         let now = now();

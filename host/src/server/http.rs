@@ -3,7 +3,7 @@
 //!
 //! A rank request is decoded, answered and encoded on the connection's task: the work is tens to
 //! hundreds of microseconds of CPU, which a thread hand-off would only add to. Every error answer
-//! is JSON naming the problem; a policy failure is never an error answer (see [`super::router`]).
+//! is JSON naming the problem; a policy failure is never an error answer (see [`crate::serving`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -294,7 +294,7 @@ async fn rank_in_span(
         encode_us as f64 / 1000.0
     );
     headers.insert("server-timing", HeaderValue::from_str(&timing).expect("ASCII"));
-    let metrics = decision.arm().map_or(decision.binding.unplanned_metrics(), |arm| &arm.metrics);
+    let metrics = decision.arm().map_or(&decision.binding.unplanned, |arm| &arm.metrics);
     metrics.request_seconds.observe(received.elapsed().as_secs_f64());
     http
 }

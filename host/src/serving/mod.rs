@@ -155,8 +155,8 @@ pub struct Binding {
     pub revision: Revision,
     /// The plan's salt.
     pub salt: String,
-    /// Bucket → arm index.
-    table: Box<[u8]>,
+    /// Bucket → arm index ([`plan::Plan::table`]); empty without a plan.
+    pub table: Box<[u8]>,
     /// The arms, in plan order.
     pub arms: Vec<ArmBinding>,
     /// The shadows.
@@ -171,34 +171,8 @@ pub struct Binding {
     pub limiter: Option<Arc<Limiter>>,
     /// The surface's shadow concurrency limit.
     pub shadow_limiter: Arc<Limiter>,
-    /// Metrics of answers given without a plan.
-    unplanned: BindingMetrics,
-}
-
-/// The parts of a [`Binding`], as the control plane (or `relish rank`) assembles them.
-pub struct BindingParts {
-    /// The surface.
-    pub surface: String,
-    /// The plan revision (0: none).
-    pub revision: Revision,
-    /// The plan's salt.
-    pub salt: String,
-    /// The bucket → arm table ([`plan::Plan::table`]); empty without a plan.
-    pub table: Box<[u8]>,
-    /// The arms.
-    pub arms: Vec<ArmBinding>,
-    /// The shadows.
-    pub shadows: Vec<ShadowBinding>,
-    /// The fallback policy.
-    pub fallback: Option<Bound>,
-    /// The call budget.
-    pub budget: Budget,
-    /// The most candidates per request.
-    pub max_candidates: usize,
-    /// The per-surface concurrency limit.
-    pub limiter: Option<Arc<Limiter>>,
-    /// The shadow concurrency limit.
-    pub shadow_limiter: Arc<Limiter>,
+    /// Metrics of answers given without a plan (`metrics.binding(surface, "none", "none", "none")`).
+    pub unplanned: BindingMetrics,
 }
 
 /// Which arm a request went to.
@@ -283,24 +257,6 @@ impl Decision {
 }
 
 impl Binding {
-    /// Binds a surface.
-    pub fn new(parts: BindingParts, metrics: &Metrics) -> Self {
-        Binding {
-            unplanned: metrics.binding(&parts.surface, "none", "none", "none"),
-            surface: parts.surface,
-            revision: parts.revision,
-            salt: parts.salt,
-            table: parts.table,
-            arms: parts.arms,
-            shadows: parts.shadows,
-            fallback: parts.fallback,
-            budget: parts.budget,
-            max_candidates: parts.max_candidates,
-            limiter: parts.limiter,
-            shadow_limiter: parts.shadow_limiter,
-        }
-    }
-
     /// The arm a request goes to: by the bucket of its key, else of its seed.
     pub fn assign(&self, key: Option<&str>, seed: u64) -> Assignment {
         let (bucket, sticky) = match key {
@@ -437,11 +393,6 @@ impl Binding {
         (ranking, Failure { reason, answered_by, detail, fallback_failure })
     }
 
-    /// The metrics of answers given without a plan.
-    pub fn unplanned_metrics(&self) -> &BindingMetrics {
-        &self.unplanned
-    }
-
     /// A binding of one loaded version as a one-arm plan, without fallback, health or shadows:
     /// what `relish rank` answers with.
     pub fn single(
@@ -461,7 +412,8 @@ impl Binding {
             params,
             health: None,
         };
-        let parts = BindingParts {
+        Binding {
+            unplanned: metrics.binding(surface, "none", "none", "none"),
             surface: surface.to_owned(),
             revision: 0,
             salt: String::new(),
@@ -473,8 +425,7 @@ impl Binding {
             limiter: None,
             shadow_limiter: Arc::new(Limiter::new(1)),
             budget,
-        };
-        Binding::new(parts, metrics)
+        }
     }
 
     /// `policy@version` of every arm, in plan order.
