@@ -197,6 +197,7 @@ fn encode(c: &mut Criterion) {
         policy: Some(PolicyRef { name: "discovery", version: "0.1.0", digest: Digest::of(b"bench") }),
         arm: Some(ArmRef { index: 0, name: "discovery@0.1.0", revision: 3, bucket: 4711, sticky: true }),
         fallback: None,
+        features: None,
         took_us: 85,
     };
     let mut group = c.benchmark_group("encode");

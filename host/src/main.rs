@@ -36,7 +36,8 @@ enum Command {
     /// Serve the ranking API (and the admin API on its own address).
     ///
     /// Without `--config` it serves the bundled policies from `target/policies` on the standard
-    /// surfaces. `RELISH_LISTEN`, `RELISH_ADMIN_LISTEN`, `RELISH_DATA_DIR`, `RELISH_LOG_FORMAT` and
+    /// surfaces, and (run from the repository) `discovery` fills what ids-only requests leave out
+    /// from `tests/fixtures/features.jsonl`. `RELISH_LISTEN`, `RELISH_ADMIN_LISTEN`, `RELISH_DATA_DIR`, `RELISH_LOG_FORMAT` and
     /// `RELISH_ADMIN_TOKEN` override the file.
     Serve {
         /// A TOML configuration file.
@@ -59,6 +60,11 @@ enum Command {
         connection: admin_cli::Connection,
         #[command(subcommand)]
         command: admin_cli::SurfaceCommand,
+    },
+    /// Fill a feature store from a file.
+    Features {
+        #[command(subcommand)]
+        command: FeaturesCommand,
     },
     /// Build policy crates into components (`<target>/policies/<name>.wasm`).
     Build {
@@ -106,6 +112,24 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum FeaturesCommand {
+    /// Load entities from a JSONL or CSV file into Redis: batched and pipelined, idempotent (each
+    /// entity's hash is replaced whole), with progress on a terminal. See docs/operations.md,
+    /// "Features", for the format and key layout.
+    Load {
+        /// The file: `.jsonl`/`.ndjson` (`{"entity", "id", "features", "tags"}` per line) or
+        /// `.csv` (header `entity,id,<feature>...,tags`).
+        file: PathBuf,
+        /// The Redis URL.
+        #[arg(long, env = "RELISH_FEATURE_STORE", default_value = "redis://127.0.0.1:6379/0")]
+        store: String,
+        /// The key prefix: keys are `{prefix}:{entity}:{id}`.
+        #[arg(long, default_value = relish_host::features::config::DEFAULT_PREFIX)]
+        prefix: String,
+    },
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -135,6 +159,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, check } => serve(config, check),
+        Command::Features { command: FeaturesCommand::Load { file, store, prefix } } => {
+            load_features(&file, &store, &prefix)
+        }
         Command::Policy { connection, command } => admin_cli::policy(&connection, command).map(|()| ExitCode::SUCCESS),
         Command::Surface { connection, command } => {
             admin_cli::surface(&connection, command).map(|()| ExitCode::SUCCESS)
@@ -269,10 +296,42 @@ fn rank(
     Ok(ExitCode::SUCCESS)
 }
 
+fn load_features(file: &std::path::Path, store: &str, prefix: &str) -> anyhow::Result<ExitCode> {
+    use relish_host::features::{LoadOptions, Progress};
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = terminal.then(|| {
+        Box::new(|p: &Progress| {
+            let rate = p.entities as f64 / p.elapsed.as_secs_f64().max(1e-3);
+            let share = 100.0 * p.bytes as f64 / p.total_bytes.max(1) as f64;
+            eprint!("\r{} entities loaded, {share:.0} % of the file ({rate:.0}/s)   ", p.entities);
+        }) as relish_host::features::OnProgress
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = runtime
+        .block_on(relish_host::features::load(file, store, prefix, LoadOptions { progress, ..LoadOptions::default() }))
+        .with_context(|| format!("loading {} into {store}", file.display()))?;
+    if terminal {
+        eprintln!();
+    }
+    println!(
+        "loaded {} entities ({} values) from {} into {store} under `{prefix}:` in {:.1} s",
+        report.entities,
+        report.values,
+        file.display(),
+        report.elapsed.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn serve(path: Option<PathBuf>, check: bool) -> anyhow::Result<ExitCode> {
     let mut config = match &path {
         Some(path) => Config::from_file(path)?,
-        None => Config::default(),
+        None => {
+            // The feature file shipped for the bundled fixtures, so that ids-only requests work
+            // on a fresh machine without a feature store.
+            let features = PathBuf::from("tests/fixtures/features.jsonl");
+            if features.exists() { Config::default().with_bundled_features(&features) } else { Config::default() }
+        }
     };
     config.apply_env(|name| std::env::var(name).ok())?;
     if check {

@@ -35,6 +35,7 @@ pub struct Metrics {
     shadow_seconds: HistogramVec,
     plan_revision: IntGaugeVec,
     arm_weight: IntGaugeVec,
+    feature_incomplete: IntCounterVec,
 }
 
 /// Agreement buckets: Kendall's tau runs from -1, the other measures from 0, all to 1.
@@ -49,6 +50,11 @@ fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
 }
 
 impl Metrics {
+    /// The registry, for parts that register metrics of their own (the feature stores).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Creates and registers every metric, plus the process collector (CPU, memory, file
     /// descriptors, threads, start time).
     pub fn new() -> Self {
@@ -148,6 +154,12 @@ impl Metrics {
                 &["surface", "arm"],
             )
             .expect("valid"),
+            feature_incomplete: counter(
+                "relish_feature_incomplete_answers_total",
+                "Answers whose policy found declared features missing after the feature lookup, by why: \
+                 the store's failure (timeout, unavailable, ...), unknown-ids, or missing-values.",
+                &["surface", "reason"],
+            ),
             registry,
         };
         let r = &metrics.registry;
@@ -170,6 +182,7 @@ impl Metrics {
         register(Box::new(metrics.shadow_seconds.clone()));
         register(Box::new(metrics.plan_revision.clone()));
         register(Box::new(metrics.arm_weight.clone()));
+        register(Box::new(metrics.feature_incomplete.clone()));
         #[cfg(target_os = "linux")]
         register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         metrics
@@ -280,6 +293,11 @@ impl Metrics {
             self.active.with_label_values(&[surface, name, policy, version, digest]).set(1);
             self.arm_weight.with_label_values(&[surface, name]).set(i64::from(weight));
         }
+    }
+
+    /// Counts an answer given with declared features missing, for `reason`.
+    pub fn feature_incomplete(&self, surface: &str, reason: &str) {
+        self.feature_incomplete.with_label_values(&[surface, reason]).inc();
     }
 
     /// Counts an upload refused for the reason `reason` ([`crate::runtime::LoadError::code`]).

@@ -19,6 +19,7 @@ use relish_host::control::plan::BUCKETS;
 use relish_host::metrics::Metrics;
 use relish_host::serving::shadow::ShadowStats;
 use relish_host::serving::{ArmBinding, Binding, Bound, Limiter, ShadowBinding};
+use relish_tests::bench::process_cpu_seconds;
 
 fn binding(metrics: &Metrics, shadow: bool) -> Arc<Binding> {
     let policy = Arc::new(relish_tests::policy("discovery"));
@@ -57,16 +58,8 @@ fn binding(metrics: &Metrics, shadow: bool) -> Arc<Binding> {
         max_candidates: 10_000,
         limiter: None,
         shadow_limiter: Arc::new(Limiter::new(64)),
+        features: None,
     })
-}
-
-/// User + system CPU time of this process.
-fn cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // Linux reports in clock ticks of 1/100 s (USER_HZ).
-    Duration::from_millis(ticks * 10)
 }
 
 fn plans(c: &mut Criterion) {
@@ -91,7 +84,7 @@ fn plans(c: &mut Criterion) {
     let shadowed = binding(&metrics, true);
     const DECISIONS: usize = 4000;
     let per_decision = |binding: &Arc<Binding>| {
-        let (cpu_before, wall) = (cpu(), Instant::now());
+        let (cpu_before, wall) = (process_cpu_seconds(), Instant::now());
         for i in 0..DECISIONS {
             black_box(binding.decide(request.clone(), Some(&users[i % users.len()]), &metrics));
         }
@@ -104,7 +97,7 @@ fn plans(c: &mut Criterion) {
             std::thread::sleep(Duration::from_millis(1));
         }
         let skipped = stats.map_or(0, |s| s.skipped());
-        ((cpu() - cpu_before).as_secs_f64() * 1e6 / DECISIONS as f64, wall.elapsed(), skipped)
+        ((process_cpu_seconds() - cpu_before) * 1e6 / DECISIONS as f64, wall.elapsed(), skipped)
     };
     let (without, _, _) = per_decision(&plain);
     let (with, _, skipped) = per_decision(&shadowed);

@@ -18,6 +18,7 @@ fn answer(policy: &relish_host::runtime::PolicyPre, json: &str) -> Vec<u8> {
         }),
         arm: None,
         fallback: None,
+        features: None,
         took_us: 0,
     }
     .to_json()

@@ -67,6 +67,7 @@ fn control_with_router(registry: &Arc<Registry>) -> (Control, Arc<Router>) {
         metrics: Arc::new(Metrics::new()),
         alarms: tokio::sync::mpsc::unbounded_channel().0,
         natives: HashMap::new(),
+        stores: HashMap::new(),
     };
     (Control::new(parts), router)
 }

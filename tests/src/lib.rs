@@ -12,6 +12,7 @@ use relish_host::builder::{self, BuildOptions, Built};
 use relish_host::runtime::{Budget, PolicyPre, Runtime, RuntimeConfig, types};
 use relish_host::wire::{self, DecodeOptions};
 
+pub mod bench;
 pub mod synthetic;
 
 /// The repository root.

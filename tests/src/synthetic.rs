@@ -265,3 +265,39 @@ pub fn any(seed: u64) -> Value {
         "limit": rng.below(1200),
     })
 }
+
+/// The feature-store form of a row-shaped request: one JSONL line per entity, `{"entity", "id",
+/// "features", "tags"}` (the format of `relish features load` and of the memory store), the user
+/// as entity `user` and the candidates as `entity`.
+pub fn entities_jsonl(request: &Value, entity: &str) -> String {
+    let mut out = String::new();
+    let user = &request["user"];
+    if let Some(id) = user["id"].as_str() {
+        let line =
+            json!({"entity": "user", "id": id, "features": user["features"].as_object().cloned().unwrap_or_default()});
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    for candidate in request["candidates"].as_array().into_iter().flatten() {
+        let mut line = json!({"entity": entity, "id": candidate["id"], "features": candidate["features"]});
+        if let Some(tags) = candidate["tags"].as_array().filter(|t| !t.is_empty()) {
+            line["tags"] = json!(tags);
+        }
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// The same request with ids only: the user's id and each candidate's id, no features, no tags.
+pub fn ids_only(request: &Value) -> Value {
+    let mut ids = request.clone();
+    if let Some(user) = ids["user"].as_object_mut() {
+        user.remove("features");
+    }
+    for candidate in ids["candidates"].as_array_mut().into_iter().flatten() {
+        let id = candidate["id"].clone();
+        *candidate = json!({"id": id});
+    }
+    ids
+}

@@ -21,10 +21,12 @@ use serde::Deserialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use self::plan::{Arm, BUCKETS, MAX_ARMS, MAX_SHADOWS, Plan, Revision, Shadow};
+use crate::features::Features;
 use crate::metrics::Metrics;
 use crate::registry::{self, NewRevision, PlanRevision, Registry, VersionInfo};
 use crate::runtime::{Digest, PolicyPre, Ranker, is_identifier, mib};
 use crate::server::config::{Config, PolicyRef, ResolvedSurface};
+use crate::serving::enrich::StoreFeatures;
 use crate::serving::health::{Alarm, Health};
 use crate::serving::shadow::ShadowStats;
 use crate::serving::{ArmBinding, Binding, Bound, Limiter, Router, ShadowBinding};
@@ -260,6 +262,8 @@ pub struct ControlParts {
     pub alarms: UnboundedSender<Alarm>,
     /// Native stand-ins by policy name: the load benchmark's baseline only.
     pub natives: HashMap<String, Arc<dyn Ranker>>,
+    /// The feature stores, by name.
+    pub stores: HashMap<String, Arc<Features>>,
 }
 
 /// The control plane of one host. See the [module documentation](self).
@@ -270,6 +274,7 @@ pub struct Control {
     metrics: Arc<Metrics>,
     alarms: UnboundedSender<Alarm>,
     natives: HashMap<String, Arc<dyn Ranker>>,
+    stores: HashMap<String, Arc<Features>>,
     /// Fallback policies by reference (`name` or `name@version`), resolved once and kept: an
     /// upload or a delete later never changes which version answers as a surface's fallback.
     fallbacks: Mutex<HashMap<String, Arc<PolicyPre>>>,
@@ -291,6 +296,7 @@ impl Control {
             metrics: parts.metrics,
             alarms: parts.alarms,
             natives: parts.natives,
+            stores: parts.stores,
             fallbacks: Mutex::new(HashMap::new()),
             limiters: Mutex::new(HashMap::new()),
             shadow_limiters: Mutex::new(HashMap::new()),
@@ -781,7 +787,25 @@ impl Control {
             .collect();
         self.metrics.set_arms(surface, &weighted);
         self.metrics.set_revision(surface, revision);
+        // One lookup serves the arm, the fallback and every shadow: the union of what they declare.
+        let features = match &settings.features {
+            Some(features) => {
+                let store = self
+                    .stores
+                    .get(&features.store)
+                    .with_context(|| format!("surface `{surface}`: no feature store `{}`", features.store))?;
+                let declared = arms
+                    .iter()
+                    .map(|a| &a.bound)
+                    .chain(shadows.iter().map(|s| &s.bound))
+                    .chain(fallback.iter())
+                    .flat_map(|b| b.features.iter());
+                Some(Arc::new(StoreFeatures::new(features, store.clone(), declared)))
+            }
+            None => None,
+        };
         Ok(Binding {
+            features,
             unplanned: self.metrics.binding(surface, "none", "none", "none"),
             surface: surface.to_owned(),
             revision,

@@ -20,6 +20,15 @@
 //! max_concurrency = 8
 //! rollback_failure_rate = 0.02   # roll back by itself past 2 % failures ...
 //! rollback_min_calls = 500       # ... once 500 calls are seen
+//!
+//! [features.stores.main]          # a feature store (docs/operations.md, "Features")
+//! backend = "redis"
+//! url = "redis://127.0.0.1:6379/0"
+//!
+//! [defaults.features]             # every surface fills what its policies declare from it ...
+//! source = "both"                 # ... inline values win over stored ones
+//! store = "main"
+//! deadline_ms = 2
 //! ```
 //!
 //! Every mistake stops startup with a message naming the key (or environment variable) and the
@@ -73,6 +82,76 @@ pub struct Config {
     /// Surfaces by name. Empty means the [`STANDARD_SURFACES`].
     #[serde(default)]
     pub surfaces: BTreeMap<String, SurfaceConfig>,
+    /// Feature stores.
+    #[serde(default)]
+    pub features: FeaturesConfig,
+}
+
+/// `[features]`: the feature stores surfaces look features up in, by name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// `[features.stores.<name>]`.
+    #[serde(default)]
+    pub stores: BTreeMap<String, crate::features::StoreConfig>,
+}
+
+/// Where a surface's features come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureSource {
+    /// Only from the request body (the default).
+    #[default]
+    Inline,
+    /// Only from the feature store: a request carrying feature values is refused.
+    Store,
+    /// From the store, with values in the request winning over stored ones.
+    Both,
+}
+
+/// `[surfaces.<name>.features]` (or `[defaults.features]`): field by field, a surface's own
+/// setting wins over the default's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurfaceFeatures {
+    /// `inline`, `store` or `both`.
+    pub source: Option<FeatureSource>,
+    /// The store's name (`[features.stores.<name>]`); may be left out when there is one store.
+    pub store: Option<String>,
+    /// The entity kind of the surface's candidates (for example `venue`): the middle of the key
+    /// `{prefix}:{entity}:{id}`. The standard surfaces have defaults ([`candidate_entity`]).
+    pub entity: Option<String>,
+    /// The entity kind of users (default `user`).
+    pub user_entity: Option<String>,
+    /// How long a lookup may take before the policy is called with what has arrived (default 2).
+    pub deadline_ms: Option<f64>,
+}
+
+/// The entity kind of a standard surface's candidates.
+pub fn candidate_entity(surface: &str) -> Option<&'static str> {
+    Some(match surface {
+        "discovery" | "category" => "venue",
+        "venue-items" | "cart-cross-sell" => "item",
+        "banners" => "banner",
+        "brands" => "brand",
+        "food-categories" => "food-category",
+        _ => return None,
+    })
+}
+
+/// A surface's feature settings with defaults applied; only for surfaces that use a store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedFeatures {
+    /// `store` or `both`.
+    pub source: FeatureSource,
+    /// The store's name.
+    pub store: String,
+    /// The candidates' entity kind.
+    pub entity: String,
+    /// The users' entity kind.
+    pub user_entity: String,
+    /// The lookup deadline.
+    pub deadline: Duration,
 }
 
 /// How logs are written.
@@ -226,6 +305,8 @@ pub struct SurfaceSettings {
     /// Whether the host rolls the surface back by itself when the active version fails too often
     /// (default `true`).
     pub auto_rollback: Option<bool>,
+    /// Where features come from (default: only the request body).
+    pub features: Option<SurfaceFeatures>,
     /// The share of failed calls, among the last `rollback_window`, that triggers an automatic
     /// rollback (default 0.05, 5 %).
     pub rollback_failure_rate: Option<f64>,
@@ -294,6 +375,8 @@ pub struct ResolvedSurface {
     pub shadow_concurrency: usize,
     /// When to roll the surface back by itself; never if `None`.
     pub health: Option<HealthPolicy>,
+    /// Where features come from, when a store is involved; `None`: only the request body.
+    pub features: Option<ResolvedFeatures>,
 }
 
 impl Config {
@@ -370,7 +453,18 @@ impl Config {
         if e.cache_capacity == 0 {
             return Err(error("engine.cache_capacity", "must be at least 1"));
         }
+        for (name, store) in &self.features.stores {
+            let key = format!("features.stores.{name}");
+            if !is_identifier(name) {
+                return Err(error(key, "a store name is 1-64 characters of a-z, 0-9, `-`, `_` or `.`"));
+            }
+            store.validate().map_err(|e| error(format!("{key}.{}", e.field), e.message))?;
+        }
         self.check_settings("defaults", &self.defaults)?;
+        for name in self.surface_names() {
+            let key = format!("surfaces.{name}.features");
+            self.resolve_features(&key, &name, self.surfaces.get(&name).map(|s| &s.settings))?;
+        }
         for (name, surface) in &self.surfaces {
             let key = format!("surfaces.{name}");
             if !is_identifier(name) {
@@ -425,6 +519,32 @@ impl Config {
         if settings.max_concurrency == Some(0) {
             return Err(error(format!("{key}.max_concurrency"), "must be at least 1"));
         }
+        if let Some(features) = &settings.features {
+            if let Some(ms) = features.deadline_ms
+                && !(0.05..=1_000.0).contains(&ms)
+            {
+                return Err(error(format!("{key}.features.deadline_ms"), format!("{ms} is outside 0.05..=1000")));
+            }
+            for (field, value) in [("entity", &features.entity), ("user_entity", &features.user_entity)] {
+                if let Some(value) = value
+                    && !is_identifier(value)
+                {
+                    return Err(error(
+                        format!("{key}.features.{field}"),
+                        format!("`{value}` is not 1-64 characters of a-z, 0-9, `-`, `_` or `.`"),
+                    ));
+                }
+            }
+            if let Some(store) = &features.store
+                && !self.features.stores.contains_key(store)
+            {
+                let known: Vec<&str> = self.features.stores.keys().map(String::as_str).collect();
+                return Err(error(
+                    format!("{key}.features.store"),
+                    format!("no store `{store}` in [features.stores] (known: {})", list_or_none(&known)),
+                ));
+            }
+        }
         if settings.shadow_concurrency == Some(0) {
             return Err(error(format!("{key}.shadow_concurrency"), "must be at least 1"));
         }
@@ -461,19 +581,111 @@ impl Config {
         }
     }
 
+    /// The configuration without a file, plus the feature file shipped for the bundled fixtures
+    /// (`tests/fixtures/features.jsonl`) as the memory store `bundled`, from which `discovery`
+    /// fills what an ids-only request leaves out (`source = "both"`). What `relish serve` runs
+    /// with no `--config` when that file is there.
+    pub fn with_bundled_features(mut self, path: &Path) -> Self {
+        self.features.stores.insert("bundled".to_owned(), crate::features::StoreConfig::memory(path));
+        if self.surfaces.is_empty() {
+            self.surfaces = self.standard_surfaces().into_iter().collect();
+        }
+        if let Some(discovery) = self.surfaces.get_mut("discovery") {
+            discovery.settings.features = Some(SurfaceFeatures {
+                source: Some(FeatureSource::Both),
+                store: Some("bundled".to_owned()),
+                ..SurfaceFeatures::default()
+            });
+        }
+        self
+    }
+
+    /// The standard surfaces, each served by the bundled policy of its name if the bundled
+    /// directory has one, else by `popularity`.
+    fn standard_surfaces(&self) -> Vec<(String, SurfaceConfig)> {
+        STANDARD_SURFACES
+            .iter()
+            .map(|&name| {
+                let bundled = self.server.bundled_dir.join(format!("{name}.wasm")).exists();
+                let policy = if bundled { name } else { "popularity" };
+                (name.to_owned(), SurfaceConfig { policy: Some(policy.to_owned()), ..SurfaceConfig::default() })
+            })
+            .collect()
+    }
+
+    /// The names of the configured surfaces (the standard ones when none are configured).
+    fn surface_names(&self) -> Vec<String> {
+        if self.surfaces.is_empty() {
+            STANDARD_SURFACES.iter().map(|&s| s.to_owned()).collect()
+        } else {
+            self.surfaces.keys().cloned().collect()
+        }
+    }
+
+    /// A surface's feature settings, its own over the defaults'; `None` when it takes features
+    /// only from the request body. `key` names the table in errors.
+    fn resolve_features(
+        &self,
+        key: &str,
+        surface: &str,
+        own: Option<&SurfaceSettings>,
+    ) -> Result<Option<ResolvedFeatures>, ConfigError> {
+        let empty = SurfaceFeatures::default();
+        let own = own.and_then(|s| s.features.as_ref()).unwrap_or(&empty);
+        let defaults = self.defaults.features.as_ref().unwrap_or(&empty);
+        let source = own.source.or(defaults.source).unwrap_or_default();
+        if source == FeatureSource::Inline {
+            return Ok(None);
+        }
+        let store = match own.store.clone().or_else(|| defaults.store.clone()) {
+            Some(store) => store,
+            None if self.features.stores.len() == 1 => self.features.stores.keys().next().expect("one").clone(),
+            None if self.features.stores.is_empty() => {
+                return Err(error(
+                    format!("{key}.source"),
+                    "takes features from a store, but [features.stores] configures none",
+                ));
+            }
+            None => {
+                let known: Vec<&str> = self.features.stores.keys().map(String::as_str).collect();
+                return Err(error(
+                    format!("{key}.store"),
+                    format!("name the store: there are several ({})", known.join(", ")),
+                ));
+            }
+        };
+        let entity = match own.entity.clone().or_else(|| candidate_entity(surface).map(str::to_owned)) {
+            Some(entity) => entity,
+            None => match &defaults.entity {
+                Some(entity) => entity.clone(),
+                None => {
+                    return Err(error(
+                        format!("{key}.entity"),
+                        format!(
+                            "`{surface}` is not a standard surface: name its candidates' entity kind (for example `venue`)"
+                        ),
+                    ));
+                }
+            },
+        };
+        let user_entity =
+            own.user_entity.clone().or_else(|| defaults.user_entity.clone()).unwrap_or_else(|| "user".into());
+        let ms = own.deadline_ms.or(defaults.deadline_ms).unwrap_or(2.0);
+        Ok(Some(ResolvedFeatures {
+            source,
+            store,
+            entity,
+            user_entity,
+            deadline: Duration::from_secs_f64(ms / 1000.0),
+        }))
+    }
+
     /// The configured surfaces (the standard ones when none are configured), with defaults
     /// applied. A standard surface's policy is the bundled policy of its name if the bundled
     /// directory has one, else `popularity`.
     pub fn surfaces(&self) -> Vec<ResolvedSurface> {
         let configured: Vec<(String, SurfaceConfig)> = if self.surfaces.is_empty() {
-            STANDARD_SURFACES
-                .iter()
-                .map(|&name| {
-                    let bundled = self.server.bundled_dir.join(format!("{name}.wasm")).exists();
-                    let policy = if bundled { name } else { "popularity" };
-                    (name.to_owned(), SurfaceConfig { policy: Some(policy.to_owned()), ..SurfaceConfig::default() })
-                })
-                .collect()
+            self.standard_surfaces()
         } else {
             self.surfaces.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
@@ -510,6 +722,10 @@ impl Config {
                 .shadow_concurrency
                 .or(defaults.shadow_concurrency)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+            features: self
+                .resolve_features(&format!("surfaces.{name}.features"), name, surface.map(|s| &s.settings))
+                .ok()
+                .flatten(),
             health: own.auto_rollback.or(defaults.auto_rollback).unwrap_or(true).then(|| {
                 let default = HealthPolicy::default();
                 let min_calls = own.rollback_min_calls.or(defaults.rollback_min_calls).unwrap_or(default.min_calls);
@@ -525,6 +741,10 @@ impl Config {
             }),
         }
     }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
 }
 
 /// The dotted key path at a byte offset of a TOML text, found by walking its tables: good enough to

@@ -266,10 +266,29 @@ async fn rank_in_span(
         tracing::Span::current().record("request_id", decoded.request.request_id.as_str());
     }
     let parse_us = parse_started.elapsed().as_micros() as u64;
+    let features = match &binding.features {
+        Some(source) => {
+            if let Some(field) = source.refuses(&decoded.request) {
+                let message = format!(
+                    "surface `{surface}` takes its features from the feature store `{}` (features.source = \"store\"): \
+                     send ids only, or configure source = \"both\" to let values in the body win",
+                    source.store_name
+                );
+                return error(state, StatusCode::BAD_REQUEST, "inline_features", &message, Some(field), id);
+            }
+            let report = source.fill(&mut decoded.request).await;
+            if let Some(reason) = report.incomplete() {
+                state.metrics.feature_incomplete(surface, reason);
+            }
+            Some(report)
+        }
+        None => None,
+    };
     // A signed-in user's id assigns the arm; else the caller's `bucket_key`; else the seed.
     let key = decoded.request.context.user_id.clone().or_else(|| decoded.bucket_key.take());
 
-    let decision = binding.decide(decoded.request, key.as_deref(), &state.metrics);
+    let mut decision = binding.decide(decoded.request, key.as_deref(), &state.metrics);
+    decision.features = features;
 
     let encode_started = Instant::now();
     let body = decision.response(received.elapsed().as_micros() as u64).to_json();
@@ -287,12 +306,22 @@ async fn rank_in_span(
         headers.insert(ARM, value);
     }
     headers.insert(PLAN_REVISION, HeaderValue::from(decision.binding.revision));
-    let timing = format!(
-        "parse;dur={:.3}, policy;dur={:.3}, encode;dur={:.3}",
-        parse_us as f64 / 1000.0,
-        decision.policy_us as f64 / 1000.0,
-        encode_us as f64 / 1000.0
-    );
+    // The phases in the order they ran; `features` only on surfaces that look features up.
+    let timing = match &decision.features {
+        Some(report) => format!(
+            "parse;dur={:.3}, features;dur={:.3}, policy;dur={:.3}, encode;dur={:.3}",
+            parse_us as f64 / 1000.0,
+            report.took_us as f64 / 1000.0,
+            decision.policy_us as f64 / 1000.0,
+            encode_us as f64 / 1000.0
+        ),
+        None => format!(
+            "parse;dur={:.3}, policy;dur={:.3}, encode;dur={:.3}",
+            parse_us as f64 / 1000.0,
+            decision.policy_us as f64 / 1000.0,
+            encode_us as f64 / 1000.0
+        ),
+    };
     headers.insert("server-timing", HeaderValue::from_str(&timing).expect("ASCII"));
     let metrics = decision.arm().map_or(&decision.binding.unplanned, |arm| &arm.metrics);
     metrics.request_seconds.observe(received.elapsed().as_secs_f64());

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use self::config::{Config, PolicyRef};
 use crate::control::{Applied, Change, Control, ControlParts, PlanSpec};
+use crate::features::Features;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
 use crate::runtime::{Digest, Ranker, Runtime};
@@ -53,6 +54,8 @@ pub struct State {
     alarms: mpsc::UnboundedSender<Alarm>,
     /// Native stand-ins by policy name: the load benchmark's baseline only.
     natives: HashMap<String, Arc<dyn Ranker>>,
+    /// The feature stores, by name.
+    pub stores: HashMap<String, Arc<Features>>,
 }
 
 impl State {
@@ -136,6 +139,7 @@ fn initialise(state: &State) -> anyhow::Result<()> {
         metrics: state.metrics.clone(),
         alarms: state.alarms.clone(),
         natives: state.natives.clone(),
+        stores: state.stores.clone(),
     });
 
     for surface in config.surfaces() {
@@ -235,11 +239,19 @@ pub async fn start_with_natives(
     }
     let tokens = admin::Tokens::from_config(&config.admin, |name| std::env::var(name).ok())?;
     let (alarms, alarm_receiver) = mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::new());
+    let mut stores = HashMap::new();
+    for (name, store) in &config.features.stores {
+        let features = Features::new(name, store, metrics.registry())
+            .with_context(|| format!("features.stores.{name}: opening the {} store", store.backend_name()))?;
+        stores.insert(name.clone(), features);
+    }
     let state = Arc::new(State {
         runtime,
         control: OnceLock::new(),
         router: Arc::new(Router::default()),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
+        stores,
         ready: AtomicBool::new(false),
         inflight: AtomicUsize::new(0),
         alarms,

@@ -14,6 +14,7 @@
 //! takes a lock; shadows run off it (see [`shadow`]).
 
 pub mod compare;
+pub mod enrich;
 pub mod health;
 pub mod shadow;
 
@@ -24,12 +25,13 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use self::enrich::{FeatureReport, StoreFeatures};
 use self::health::Health;
 use self::shadow::ShadowStats;
 use crate::control::plan::{self, Revision};
 use crate::fallback::{self, INPUT_ORDER};
 use crate::metrics::{BindingMetrics, Metrics};
-use crate::runtime::{Budget, CallError, Digest, PolicyPre, Ranker, Ranking, types};
+use crate::runtime::{Budget, CallError, Digest, FeatureSpec, PolicyPre, Ranker, Ranking, types};
 use crate::wire;
 
 /// A loaded policy version, with the names responses and metrics use.
@@ -43,6 +45,8 @@ pub struct Bound {
     pub version: String,
     /// Its digest.
     pub digest: Digest,
+    /// The features it declares.
+    pub features: Arc<[FeatureSpec]>,
 }
 
 impl Bound {
@@ -53,6 +57,7 @@ impl Bound {
             name: metadata.name.clone(),
             version: metadata.version.clone(),
             digest: policy.digest(),
+            features: metadata.features.clone().into(),
             ranker: policy,
         }
     }
@@ -173,6 +178,8 @@ pub struct Binding {
     pub shadow_limiter: Arc<Limiter>,
     /// Metrics of answers given without a plan (`metrics.binding(surface, "none", "none", "none")`).
     pub unplanned: BindingMetrics,
+    /// Where features missing from the body come from; `None`: only the body.
+    pub features: Option<Arc<StoreFeatures>>,
 }
 
 /// Which arm a request went to.
@@ -218,6 +225,8 @@ pub struct Decision {
     pub request: Arc<types::Request>,
     /// How many shadow calls were started for it.
     pub shadows: usize,
+    /// What the feature lookup before the call did, when the surface uses a store.
+    pub features: Option<FeatureReport>,
 }
 
 impl Decision {
@@ -251,6 +260,7 @@ impl Decision {
                 fallback_reason: f.fallback_failure.as_ref().map(|(reason, _)| *reason),
                 fallback_detail: f.fallback_failure.as_ref().map(|(_, detail)| detail.as_str()),
             }),
+            features: self.features.as_ref(),
             took_us,
         }
     }
@@ -331,7 +341,7 @@ impl Binding {
                 }
             }
         }
-        Decision { binding: self.clone(), assignment, ranking, failure, policy_us, request, shadows }
+        Decision { binding: self.clone(), assignment, ranking, failure, policy_us, request, shadows, features: None }
     }
 
     fn call(
@@ -425,6 +435,7 @@ impl Binding {
             limiter: None,
             shadow_limiter: Arc::new(Limiter::new(1)),
             budget,
+            features: None,
         }
     }
 

@@ -62,6 +62,9 @@ pub struct Response<'a> {
     pub arm: Option<ArmRef<'a>>,
     /// Set when a fallback answered instead of the active policy.
     pub fallback: Option<Fallback<'a>>,
+    /// What the feature lookup did, on surfaces that use a feature store (absent elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<&'a crate::serving::enrich::FeatureReport>,
     /// Microseconds from receiving the request to encoding the answer.
     pub took_us: u64,
 }

@@ -10,6 +10,7 @@ mod containment;
 mod crash;
 mod data_plane;
 mod fail_open;
+mod features;
 mod hostile;
 mod lifecycle;
 mod plans;

@@ -10,24 +10,29 @@
 //! and in native mode (the same hyper server and JSON decoder; only the ranking differs), runs
 //! `wrk` against `POST /v1/rank/discovery`, and prints requests/s, p50 and p99 and the wasm/native
 //! ratio, then where a request's time goes (the `server-timing` parse / policy / encode split).
-//! Then, with headroom (`wrk -c1`: one connection keeps one of two cores free), the wasm server without and with a 100 % shadow of the same
-//! version (`PUT /v1/surfaces/discovery/plan` with `shadow`): what shadow evaluation costs the
-//! caller. Needs `wrk` (Debian: `apt-get install wrk`).
+//! Then, with headroom, the wasm server without and with a 100 % shadow of the same version
+//! (`PUT /v1/surfaces/discovery/plan` with `shadow`): what shadow evaluation costs the caller.
+//! These two cases use an open-loop client ([`open_loop`]) rather than `wrk`: requests are sent
+//! at a fixed rate (a third of what one core answers sequentially, so the machine has headroom
+//! with the shadow's calls too), each timed from when it was sent, not from when a connection was
+//! free, so a slow answer cannot hide the requests queued behind it (coordinated omission): the
+//! client never waits for an answer before sending. A closed loop (`wrk -c1`) keeps one request in flight and the server busy all the time: beside
+//! `wrk` and the shadow thread, that is three busy threads on two cores, no headroom at all.
+//! Needs `wrk` (Debian: `apt-get install wrk`).
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use relish_host::runtime::{Ranker, Runtime, RuntimeConfig};
 use relish_host::server::{self, config::Config};
 use relish_policy_discovery::Discovery;
 use relish_policy_popularity::Popularity;
-use relish_tests::{Native, synthetic};
+use relish_tests::{Native, bench, synthetic};
 
 // The same allocator as the `relish` binary: the server runs in this process.
 #[global_allocator]
@@ -45,16 +50,8 @@ struct Run {
 
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args().nth(1).map_or(Ok(10), |s| s.parse())?;
-    if Command::new("wrk").arg("--version").output().is_err() {
-        anyhow::bail!("wrk is not installed: `apt-get install wrk` (Debian) or see https://github.com/wg/wrk");
-    }
-    let policies = relish_tests::policies();
-    let dir = tempfile::tempdir()?;
-    let bundled = dir.path().join("bundled");
-    std::fs::create_dir_all(&bundled)?;
-    for name in ["discovery", "popularity"] {
-        std::fs::copy(&policies[name].component, bundled.join(format!("{name}.wasm")))?;
-    }
+    bench::check_wrk()?;
+    let (dir, bundled) = bench::bundled(&["discovery", "popularity"])?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let wasm_runtime = Runtime::new(RuntimeConfig::default())?;
     println!("| candidates | mode | requests/s | p50 ms | p99 ms | parse µs | policy µs | encode µs |");
@@ -83,7 +80,7 @@ fn main() -> anyhow::Result<()> {
                 &body_path,
                 seconds,
                 mode,
-                Load { connections: 32, shadow: false },
+                Load { client: Client::Wrk { connections: 32 }, shadow: false },
             ))?;
             println!(
                 "| {candidates} | {mode} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
@@ -91,27 +88,54 @@ fn main() -> anyhow::Result<()> {
             );
             runs.insert(mode, run);
         }
-        for (mode, shadow) in [("wasm, -c1", false), ("wasm + 100 % shadow, -c1", true)] {
-            let run = runtime.block_on(measure(
-                dir.path(),
-                &bundled,
-                wasm_runtime.clone(),
-                HashMap::new(),
-                &body,
-                &body_path,
-                seconds,
-                mode,
-                Load { connections: 1, shadow },
-            ))?;
-            println!(
-                "| {candidates} | {mode} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
-                run.requests_per_second, run.p50_ms, run.p99_ms, run.parse_us, run.policy_us, run.encode_us
-            );
-            runs.insert(if shadow { "shadow" } else { "light" }, run);
+        // A third of one core's sequential rate: the shadow's calls fit beside the answers.
+        let wasm_us = runs["wasm"].parse_us + runs["wasm"].policy_us + runs["wasm"].encode_us;
+        let rate = (1e6 / wasm_us / 3.0).round();
+        // Alternated, three times each: on a shared machine a neighbour's burst or the state the
+        // previous case left decides one run's tail; the median of three alternated runs does not
+        // favour either mode.
+        let mut open: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..3 {
+            for (mode, shadow) in [("wasm, open loop", false), ("wasm + 100 % shadow, open loop", true)] {
+                let run = runtime.block_on(measure(
+                    dir.path(),
+                    &bundled,
+                    wasm_runtime.clone(),
+                    HashMap::new(),
+                    &body,
+                    &body_path,
+                    seconds,
+                    mode,
+                    Load { client: Client::OpenLoop { rate }, shadow },
+                ))?;
+                println!(
+                    "| {candidates} | {mode}, {rate} req/s, round {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
+                    round + 1,
+                    run.requests_per_second,
+                    run.p50_ms,
+                    run.p99_ms,
+                    run.parse_us,
+                    run.policy_us,
+                    run.encode_us
+                );
+                open[usize::from(shadow)].push(run);
+            }
         }
+        let [light, shadow] = open.map(|mut runs| {
+            let median = |runs: &mut Vec<Run>, key: fn(&Run) -> f64| {
+                runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+                key(&runs[runs.len() / 2])
+            };
+            let p50_ms = median(&mut runs, |r| r.p50_ms);
+            let p99_ms = median(&mut runs, |r| r.p99_ms);
+            let requests_per_second = median(&mut runs, |r| r.requests_per_second);
+            Run { requests_per_second, p50_ms, p99_ms, ..runs.swap_remove(0) }
+        });
+        runs.insert("light", light);
+        runs.insert("shadow", shadow);
         let (light, shadow) = (&runs["light"], &runs["shadow"]);
         summary.push(format!(
-            "{candidates} candidates, with headroom: a 100 % shadow gives p50 x{:.2}, p99 x{:.2}, requests/s x{:.2}",
+            "{candidates} candidates, with headroom (medians of 3 alternated runs): a 100 % shadow gives p50 x{:.2}, p99 x{:.2}, requests/s x{:.2}",
             shadow.p50_ms / light.p50_ms,
             shadow.p99_ms / light.p99_ms,
             shadow.requests_per_second / light.requests_per_second
@@ -137,10 +161,20 @@ fn main() -> anyhow::Result<()> {
 
 /// How a case loads the server.
 struct Load {
-    /// wrk connections.
-    connections: u32,
+    /// What sends the requests.
+    client: Client,
     /// Whether the surface's plan runs a 100 % shadow of its own version.
     shadow: bool,
+}
+
+/// What sends a case's requests.
+#[derive(Clone, Copy)]
+enum Client {
+    /// `wrk -t1` with this many connections (a closed loop: each sends its next request when the
+    /// last one is answered).
+    Wrk { connections: u32 },
+    /// [`open_loop`] at this many requests per second.
+    OpenLoop { rate: f64 },
 }
 
 #[expect(clippy::too_many_arguments, reason = "one benchmark case, spelled out")]
@@ -173,7 +207,7 @@ async fn measure(
     });
     let handle = server::start_with_natives(config, wasm_runtime, natives).await?;
     let url = format!("http://{}/v1/rank/discovery", handle.addr);
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = HttpClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     if load.shadow {
         let plan = serde_json::json!({
             "arms": [{"policy": "discovery", "version": "0.1.0", "weight": 100}],
@@ -208,35 +242,18 @@ async fn measure(
         }
     }
 
-    let script = dir.join("post.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"content-type\"] = \"application/json\"\n\
-             local f = io.open(\"{}\", \"rb\")\nwrk.body = f:read(\"*all\")\nf:close()\n",
-            body_path.display()
-        ),
-    )?;
-    let output = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            Command::new("wrk")
-                .args(["-t1", &format!("-c{}", load.connections), &format!("-d{seconds}s"), "--latency", "-s"])
-                .arg(&script)
-                .arg(&url)
-                .output()
+    let (requests_per_second, p50_ms, p99_ms) = match load.client {
+        Client::Wrk { connections } => {
+            let (dir, body_path, url) = (dir.to_path_buf(), body_path.to_path_buf(), url.clone());
+            let report =
+                tokio::task::spawn_blocking(move || bench::wrk(&dir, &body_path, &url, connections, seconds)).await??;
+            (report.requests_per_second, report.p50_ms, report.p99_ms)
         }
-    })
-    .await??;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    anyhow::ensure!(!text.contains("Non-2xx"), "wrk saw error answers:\n{text}");
-    let field = |prefix: &str| -> Option<String> {
-        text.lines().map(str::trim).find(|l| l.starts_with(prefix)).map(|l| l[prefix.len()..].trim().to_owned())
+        Client::OpenLoop { rate } => {
+            let (url, body) = (url.clone(), Bytes::from(body.to_owned()));
+            tokio::task::spawn_blocking(move || open_loop(&url, body, rate, seconds)).await??
+        }
     };
-    let requests_per_second: f64 =
-        field("Requests/sec:").ok_or_else(|| anyhow::anyhow!("no rate in:\n{text}"))?.parse()?;
-    let p50_ms = latency_ms(&field("50%").unwrap_or_default());
-    let p99_ms = latency_ms(&field("99%").unwrap_or_default());
     handle.shutdown().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(Run {
@@ -250,15 +267,47 @@ async fn measure(
     })
 }
 
-/// `1.23ms`, `812.00us`, `1.02s` → milliseconds.
-fn latency_ms(text: &str) -> f64 {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len()));
-    let value: f64 = number.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => value / 1000.0,
-        "ms" => value,
-        "s" => value * 1000.0,
-        _ => f64::NAN,
-    }
+/// An open-loop client on a thread of its own (a single-threaded tokio runtime, so it takes at
+/// most one core): request `i` is due at `start + i / rate` and is sent then, on a pooled
+/// keep-alive connection, whether or not earlier ones were answered; its latency runs from when
+/// it was sent to when its whole answer arrived. tokio's timer has a 1 ms granularity, so
+/// requests due within one millisecond leave together: arrivals come in small bursts, as they
+/// do from a real fleet of callers. The first second is a warm-up and not counted. Returns
+/// requests/s answered, p50 and p99 in ms.
+fn open_loop(url: &str, body: Bytes, rate: f64, seconds: u64) -> anyhow::Result<(f64, f64, f64)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = HttpClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let warm_up = (rate as usize).max(1);
+        let total = warm_up + (rate * seconds as f64) as usize;
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::with_capacity(total);
+        for i in 0..total {
+            let due = start + interval.mul_f64(i as f64);
+            tokio::time::sleep_until(due).await;
+            let request =
+                hyper::Request::post(url).header("content-type", "application/json").body(Full::new(body.clone()))?;
+            let client = client.clone();
+            let sent = tokio::time::Instant::now();
+            tasks.push(tokio::spawn(async move {
+                let response = client.request(request).await?;
+                let ok = response.status() == 200;
+                response.into_body().collect().await?;
+                anyhow::ensure!(ok, "the server answered an error");
+                anyhow::Ok(sent.elapsed())
+            }));
+        }
+        let mut latencies = Vec::with_capacity(total);
+        for (i, task) in tasks.into_iter().enumerate() {
+            let latency = task.await??;
+            if i >= warm_up {
+                latencies.push(latency);
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64() - 1.0;
+        latencies.sort_unstable();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+        Ok((latencies.len() as f64 / elapsed, at(0.50), at(0.99)))
+    })
 }
