@@ -1,4 +1,4 @@
-//! Feature files: what the [`memory`](super::memory) backend serves and the [loader](super::load)
+//! Feature files: what the [`memory`](super::memory) backend serves and the [loader](super::load())
 //! writes to Redis. The format is chosen by the file's extension.
 //!
 //! **JSONL** (`.jsonl`, `.ndjson`): one entity per line; blank lines are skipped.

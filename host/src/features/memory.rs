@@ -93,7 +93,8 @@ impl MemoryStore {
         let (data, count) = Data::read(path).map_err(|e| anyhow::anyhow!("path: {e}"))?;
         tracing::info!(store = name, path = %path.display(), entities = count, "feature file loaded");
         let data = Arc::new(ArcSwap::from_pointee(data));
-        let watch = Watch { name: name.to_owned(), path: path.to_owned(), poll, last, data: Arc::downgrade(&data), reloads };
+        let watch =
+            Watch { name: name.to_owned(), path: path.to_owned(), poll, last, data: Arc::downgrade(&data), reloads };
         std::thread::Builder::new().name(format!("relish-features-{name}")).spawn(move || watch.run())?;
         Ok(MemoryStore { data, path: path.to_owned() })
     }

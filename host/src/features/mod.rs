@@ -16,7 +16,7 @@
 //!   answers by the caller's deadline with whatever it has, and serves an expired entry when the
 //!   store fails.
 //! - [`load()`](load::load) fills Redis from a JSONL or CSV file (`relish features load`), in the same
-//!   format the [`memory`] backend reads ([`file`]).
+//!   format the [`memory`] backend reads ([`file`](mod@file)).
 //!
 //! ## Key layout and values
 //!
