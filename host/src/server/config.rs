@@ -722,10 +722,14 @@ impl Config {
                 .shadow_concurrency
                 .or(defaults.shadow_concurrency)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+            // Configured surfaces were checked by `validate`; a surface known only to the registry
+            // whose defaults cannot work (a non-standard name without `entity`) serves inline.
             features: self
                 .resolve_features(&format!("surfaces.{name}.features"), name, surface.map(|s| &s.settings))
-                .ok()
-                .flatten(),
+                .unwrap_or_else(|error| {
+                    tracing::warn!(surface = name, "features only from the request body: {error}");
+                    None
+                }),
             health: own.auto_rollback.or(defaults.auto_rollback).unwrap_or(true).then(|| {
                 let default = HealthPolicy::default();
                 let min_calls = own.rollback_min_calls.or(defaults.rollback_min_calls).unwrap_or(default.min_calls);

@@ -24,6 +24,7 @@ use crate::features::{Entity, Features, FieldSet, Lookup, Query};
 use crate::runtime::FeatureSpec;
 use crate::runtime::types;
 use crate::server::config::{FeatureSource, ResolvedFeatures};
+use crate::wire::MAX_TAGS;
 
 /// How a bound surface gets its features from a store.
 pub struct StoreFeatures {
@@ -336,12 +337,17 @@ fn merge_tags(request: &mut types::Request, wanted: &[usize], found: &[Option<Ar
         match stored {
             Some(row) => {
                 let start = indices.len();
-                for tag in row.iter() {
-                    let next = vocabulary.len() as u32;
-                    let at = *index.entry(tag.to_string()).or_insert_with(|| {
-                        vocabulary.push(tag.to_string());
-                        next
-                    });
+                // At most as many tags as a body may send for one candidate (the decoder's default).
+                for tag in row.iter().take(MAX_TAGS) {
+                    let at = match index.get(&**tag) {
+                        Some(&at) => at,
+                        None => {
+                            let at = vocabulary.len() as u32;
+                            vocabulary.push(tag.to_string());
+                            index.insert(tag.to_string(), at);
+                            at
+                        }
+                    };
                     // A row's tags are distinct (the contract says so).
                     if !indices[start..].contains(&at) {
                         indices.push(at);
@@ -380,4 +386,65 @@ fn missing(request: &types::Request, user: &FieldSet, candidate: &FieldSet, sign
         }
     }
     missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{DecodeOptions, decode};
+
+    fn request(json: &str) -> types::Request {
+        decode(json.as_bytes(), &DecodeOptions::default()).expect("a valid request").request
+    }
+
+    fn entity(tags: Vec<String>) -> Option<Arc<Entity>> {
+        Some(Arc::new(Entity {
+            values: Box::new([]),
+            prefixed: Box::new([]),
+            tags: Some(tags.into_iter().map(String::into_boxed_str).collect()),
+        }))
+    }
+
+    #[test]
+    fn stored_tags_fill_only_untagged_candidates_and_at_most_as_many_as_a_body_may_send() {
+        let mut request = request(r#"{"candidates": [{"id": "a", "tags": ["pizza"]}, {"id": "b"}]}"#);
+        let many: Vec<String> = std::iter::once("pizza".to_owned()).chain((0..100).map(|i| format!("t{i}"))).collect();
+        merge_tags(&mut request, &[0, 1], &[entity(vec!["sushi".into()]), entity(many)]);
+        let tags = &request.candidates.tags;
+        let row = |i: usize| -> Vec<&str> {
+            tags.indices[tags.offsets[i] as usize..tags.offsets[i + 1] as usize]
+                .iter()
+                .map(|&t| request.tag_vocabulary[t as usize].as_str())
+                .collect()
+        };
+        assert_eq!(row(0), ["pizza"], "the body's tags win");
+        assert_eq!(row(1).len(), MAX_TAGS);
+        assert_eq!(row(1)[0], "pizza");
+        assert_eq!(request.tag_vocabulary.iter().filter(|t| *t == "pizza").count(), 1, "one vocabulary entry per tag");
+        assert!(!request.tag_vocabulary.iter().any(|t| t == "sushi"), "candidate a kept its own tags");
+    }
+
+    #[test]
+    fn stored_values_fill_what_the_body_left_out_and_never_what_it_sent() {
+        let mut request = request(
+            r#"{"candidates": [{"id": "a", "features": {"rating": 9.0}}, {"id": "b", "features": {"rating": null}}]}"#,
+        );
+        let fields = FieldSet::new(vec!["rating".into(), "eta_min".into()], Vec::new(), false);
+        let inline = Inline::of(&request, &fields);
+        let stored = |rating: f32, eta: f32| {
+            Some(Arc::new(Entity { values: Box::new([rating, eta]), prefixed: Box::new([]), tags: None }))
+        };
+        merge_candidates(&mut request, &fields, &[0, 1], &[stored(1.0, 20.0), stored(7.5, 30.0)], &inline);
+        let c = &request.candidates;
+        let (rating, eta) = (
+            c.feature_names.iter().position(|n| n == "rating").unwrap(),
+            c.feature_names.iter().position(|n| n == "eta_min").unwrap(),
+        );
+        let d = c.feature_names.len();
+        assert_eq!(c.features[rating], 9.0, "the body's value wins");
+        assert_eq!(c.features[d + rating], 7.5, "a value the body left out comes from the store");
+        assert_eq!((c.features[eta], c.features[d + eta]), (20.0, 30.0));
+        let missing = missing(&request, &FieldSet::new(Vec::new(), Vec::new(), false), &fields, false);
+        assert!(missing.is_empty(), "{missing:?}");
+    }
 }

@@ -8,7 +8,7 @@ mod decode;
 mod encode;
 
 pub use decode::{
-    DecodeError, DecodeErrorKind, DecodeOptions, Decoded, REQUEST_ID_RULE, Shape, check_request, decode, derive_seed,
-    is_request_id,
+    DecodeError, DecodeErrorKind, DecodeOptions, Decoded, MAX_TAGS, REQUEST_ID_RULE, Shape, check_request, decode,
+    derive_seed, is_request_id,
 };
 pub use encode::{ArmRef, Fallback, Items, PolicyRef, Response};

@@ -59,6 +59,9 @@ pub struct DecodeOptions<'a> {
     pub request_id: Option<&'a str>,
 }
 
+/// The most tags one candidate or cart item may carry, by default.
+pub const MAX_TAGS: usize = 64;
+
 impl Default for DecodeOptions<'_> {
     fn default() -> Self {
         DecodeOptions {
@@ -67,7 +70,7 @@ impl Default for DecodeOptions<'_> {
             max_candidates: 10_000,
             max_features: 512,
             max_values: 2_000_000,
-            max_tags: 64,
+            max_tags: MAX_TAGS,
             request_id: None,
         }
     }
