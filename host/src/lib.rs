@@ -22,6 +22,7 @@ pub mod builder;
 pub mod control;
 pub mod fallback;
 pub mod features;
+pub mod fleet;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;

@@ -146,6 +146,10 @@ pub enum Change {
         /// The failure rate, in words.
         reason: String,
     },
+    /// A plan revision another host of the fleet decided (or this one, delivered back by the
+    /// fleet): stored under its own revision number, after checking that its versions are stored
+    /// with the digests it names and fit this host's settings. Already applied: nothing done.
+    Replicate(Box<NewRevision>),
     /// Delete a stored version that no current plan calls and no surface falls back to.
     DeleteVersion {
         /// Policy name.
@@ -174,6 +178,23 @@ pub enum Applied {
     Deleted(VersionInfo),
     /// An alarm about a revision that no longer serves: nothing done.
     Ignored,
+}
+
+/// What a change comes to, decided but not yet done: [`Control::apply`] does it; a fleet host
+/// writes it to the fleet instead, and every host applies it when the fleet delivers it.
+#[derive(Debug, Clone)]
+pub enum Decided {
+    /// A new plan revision.
+    Plan(NewRevision),
+    /// Delete a version.
+    Delete {
+        /// Policy name.
+        policy: String,
+        /// Version.
+        version: String,
+    },
+    /// Nothing to do: what the change asked for holds already.
+    Nothing(Applied),
 }
 
 /// Why a change was refused. Nothing was changed.
@@ -324,18 +345,34 @@ impl Control {
     /// versions: call it from a blocking context.
     pub fn apply(&self, change: Change) -> Result<Applied, ChangeError> {
         let _serialised = lock(&self.changes);
+        match self.decide_locked(change)? {
+            Decided::Plan(new) => self.commit(new),
+            Decided::Delete { policy, version } => Ok(Applied::Deleted(self.registry.delete_version(&policy, &version)?)),
+            Decided::Nothing(applied) => Ok(applied),
+        }
+    }
+
+    /// Decides what a change comes to, changing nothing: validation, buckets, rollback targets,
+    /// exactly as [`Control::apply`] would do them now.
+    pub fn decide(&self, change: Change) -> Result<Decided, ChangeError> {
+        let _serialised = lock(&self.changes);
+        self.decide_locked(change)
+    }
+
+    fn decide_locked(&self, change: Change) -> Result<Decided, ChangeError> {
         match change {
             Change::SetPlan { surface, plan, expected_revision, actor, reason } => {
                 self.set_plan(&surface, &plan, expected_revision, &actor, reason)
             }
             Change::Seed { surface, plan } => {
                 if let Some(current) = self.current(&surface)? {
-                    return Ok(Applied::Plan { revision: current, changed: false });
+                    return Ok(Decided::Nothing(Applied::Plan { revision: current, changed: false }));
                 }
                 self.set_plan(&surface, &plan, None, "config", Some("configured".to_owned()))
             }
             Change::Rollback { surface, actor, reason } => self.rollback(&surface, &actor, reason, None),
             Change::ArmFailed { surface, revision, arm, reason } => self.arm_failed(&surface, revision, &arm, reason),
+            Change::Replicate(new) => self.replicate(*new),
             Change::DeleteVersion { policy, version, actor, own_only } => {
                 self.delete_version(&policy, &version, &actor, own_only)
             }
@@ -351,7 +388,8 @@ impl Control {
         Ok(self.registry.surface(surface).ok().and_then(|s| s.current().cloned()))
     }
 
-    fn latest(&self, surface: &str) -> Revision {
+    /// The surface's latest plan revision (0 without a plan).
+    pub fn latest(&self, surface: &str) -> Revision {
         self.registry.surface(surface).map_or(0, |s| s.revision())
     }
 
@@ -362,7 +400,7 @@ impl Control {
         expected: Option<Revision>,
         actor: &str,
         reason: Option<String>,
-    ) -> Result<Applied, ChangeError> {
+    ) -> Result<Decided, ChangeError> {
         let current = self.current(surface)?;
         let latest = self.latest(surface);
         if let Some(expected) = expected
@@ -381,9 +419,9 @@ impl Control {
         if let Some(current) = current
             && current.plan == plan
         {
-            return Ok(Applied::Plan { revision: current, changed: false });
+            return Ok(Decided::Nothing(Applied::Plan { revision: current, changed: false }));
         }
-        let new = NewRevision {
+        Ok(Decided::Plan(NewRevision {
             surface: surface.to_owned(),
             expected: latest,
             plan,
@@ -392,16 +430,22 @@ impl Control {
             restores: None,
             rolled_back: None,
             failed: None,
-        };
-        self.commit(new)
+            revision: None,
+            at: None,
+        }))
     }
 
     fn commit(&self, new: NewRevision) -> Result<Applied, ChangeError> {
         let surface = new.surface.clone();
+        let failed = new.failed.clone();
         let revision = self.registry.commit(new)?;
         self.rebind(&surface).map_err(ChangeError::Internal)?;
         let arms: Vec<String> = revision.plan.arms.iter().map(|a| format!("{}={}", a.name, a.weight)).collect();
         tracing::info!(surface, revision = revision.revision, actor = %revision.actor, arms = %arms.join(" "), "plan changed");
+        if let Some((arm, reason)) = failed {
+            self.metrics.auto_rollback(&surface);
+            tracing::error!(surface, to = revision.revision, arm, "automatic rollback: {reason}");
+        }
         Ok(Applied::Plan { revision, changed: true })
     }
 
@@ -411,7 +455,7 @@ impl Control {
         actor: &str,
         reason: String,
         failed: Option<(String, String)>,
-    ) -> Result<Applied, ChangeError> {
+    ) -> Result<Decided, ChangeError> {
         let automatic = failed.is_some();
         let record = self.registry.surface(surface)?;
         let no_target = || registry::Error::NoRollbackTarget { surface: surface.to_owned(), automatic };
@@ -423,7 +467,7 @@ impl Control {
         };
         let target = record.rollback_target(eligible).ok_or_else(no_target)?;
         let plan = record.get(target).expect("a target in the history").plan.clone();
-        self.commit(NewRevision {
+        Ok(Decided::Plan(NewRevision {
             surface: surface.to_owned(),
             expected: record.revision(),
             plan,
@@ -432,22 +476,24 @@ impl Control {
             restores: Some(target),
             rolled_back: Some((actor.to_owned(), automatic)),
             failed,
-        })
+            revision: None,
+            at: None,
+        }))
     }
 
-    fn arm_failed(&self, surface: &str, revision: Revision, arm: &str, reason: String) -> Result<Applied, ChangeError> {
+    fn arm_failed(&self, surface: &str, revision: Revision, arm: &str, reason: String) -> Result<Decided, ChangeError> {
         let Some(current) = self.current(surface)?.filter(|c| c.revision == revision) else {
-            return Ok(Applied::Ignored);
+            return Ok(Decided::Nothing(Applied::Ignored));
         };
-        let Some(failing) = current.arm(arm).cloned() else { return Ok(Applied::Ignored) };
+        let Some(failing) = current.arm(arm).cloned() else { return Ok(Decided::Nothing(Applied::Ignored)) };
         let others = current.plan.arms.iter().filter(|a| a.name != arm && a.weight > 0).count();
-        let applied = if others > 0 {
+        if others > 0 {
             // Take the arm out: its buckets go to the first remaining arm (the control arm).
             let mut plan = current.plan.clone();
             plan.arms.retain(|a| a.name != arm);
             plan.arms[0].weight += failing.weight;
             plan.allocate(Some(&current.plan));
-            self.commit(NewRevision {
+            Ok(Decided::Plan(NewRevision {
                 surface: surface.to_owned(),
                 expected: self.latest(surface),
                 plan,
@@ -455,20 +501,64 @@ impl Control {
                 reason: Some(format!("arm `{arm}` ({}) taken out automatically: {reason}", failing.version_ref())),
                 restores: None,
                 rolled_back: None,
-                failed: Some((arm.to_owned(), reason.clone())),
-            })?
+                failed: Some((arm.to_owned(), reason)),
+                revision: None,
+                at: None,
+            }))
         } else {
             let why = format!("arm `{arm}` ({}) keeps failing: {reason}", failing.version_ref());
-            self.rollback(surface, "relish", why, Some((arm.to_owned(), reason.clone())))?
-        };
-        self.metrics.auto_rollback(surface);
-        if let Applied::Plan { revision: next, .. } = &applied {
-            tracing::error!(surface, from = revision, to = next.revision, arm, "automatic rollback: {reason}");
+            self.rollback(surface, "relish", why, Some((arm.to_owned(), reason)))
         }
-        Ok(applied)
     }
 
-    fn delete_version(&self, policy: &str, version: &str, actor: &str, own_only: bool) -> Result<Applied, ChangeError> {
+    fn replicate(&self, mut new: NewRevision) -> Result<Decided, ChangeError> {
+        let surface = new.surface.clone();
+        self.current(&surface)?;
+        let latest = self.latest(&surface);
+        let number = new.revision.unwrap_or(latest + 1);
+        if number <= latest {
+            let record = self.registry.surface(&surface)?;
+            if let Some(applied) = record.get(number).filter(|r| r.plan == new.plan) {
+                // Delivered again (a restart resumes its watch a little early): nothing to do.
+                let applied = applied.clone();
+                return Ok(Decided::Nothing(Applied::Plan { revision: applied, changed: false }));
+            }
+            // This host's own history went further than the fleet's (it served on its own before
+            // it joined): keep it, and store the fleet's plan after it.
+            tracing::warn!(
+                surface,
+                fleet = number,
+                local = latest,
+                "this host's plan history diverged from the fleet's; the fleet's plan is stored as revision {}",
+                latest + 1
+            );
+            new.revision = Some(latest + 1);
+        }
+        for (index, (policy, version, digest)) in new.plan.versions().enumerate() {
+            match self.registry.version(policy, version) {
+                Ok(info) if info.digest == digest => {}
+                Ok(info) => {
+                    return Err(ChangeError::Conflict(format!(
+                        "the plan names {policy}@{version} with {digest}, but this host stores it with {}",
+                        info.digest
+                    )));
+                }
+                Err(_) => {
+                    return Err(ChangeError::UnknownVersion {
+                        field: format!("plan.versions[{index}]"),
+                        message: format!("{policy}@{version} ({digest}) is not stored on this host"),
+                    });
+                }
+            }
+        }
+        if let Some(misfit) = self.plan_misfit(&surface, &new.plan) {
+            return Err(invalid("plan", misfit));
+        }
+        new.expected = latest;
+        Ok(Decided::Plan(new))
+    }
+
+    fn delete_version(&self, policy: &str, version: &str, actor: &str, own_only: bool) -> Result<Decided, ChangeError> {
         let info = self.registry.version(policy, version)?;
         if own_only && info.uploaded_by != actor {
             return Err(ChangeError::Forbidden(format!(
@@ -483,7 +573,16 @@ impl Control {
                  (change `fallback` in the configuration and restart to release it)"
             )));
         }
-        Ok(Applied::Deleted(self.registry.delete_version(policy, version)?))
+        let surfaces = self.registry.active_on(policy, version);
+        if !surfaces.is_empty() {
+            return Err(registry::Error::VersionActive {
+                policy: policy.to_owned(),
+                version: version.to_owned(),
+                surfaces,
+            }
+            .into());
+        }
+        Ok(Decided::Delete { policy: policy.to_owned(), version: version.to_owned() })
     }
 
     /// Whether `policy@version` answers as some surface's fallback (and must stay stored).

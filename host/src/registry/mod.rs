@@ -99,6 +99,41 @@ impl Put {
     }
 }
 
+/// What [`Registry::prepare_version`] found.
+#[derive(Debug)]
+pub enum Prepare {
+    /// The version is stored already (the same bytes: `Unchanged`).
+    Stored(Put),
+    /// Checked and compiled, ready for [`Registry::store_version`].
+    Ready(Box<Prepared>),
+}
+
+/// A component checked and compiled for storing as a version.
+pub struct Prepared {
+    /// Policy name.
+    pub policy: String,
+    /// Version.
+    pub version: String,
+    /// The digest of `bytes`.
+    pub digest: Digest,
+    bytes: Vec<u8>,
+    loaded: PolicyPre,
+    artifact: Vec<u8>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prepared({}@{}, {})", self.policy, self.version, self.digest)
+    }
+}
+
+impl Prepared {
+    /// The component's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// A new plan revision, as the control plane decided it; [`Registry::commit`] stores it.
 #[derive(Debug, Clone)]
 pub struct NewRevision {
@@ -120,6 +155,11 @@ pub struct NewRevision {
     pub rolled_back: Option<(String, bool)>,
     /// Marks the current revision failed: the arm and why.
     pub failed: Option<(String, String)>,
+    /// The revision number to store it as (it must be above the latest), when another host
+    /// decided it; the next number if `None`.
+    pub revision: Option<Revision>,
+    /// When it was decided, if not now.
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// The policy registry of one data directory. See the [module documentation](self).
@@ -274,6 +314,16 @@ impl Registry {
     /// Blocks on file I/O and compiles the component (half a second for a bundled policy in a
     /// debug build).
     pub fn put_version(&self, policy: &str, version: &str, bytes: &[u8], uploader: &str) -> Result<Put, Error> {
+        match self.prepare_version(policy, version, bytes)? {
+            Prepare::Stored(put) => Ok(put),
+            Prepare::Ready(prepared) => self.store_version(*prepared, uploader, None),
+        }
+    }
+
+    /// The checking half of [`Registry::put_version`]: the component loaded (compiled) and its
+    /// metadata checked, nothing stored. A fleet host checks an upload this way before it writes
+    /// the version to the fleet, and stores it when the fleet delivers it back.
+    pub fn prepare_version(&self, policy: &str, version: &str, bytes: &[u8]) -> Result<Prepare, Error> {
         check_name(NameKind::Policy, policy)?;
         check_name(NameKind::Version, version)?;
         if bytes.len() > self.max_component_bytes {
@@ -285,11 +335,9 @@ impl Registry {
             });
         }
         let digest = Digest::of(bytes);
-        let key = (policy.to_owned(), version.to_owned());
-        if let Some(existing) = self.state().versions.get(&key) {
-            return same_or_conflict(existing, digest);
+        if let Some(existing) = self.state().versions.get(&(policy.to_owned(), version.to_owned())) {
+            return same_or_conflict(existing, digest).map(Prepare::Stored);
         }
-
         let (loaded, artifact) = self.runtime.load_and_serialize(bytes).map_err(|source| Error::InvalidComponent {
             policy: policy.to_owned(),
             version: version.to_owned(),
@@ -307,27 +355,41 @@ impl Registry {
                 });
             }
         }
+        Ok(Prepare::Ready(Box::new(Prepared {
+            policy: policy.to_owned(),
+            version: version.to_owned(),
+            digest,
+            bytes: bytes.to_vec(),
+            loaded,
+            artifact,
+        })))
+    }
 
+    /// The storing half of [`Registry::put_version`]; `at` is the upload time when another host
+    /// took the upload (now if `None`).
+    pub fn store_version(&self, prepared: Prepared, uploader: &str, at: Option<DateTime<Utc>>) -> Result<Put, Error> {
+        let Prepared { policy, version, digest, bytes, loaded, artifact } = prepared;
+        let key = (policy.clone(), version.clone());
         let _write = lock(&self.write);
         let state = self.state();
         if let Some(existing) = state.versions.get(&key) {
             return same_or_conflict(existing, digest);
         }
         let info = VersionInfo {
-            policy: policy.to_owned(),
-            version: version.to_owned(),
+            policy: policy.clone(),
+            version: version.clone(),
             digest,
             size: bytes.len(),
-            uploaded_at: now(),
+            uploaded_at: at.unwrap_or_else(now),
             uploaded_by: uploader.to_owned(),
-            metadata: metadata.clone(),
+            metadata: loaded.metadata().clone(),
             auto_rollback: None,
         };
         let mut next = (*state).clone();
         next.versions.insert(key, info.clone());
         // Bytes and artifact first, manifest last: a crash in between leaves files that the next
         // open removes, never a manifest entry without its bytes.
-        let stored = self.store.write_blob(digest, bytes).and_then(|()| self.store.write_artifact(digest, &artifact));
+        let stored = self.store.write_blob(digest, &bytes).and_then(|()| self.store.write_artifact(digest, &artifact));
         if let Err(error) = stored {
             if !state.digests().contains(&digest) {
                 // Best effort: what is left is removed by the next open.
@@ -341,6 +403,17 @@ impl Registry {
         lock(&self.cache).put(digest, Arc::new(loaded));
         tracing::info!(policy, version, %digest, uploader, "policy version stored");
         Ok(Put::Created(info))
+    }
+
+    /// The stored bytes of a version's component (checked against its digest).
+    pub fn component(&self, policy: &str, version: &str) -> Result<Vec<u8>, Error> {
+        let info = self.version(policy, version)?;
+        self.store.read_blob(info.digest, info.size)?.map_err(|_| Error::Corrupt {
+            policy: policy.to_owned(),
+            version: version.to_owned(),
+            digest: info.digest,
+            path: self.store.blob_path(info.digest),
+        })
     }
 
     /// Deletes a version that no current plan calls, and its files (unless another version
@@ -430,9 +503,16 @@ impl Registry {
             }
         }
 
-        let now = now();
+        let number = match new.revision {
+            Some(number) if number <= current => {
+                return Err(Error::RevisionConflict { surface: new.surface, expected: number.saturating_sub(1), current });
+            }
+            Some(number) => number,
+            None => current + 1,
+        };
+        let now = new.at.unwrap_or_else(now);
         let revision = PlanRevision {
-            revision: current + 1,
+            revision: number,
             plan: new.plan,
             actor: new.actor,
             at: now,

@@ -17,6 +17,11 @@
 //! | `PUT` | `/v1/surfaces/{surface}/plan` (`{"arms", "salt", "shadow", "expected_revision", "reason"}`) | deploy, surface |
 //! | `PUT` | `/v1/surfaces/{surface}/activation` (`{"policy", "version", "params"}`: a one-arm plan) | deploy, surface |
 //! | `POST` | `/v1/surfaces/{surface}/rollback` (`{"reason"}`, optional) | deploy, surface |
+//! | `GET` | `/v1/fleet` (the fleet's hosts and how far behind each is; `404` on a host that stands alone) | read |
+//!
+//! On a fleet host every change is written to the fleet and applied by every host from there
+//! ([`crate::fleet`]); while the fleet's NATS cannot be reached, changes are refused with `503`
+//! (`fleet_unavailable`) and reads answer from this host's replica.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +40,7 @@ use super::config::{AdminConfig, Role};
 use super::http::{HttpResponse, error, json};
 use crate::control::plan::Revision;
 use crate::control::{Applied, Change, ChangeError, PlanSpec};
+use crate::fleet::FleetError;
 use crate::registry::{self, PlanRevision, Put, VersionInfo};
 use crate::serving::health::HealthSnapshot;
 use crate::serving::shadow::ShadowFigures;
@@ -190,8 +196,9 @@ async fn dispatch(admin: Arc<Admin>, request: Request<Incoming>, token: Token) -
                 actor: token.name.clone(),
                 own_only: token.surfaces.is_some(),
             };
-            blocking(admin, move |admin| Ok(apply(admin, change))).await
+            submit(admin, change).await
         }
+        (&Method::GET, ["v1", "fleet"]) => fleet_status(&admin).await,
         (&Method::GET, ["v1", "surfaces"]) => list_surfaces(&admin),
         (&Method::GET, ["v1", "surfaces", surface]) => show_surface(&admin, surface),
         (&Method::PUT, ["v1", "surfaces", surface, "plan"]) => {
@@ -215,7 +222,9 @@ async fn dispatch(admin: Arc<Admin>, request: Request<Incoming>, token: Token) -
             let surface = surface.to_string();
             rollback(admin, request, surface, token).await
         }
-        (_, ["v1", "policies"] | ["v1", "surfaces"] | ["v1", "surfaces", _]) => method_not_allowed(&admin, "GET"),
+        (_, ["v1", "policies"] | ["v1", "surfaces"] | ["v1", "surfaces", _] | ["v1", "fleet"]) => {
+            method_not_allowed(&admin, "GET")
+        }
         (_, ["v1", "policies", _, "versions", _]) => method_not_allowed(&admin, "GET, PUT, DELETE"),
         (_, ["v1", "surfaces", _, "activation"] | ["v1", "surfaces", _, "plan"]) => method_not_allowed(&admin, "PUT"),
         (_, ["v1", "surfaces", _, "rollback"]) => method_not_allowed(&admin, "POST"),
@@ -307,20 +316,36 @@ async fn upload(
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
+    if let Some(fleet) = admin.state.fleet.clone() {
+        let Ok(registry) = admin.state.registry().cloned() else {
+            return fail(&admin, StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the server is starting");
+        };
+        return match fleet.upload(&registry, &name, &version, bytes, &token.name).await {
+            Ok(put) => uploaded(&admin, &name, &version, Ok(put)),
+            Err(FleetError::Registry(e)) => uploaded(&admin, &name, &version, Err(e)),
+            Err(e) => fleet_error(&admin, &e),
+        };
+    }
     blocking(admin, move |admin| {
-        Ok(match admin.state.registry()?.put_version(&name, &version, &bytes, &token.name) {
-            Ok(Put::Created(info)) => ok(StatusCode::CREATED, &Uploaded { created: true, version: &info }),
-            Ok(Put::Unchanged(info)) => ok(StatusCode::OK, &Uploaded { created: false, version: &info }),
-            Err(e) => {
-                if let registry::Error::InvalidComponent { source, .. } = &e {
-                    admin.state.metrics.upload_rejected(source.code());
-                    tracing::warn!(policy = %name, version = %version, reason = source.code(), "upload refused: {source}");
-                }
-                registry_error(admin, &e)
-            }
-        })
+        let put = admin.state.registry()?.put_version(&name, &version, &bytes, &token.name);
+        Ok(uploaded(admin, &name, &version, put))
     })
     .await
+}
+
+/// Answers an upload.
+fn uploaded(admin: &Admin, name: &str, version: &str, put: Result<Put, registry::Error>) -> HttpResponse {
+    match put {
+        Ok(Put::Created(info)) => ok(StatusCode::CREATED, &Uploaded { created: true, version: &info }),
+        Ok(Put::Unchanged(info)) => ok(StatusCode::OK, &Uploaded { created: false, version: &info }),
+        Err(e) => {
+            if let registry::Error::InvalidComponent { source, .. } = &e {
+                admin.state.metrics.upload_rejected(source.code());
+                tracing::warn!(policy = %name, version = %version, reason = source.code(), "upload refused: {source}");
+            }
+            registry_error(admin, &e)
+        }
+    }
 }
 
 /// The body of an activation.
@@ -370,17 +395,82 @@ struct Changed<'a> {
     revision: &'a PlanRevision,
 }
 
-/// Applies a change and answers it: the revision, or the refusal naming the field.
+/// Applies a change and answers it: the revision, or the refusal naming the field. On a fleet
+/// host the change goes through the fleet.
+async fn submit(admin: Arc<Admin>, change: Change) -> HttpResponse {
+    let Some(fleet) = admin.state.fleet.clone() else {
+        return blocking(admin, move |admin| Ok(apply(admin, change))).await;
+    };
+    let Ok(control) = admin.state.control().cloned() else {
+        return fail(&admin, StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the server is starting");
+    };
+    match fleet.submit(&control, change).await {
+        Ok(applied) => answer(applied),
+        Err(e) => fleet_error(&admin, &e),
+    }
+}
+
+/// Applies a change on this host (one that stands alone).
 fn apply(admin: &Admin, change: Change) -> HttpResponse {
     let control = match admin.state.control() {
         Ok(control) => control,
         Err(_) => return fail(admin, StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the server is starting"),
     };
     match control.apply(change) {
-        Ok(Applied::Plan { revision, changed }) => ok(StatusCode::OK, &Changed { changed, revision: &revision }),
-        Ok(Applied::Deleted(info)) => ok(StatusCode::OK, &info),
-        Ok(Applied::Ignored) => ok(StatusCode::OK, &serde_json::json!({ "changed": false })),
+        Ok(applied) => answer(applied),
         Err(e) => change_error(admin, &e),
+    }
+}
+
+fn answer(applied: Applied) -> HttpResponse {
+    match applied {
+        Applied::Plan { revision, changed } => ok(StatusCode::OK, &Changed { changed, revision: &revision }),
+        Applied::Deleted(info) => ok(StatusCode::OK, &info),
+        Applied::Ignored => ok(StatusCode::OK, &serde_json::json!({ "changed": false })),
+    }
+}
+
+fn fleet_error(admin: &Admin, e: &FleetError) -> HttpResponse {
+    match e {
+        FleetError::Change(e) => change_error(admin, e),
+        FleetError::Registry(e) => registry_error(admin, e),
+        FleetError::Conflict { current, .. } => {
+            let mut response = fail(admin, StatusCode::CONFLICT, "conflict", &e.to_string());
+            if let Some(current) = current {
+                response.headers_mut().insert("x-relish-plan-revision", HeaderValue::from(*current));
+            }
+            response
+        }
+        FleetError::Unavailable { .. } => {
+            let mut response = fail(admin, StatusCode::SERVICE_UNAVAILABLE, "fleet_unavailable", &e.to_string());
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+        FleetError::NotApplied { .. } => fail(admin, StatusCode::GATEWAY_TIMEOUT, "fleet_timeout", &e.to_string()),
+        FleetError::Refused { .. } => fail(admin, StatusCode::INTERNAL_SERVER_ERROR, "fleet_refused", &e.to_string()),
+    }
+}
+
+async fn fleet_status(admin: &Admin) -> HttpResponse {
+    let Some(fleet) = &admin.state.fleet else {
+        return fail(
+            admin,
+            StatusCode::NOT_FOUND,
+            "no_fleet",
+            "this host stands alone: configure [fleet] nats (or RELISH_FLEET_NATS) to join a fleet",
+        );
+    };
+    match fleet.status().await {
+        Ok(status) => ok(StatusCode::OK, &status),
+        Err(e) => {
+            // The fleet is out of reach: say so, with what this host knows of itself.
+            let body = serde_json::json!({
+                "error": { "status": 503, "code": "fleet_unavailable", "message": e.to_string() },
+                "host": fleet.report(admin.state.control().ok()),
+            });
+            admin.state.metrics.rejected(503, "fleet_unavailable");
+            json(StatusCode::SERVICE_UNAVAILABLE, serde_json::to_vec_pretty(&body).expect("serialises"))
+        }
     }
 }
 
@@ -417,7 +507,7 @@ async fn set_plan(admin: Arc<Admin>, request: Request<Incoming>, surface: String
         actor: token.name,
         reason: wanted.reason,
     };
-    blocking(admin, move |admin| Ok(apply(admin, change))).await
+    submit(admin, change).await
 }
 
 async fn activate(admin: Arc<Admin>, request: Request<Incoming>, surface: String, token: Token) -> HttpResponse {
@@ -431,7 +521,7 @@ async fn activate(admin: Arc<Admin>, request: Request<Incoming>, surface: String
     };
     let plan = PlanSpec::single(&wanted.policy, &wanted.version, wanted.params);
     let change = Change::SetPlan { surface, plan, expected_revision: None, actor: token.name, reason: None };
-    blocking(admin, move |admin| Ok(apply(admin, change))).await
+    submit(admin, change).await
 }
 
 async fn rollback(admin: Arc<Admin>, request: Request<Incoming>, surface: String, token: Token) -> HttpResponse {
@@ -449,7 +539,7 @@ async fn rollback(admin: Arc<Admin>, request: Request<Incoming>, surface: String
     };
     let reason = wanted.reason.unwrap_or_else(|| "manual rollback".to_owned());
     let change = Change::Rollback { surface, actor: token.name, reason };
-    blocking(admin, move |admin| Ok(apply(admin, change))).await
+    submit(admin, change).await
 }
 
 fn list_policies(admin: &Admin) -> HttpResponse {

@@ -85,6 +85,9 @@ pub struct Config {
     /// Feature stores.
     #[serde(default)]
     pub features: FeaturesConfig,
+    /// The fleet (absent: the host stands alone).
+    #[serde(default)]
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// `[features]`: the feature stores surfaces look features up in, by name.
@@ -397,7 +400,8 @@ impl Config {
     }
 
     /// Applies the environment overrides ops use most: `RELISH_LISTEN`, `RELISH_ADMIN_LISTEN`,
-    /// `RELISH_DATA_DIR`, `RELISH_LOG_FORMAT`.
+    /// `RELISH_DATA_DIR`, `RELISH_LOG_FORMAT`, `RELISH_FLEET_NATS` (joins the fleet on those
+    /// NATS servers, with the other `[fleet]` settings as configured or at their defaults).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(listen) = env("RELISH_LISTEN") {
             self.server.listen = listen
@@ -411,6 +415,15 @@ impl Config {
         }
         if let Some(dir) = env("RELISH_DATA_DIR") {
             self.server.data_dir = PathBuf::from(dir);
+        }
+        if let Some(nats) = env("RELISH_FLEET_NATS") {
+            match &mut self.fleet {
+                Some(fleet) => fleet.nats = nats,
+                None => self.fleet = Some(crate::fleet::FleetConfig::new(nats)),
+            }
+            if let Some(fleet) = &self.fleet {
+                fleet.validate().map_err(|e| error(format!("RELISH_FLEET_NATS (fleet.{})", e.field), e.message))?;
+            }
         }
         if let Some(format) = env("RELISH_LOG_FORMAT") {
             self.server.log_format = match format.as_str() {
@@ -452,6 +465,9 @@ impl Config {
         }
         if e.cache_capacity == 0 {
             return Err(error("engine.cache_capacity", "must be at least 1"));
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.validate().map_err(|e| error(format!("fleet.{}", e.field), e.message))?;
         }
         for (name, store) in &self.features.stores {
             let key = format!("features.stores.{name}");

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use self::config::{Config, PolicyRef};
 use crate::control::{Applied, Change, Control, ControlParts, PlanSpec};
 use crate::features::Features;
+use crate::fleet::{Fleet, Membership};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
 use crate::runtime::{Digest, Ranker, Runtime};
@@ -56,6 +57,8 @@ pub struct State {
     natives: HashMap<String, Arc<dyn Ranker>>,
     /// The feature stores, by name.
     pub stores: HashMap<String, Arc<Features>>,
+    /// The fleet this host belongs to (`None`: it stands alone).
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 impl State {
@@ -120,8 +123,9 @@ fn ensure_stored(state: &State, registry: &Registry, policy: &PolicyRef) -> anyh
 }
 
 /// Opens the registry, seeds configured policies where no plan serves, and binds every surface.
-/// Blocking.
-fn initialise(state: &State) -> anyhow::Result<()> {
+/// Blocking. A fleet host seeds nothing itself: it returns the configured plans, which the fleet
+/// publishes for surfaces it has no plan for ([`Fleet::run`]).
+fn initialise(state: &State) -> anyhow::Result<Vec<(String, PlanSpec)>> {
     let config = &state.config;
     let options = RegistryOptions {
         max_component_bytes: config.admin.max_upload_bytes,
@@ -142,6 +146,7 @@ fn initialise(state: &State) -> anyhow::Result<()> {
         stores: state.stores.clone(),
     });
 
+    let mut seeds = Vec::new();
     for surface in config.surfaces() {
         let key = format!("surfaces.{}", surface.name);
         if let Some(fallback) = &surface.fallback {
@@ -149,16 +154,29 @@ fn initialise(state: &State) -> anyhow::Result<()> {
         }
         let current = registry.surface(&surface.name).ok().and_then(|s| s.current().cloned());
         match (current, &surface.policy) {
-            (Some(current), _) => {
+            (Some(current), policy) => {
                 let arms: Vec<&str> = current.plan.arms.iter().map(|a| a.name.as_str()).collect();
                 tracing::info!(surface = %surface.name, revision = current.revision, arms = %arms.join(", "), "restored plan");
+                if let Some(policy) = policy.as_ref().filter(|_| state.fleet.is_some()) {
+                    // The fleet may have no plan for it yet: this host's own is published then.
+                    let version = ensure_stored(state, &registry, policy).with_context(|| format!("{key}.policy"))?;
+                    seeds.push((surface.name.clone(), PlanSpec::single(&policy.name, &version, surface.params.clone())));
+                }
             }
             (None, Some(policy)) => {
                 let version = ensure_stored(state, &registry, policy).with_context(|| format!("{key}.policy"))?;
                 let plan = PlanSpec::single(&policy.name, &version, surface.params.clone());
-                control
-                    .apply(Change::Seed { surface: surface.name.clone(), plan })
-                    .map_err(|e| anyhow!("{key}: activating {}@{version}: {e}", policy.name))?;
+                if state.fleet.is_some() {
+                    // Checked now, so that a bad configuration fails the start here as well.
+                    control
+                        .decide(Change::Seed { surface: surface.name.clone(), plan: plan.clone() })
+                        .map_err(|e| anyhow!("{key}: activating {}@{version}: {e}", policy.name))?;
+                } else {
+                    control
+                        .apply(Change::Seed { surface: surface.name.clone(), plan: plan.clone() })
+                        .map_err(|e| anyhow!("{key}: activating {}@{version}: {e}", policy.name))?;
+                }
+                seeds.push((surface.name.clone(), plan));
             }
             (None, None) => {
                 tracing::warn!(surface = %surface.name, "no policy configured and no plan: answered by the fallback")
@@ -168,7 +186,19 @@ fn initialise(state: &State) -> anyhow::Result<()> {
     control.bind_all()?;
     // The admin API listens already; it answers `not_ready` for changes until this is set.
     let _ = state.control.set(Arc::new(control));
-    Ok(())
+    Ok(seeds)
+}
+
+/// Applies the configured plans here, for surfaces with no plan: what a fleet host does when
+/// it cannot reach the fleet at startup, so that it serves the configured policies rather than
+/// fallbacks. The fleet's plans replace them once it answers.
+fn seed_locally(state: &State, seeds: Vec<(String, PlanSpec)>) {
+    let Ok(control) = state.control() else { return };
+    for (surface, plan) in seeds {
+        if let Err(error) = control.apply(Change::Seed { surface: surface.clone(), plan }) {
+            tracing::error!(surface, "could not apply the configured plan: {error}");
+        }
+    }
 }
 
 /// A running server.
@@ -246,7 +276,24 @@ pub async fn start_with_natives(
             .with_context(|| format!("features.stores.{name}: opening the {} store", store.backend_name()))?;
         stores.insert(name.clone(), features);
     }
+    let fleet = match &config.fleet {
+        Some(fleet) => Some(
+            Fleet::connect(
+                fleet.clone(),
+                Membership {
+                    addr,
+                    admin_addr,
+                    data_dir: config.server.data_dir.clone(),
+                    max_component_bytes: config.admin.max_upload_bytes,
+                },
+                metrics.registry(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let state = Arc::new(State {
+        fleet,
         runtime,
         control: OnceLock::new(),
         router: Arc::new(Router::default()),
@@ -272,12 +319,35 @@ pub async fn start_with_natives(
         let admin = admin_state.clone();
         async move { Ok::<_, Infallible>(admin::handle(admin, request).await) }
     });
-    let rollbacks = tokio::spawn(roll_back_on_alarms(state.clone(), alarm_receiver, shutdown_receiver));
+    let rollbacks = tokio::spawn(roll_back_on_alarms(state.clone(), alarm_receiver, shutdown_receiver.clone()));
     let tasks = vec![tokio::spawn(data), tokio::spawn(admin), rollbacks];
-    let handle = Handle { addr, admin_addr, state: state.clone(), shutdown, tasks };
+    let mut handle = Handle { addr, admin_addr, state: state.clone(), shutdown, tasks };
 
     let init_state = state.clone();
-    match tokio::task::spawn_blocking(move || initialise(&init_state)).await? {
+    let initialised = tokio::task::spawn_blocking(move || initialise(&init_state)).await?;
+    let initialised = match (initialised, &state.fleet) {
+        (Ok(seeds), Some(fleet)) => {
+            let control = state.control().expect("initialised").clone();
+            let run = tokio::spawn(fleet.clone().run(control, seeds.clone(), shutdown_receiver));
+            handle.tasks.push(run);
+            let timeout = Duration::from_secs(fleet.config().startup_timeout_secs);
+            if fleet.caught_up(timeout).await {
+                Ok(())
+            } else {
+                tracing::error!(
+                    host = fleet.host(),
+                    nats = %fleet.config().redacted(),
+                    "could not catch up with the fleet within {timeout:?}: serving this host's own state (admin \
+                     writes are refused until the fleet answers)"
+                );
+                let seed_state = state.clone();
+                tokio::task::spawn_blocking(move || seed_locally(&seed_state, seeds)).await?;
+                Ok(())
+            }
+        }
+        (result, _) => result.map(drop),
+    };
+    match initialised {
         Ok(()) => {
             state.ready.store(true, Ordering::Release);
             tracing::info!(%addr, %admin_addr, surfaces = state.router.all().len(), "relish is ready");
@@ -361,20 +431,21 @@ async fn roll_back_on_alarms(
             alarm = alarms.recv() => match alarm { Some(alarm) => alarm, None => return },
             _ = shutdown.changed() => return,
         };
-        let state = state.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let reason = format!(
-                "{} of the last {} calls failed ({:.1} %, threshold {:.1} %)",
-                alarm.failures,
-                alarm.calls,
-                100.0 * alarm.failures as f64 / alarm.calls as f64,
-                100.0 * alarm.threshold
-            );
-            let change =
-                Change::ArmFailed { surface: alarm.surface.clone(), revision: alarm.revision, arm: alarm.arm, reason };
-            state.control().map_err(|e| e.to_string())?.apply(change).map_err(|e| e.to_string())
-        })
-        .await;
+        let reason = format!(
+            "{} of the last {} calls failed ({:.1} %, threshold {:.1} %)",
+            alarm.failures,
+            alarm.calls,
+            100.0 * alarm.failures as f64 / alarm.calls as f64,
+            100.0 * alarm.threshold
+        );
+        let change = Change::ArmFailed { surface: alarm.surface.clone(), revision: alarm.revision, arm: alarm.arm, reason };
+        let Ok(control) = state.control().cloned() else { continue };
+        let result = match &state.fleet {
+            // The fleet's hosts see the same failures: the first to write takes the arm out, and
+            // the others' alarms then name a revision that no longer serves.
+            Some(fleet) => Ok(fleet.submit(&control, change).await.map_err(|e| e.to_string())),
+            None => tokio::task::spawn_blocking(move || control.apply(change).map_err(|e| e.to_string())).await,
+        };
         match result {
             Ok(Ok(Applied::Ignored)) => tracing::info!("a health alarm about a plan that no longer serves was ignored"),
             Ok(Ok(_)) => {}

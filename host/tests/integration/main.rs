@@ -11,6 +11,7 @@ mod crash;
 mod data_plane;
 mod fail_open;
 mod features;
+mod fleet;
 mod hostile;
 mod lifecycle;
 mod plans;
