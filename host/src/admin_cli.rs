@@ -1,4 +1,5 @@
-//! `relish policy ...` and `relish surface ...`: the admin API from the command line.
+//! `relish policy ...`, `relish surface ...` and `relish fleet ...`: the admin API from the command
+//! line.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -157,6 +158,50 @@ fn call(
         bail!("{} {}: {message}", status.as_u16(), status.canonical_reason().unwrap_or(""));
     }
     Ok(value)
+}
+
+/// `relish fleet ...`
+#[derive(Subcommand)]
+pub enum FleetCommand {
+    /// List the hosts of the fleet with the revision each applied and how far behind it is.
+    Status,
+}
+
+/// Runs `relish fleet ...`.
+pub fn fleet(connection: &Connection, command: FleetCommand) -> anyhow::Result<()> {
+    match command {
+        FleetCommand::Status => {
+            let answer = call(connection, Method::GET, "/v1/fleet", Vec::new(), "application/json")?;
+            println!(
+                "fleet: {} (revision {}), answered by {}",
+                answer["nats"].as_str().unwrap_or(""),
+                answer["head_revision"],
+                answer["host"].as_str().unwrap_or("")
+            );
+            println!(
+                "{:<24} {:<22} {:>9} {:>7} {:>9} {:>8}  STATE",
+                "HOST", "ADDRESS", "APPLIED", "BEHIND", "LAG MS", "REFUSED"
+            );
+            for host in answer["hosts"].as_array().into_iter().flatten() {
+                let state = match (host["stale"].as_bool(), host["caught_up"].as_bool()) {
+                    (Some(true), _) => "stale (no recent report)",
+                    (_, Some(false)) => "catching up",
+                    _ if host["behind"].as_u64().unwrap_or(0) > 0 => "behind",
+                    _ => "ok",
+                };
+                println!(
+                    "{:<24} {:<22} {:>9} {:>7} {:>9} {:>8}  {state}",
+                    host["host"].as_str().unwrap_or(""),
+                    host["addr"].as_str().unwrap_or(""),
+                    host["applied_revision"],
+                    host["behind"],
+                    host["lag_ms"].as_f64().map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}")),
+                    host["refused"].as_array().map_or(0, Vec::len),
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Runs `relish policy ...`.

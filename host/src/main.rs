@@ -37,8 +37,8 @@ enum Command {
     ///
     /// Without `--config` it serves the bundled policies from `target/policies` on the standard
     /// surfaces, and (run from the repository) `discovery` fills what ids-only requests leave out
-    /// from `tests/fixtures/features.jsonl`. `RELISH_LISTEN`, `RELISH_ADMIN_LISTEN`, `RELISH_DATA_DIR`, `RELISH_LOG_FORMAT` and
-    /// `RELISH_ADMIN_TOKEN` override the file.
+    /// from `tests/fixtures/features.jsonl`. `RELISH_LISTEN`, `RELISH_ADMIN_LISTEN`, `RELISH_DATA_DIR`, `RELISH_LOG_FORMAT`,
+    /// `RELISH_FLEET_NATS` and `RELISH_ADMIN_TOKEN` override the file.
     Serve {
         /// A TOML configuration file.
         #[arg(long, env = "RELISH_CONFIG")]
@@ -60,6 +60,13 @@ enum Command {
         connection: admin_cli::Connection,
         #[command(subcommand)]
         command: admin_cli::SurfaceCommand,
+    },
+    /// The fleet's hosts, through the admin API of any of them.
+    Fleet {
+        #[command(flatten)]
+        connection: admin_cli::Connection,
+        #[command(subcommand)]
+        command: admin_cli::FleetCommand,
     },
     /// Fill a feature store from a file.
     Features {
@@ -163,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             load_features(&file, &store, &prefix)
         }
         Command::Policy { connection, command } => admin_cli::policy(&connection, command).map(|()| ExitCode::SUCCESS),
+        Command::Fleet { connection, command } => admin_cli::fleet(&connection, command).map(|()| ExitCode::SUCCESS),
         Command::Surface { connection, command } => {
             admin_cli::surface(&connection, command).map(|()| ExitCode::SUCCESS)
         }

@@ -347,7 +347,9 @@ impl Control {
         let _serialised = lock(&self.changes);
         match self.decide_locked(change)? {
             Decided::Plan(new) => self.commit(new),
-            Decided::Delete { policy, version } => Ok(Applied::Deleted(self.registry.delete_version(&policy, &version)?)),
+            Decided::Delete { policy, version } => {
+                Ok(Applied::Deleted(self.registry.delete_version(&policy, &version)?))
+            }
             Decided::Nothing(applied) => Ok(applied),
         }
     }

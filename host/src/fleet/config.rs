@@ -145,10 +145,7 @@ impl FleetConfig {
         for server in &servers {
             let valid = server.parse::<async_nats::ServerAddr>().is_ok();
             if server.is_empty() || !valid {
-                return Err(bad(
-                    "nats",
-                    format!("`{server}` is not a NATS server address like nats://127.0.0.1:4222"),
-                ));
+                return Err(bad("nats", format!("`{server}` is not a NATS server address like nats://127.0.0.1:4222")));
             }
         }
         for (field, name) in [
@@ -246,10 +243,7 @@ mod tests {
             (FleetConfig { tls_cert: Some("c.pem".into()), ..config.clone() }, "tls_key"),
             (FleetConfig { history: 65, ..config.clone() }, "history"),
             (FleetConfig { heartbeat_secs: 0, ..config.clone() }, "heartbeat_secs"),
-            (
-                FleetConfig { credentials: Some("a".into()), nkey_seed: Some("b".into()), ..config.clone() },
-                "nkey_seed",
-            ),
+            (FleetConfig { credentials: Some("a".into()), nkey_seed: Some("b".into()), ..config.clone() }, "nkey_seed"),
         ];
         for (config, field) in cases {
             assert_eq!(config.validate().unwrap_err().field, field, "{config:?}");

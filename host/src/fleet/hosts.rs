@@ -125,7 +125,8 @@ impl Fleet {
     pub async fn status(&self) -> Result<FleetStatus, FleetError> {
         let buckets = self.buckets().await?;
         let head = self.head(&buckets).await?;
-        let keys = async { buckets.hosts.keys().await?.try_collect::<Vec<String>>().await.map_err(async_nats::Error::from) };
+        let keys =
+            async { buckets.hosts.keys().await?.try_collect::<Vec<String>>().await.map_err(async_nats::Error::from) };
         let keys = self.call("listing the hosts", keys).await?;
         let mut hosts = Vec::with_capacity(keys.len());
         let stale_after = chrono::Duration::seconds(2 * self.config.heartbeat_secs as i64);

@@ -24,19 +24,27 @@ impl FleetMetrics {
     /// The metrics, registered in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let connected = IntGauge::new("relish_fleet_connected", "1 while this host's NATS connection is up")?;
-        let applied =
-            IntGauge::new("relish_fleet_applied_revision", "The last revision of the fleet's state bucket applied here")?;
-        let head = IntGauge::new("relish_fleet_head_revision", "The fleet state bucket's latest revision, as last seen")?;
+        let applied = IntGauge::new(
+            "relish_fleet_applied_revision",
+            "The last revision of the fleet's state bucket applied here",
+        )?;
+        let head =
+            IntGauge::new("relish_fleet_head_revision", "The fleet state bucket's latest revision, as last seen")?;
         let entries = IntCounterVec::new(
             Opts::new("relish_fleet_entries_total", "Entries of the fleet's state bucket processed by this host"),
             &["kind", "outcome"],
         )?;
         let lag = Histogram::with_opts(
-            HistogramOpts::new("relish_fleet_apply_lag_seconds", "From an entry's write to the fleet to this host applying it")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0]),
+            HistogramOpts::new(
+                "relish_fleet_apply_lag_seconds",
+                "From an entry's write to the fleet to this host applying it",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0]),
         )?;
-        let watch_restarts =
-            IntCounter::new("relish_fleet_watch_restarts_total", "Watches of the fleet started again after they stopped")?;
+        let watch_restarts = IntCounter::new(
+            "relish_fleet_watch_restarts_total",
+            "Watches of the fleet started again after they stopped",
+        )?;
         let writes = IntCounterVec::new(
             Opts::new("relish_fleet_writes_total", "Admin writes to the fleet, by outcome"),
             &["outcome"],

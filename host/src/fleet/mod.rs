@@ -89,6 +89,20 @@ pub enum FleetError {
         /// The surface's current plan revision.
         current: Option<Revision>,
     },
+    /// This host has not caught up with the fleet, so it cannot decide a change on the current
+    /// state: `503`.
+    #[error(
+        "this host has applied revision {applied} of the fleet's {head} and did not catch up within {waited:?}; \
+         nothing was changed (try again, or another host)"
+    )]
+    Behind {
+        /// What this host applied.
+        applied: u64,
+        /// The fleet's latest revision.
+        head: u64,
+        /// How long the call waited.
+        waited: Duration,
+    },
     /// The fleet took the write, but this host did not apply it in time: `504`.
     #[error("written to the fleet at revision {revision}, but this host has not applied it within {waited:?}")]
     NotApplied {
@@ -111,7 +125,7 @@ impl FleetError {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            FleetError::Unavailable { .. } => 503,
+            FleetError::Unavailable { .. } | FleetError::Behind { .. } => 503,
             FleetError::Change(error) => error.status(),
             FleetError::Registry(error) => error.status(),
             FleetError::Conflict { .. } => 409,
@@ -332,7 +346,10 @@ impl Fleet {
                 match self.call("creating the components bucket", self.js.create_object_store(config)).await {
                     Ok(store) => store,
                     // Another host created it in between.
-                    Err(error) => self.call("opening the components bucket", self.js.get_object_store(&name)).await.map_err(|_| error)?,
+                    Err(error) => self
+                        .call("opening the components bucket", self.js.get_object_store(&name))
+                        .await
+                        .map_err(|_| error)?,
                 }
             }
         };
@@ -370,7 +387,19 @@ impl Fleet {
         }
     }
 
-    /// Waits until the watch has processed `revision` of the state bucket.
+    /// Waits until the watch has reached the state bucket's latest revision, so that a change is
+    /// decided on everything the fleet holds.
+    async fn catch_up(&self, buckets: &Buckets) -> Result<(), FleetError> {
+        let head = self.head(buckets).await?;
+        let mut progress = self.progress.subscribe();
+        let waited = self.write_timeout();
+        match tokio::time::timeout(waited, progress.wait_for(|p| p.applied >= head)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(FleetError::Behind { applied: self.progress.borrow().applied, head, waited }),
+        }
+    }
+
+    /// Waits until the watch has processed `revision` of the state bucket, this host's own write.
     async fn wait_applied(&self, revision: u64) -> Result<(), FleetError> {
         let mut progress = self.progress.subscribe();
         let waited = self.write_timeout();
@@ -397,7 +426,7 @@ impl Fleet {
         let outcome = match &result {
             Ok(_) => "ok",
             Err(FleetError::Conflict { .. }) => "conflict",
-            Err(FleetError::Unavailable { .. }) => "unavailable",
+            Err(FleetError::Unavailable { .. } | FleetError::Behind { .. }) => "unavailable",
             Err(FleetError::NotApplied { .. }) => "not-applied",
             Err(_) => "refused",
         };
@@ -409,7 +438,7 @@ impl Fleet {
         let buckets = self.buckets().await?;
         if let Change::DeleteVersion { policy, version, .. } = &change {
             let key = version_key(policy, version);
-            self.wait_applied(self.head(&buckets).await?).await?;
+            self.catch_up(&buckets).await?;
             let info = control.registry().version(policy, version).map_err(ChangeError::from)?;
             match decide(control, change.clone()).await? {
                 Decided::Delete { .. } => {}
@@ -442,7 +471,7 @@ impl Fleet {
             // a moment ago included), then written only if the plan did not move meanwhile.
             let entry = self.call("reading the plan", buckets.state.entry(key.clone())).await?;
             let last = entry.as_ref().map(|e| e.revision);
-            self.wait_applied(self.head(&buckets).await?).await?;
+            self.catch_up(&buckets).await?;
             let new = match decide(control, change.clone()).await? {
                 Decided::Plan(new) => new,
                 Decided::Nothing(applied) => return Ok(applied),
@@ -485,7 +514,9 @@ impl Fleet {
                 }
                 Ok(Err((false, error))) => return Err(self.unavailable(format!("writing the plan: {error}"))),
                 Err(_) => {
-                    return Err(self.unavailable(format!("writing the plan: no answer within {:?}", self.write_timeout())));
+                    return Err(
+                        self.unavailable(format!("writing the plan: no answer within {:?}", self.write_timeout()))
+                    );
                 }
             }
         }
@@ -526,13 +557,14 @@ impl Fleet {
         let digest = Digest::of(&bytes);
         // Names first: a bad name is the caller's error even while NATS is fine.
         if !crate::runtime::is_identifier(policy) || !crate::runtime::is_identifier(version) {
-            return Err(registry.prepare_version(policy, version, &bytes).err().expect("a bad name is refused").into());
+            return Err(registry.prepare_version(policy, version, &bytes).expect_err("a bad name is refused").into());
         }
         if let Some(existing) = self.version_record(&buckets, &key).await? {
             return self.stored_already(registry, existing, digest).await;
         }
         let prepared = {
-            let (registry, policy, version, bytes) = (registry.clone(), policy.to_owned(), version.to_owned(), bytes.clone());
+            let (registry, policy, version, bytes) =
+                (registry.clone(), policy.to_owned(), version.to_owned(), bytes.clone());
             tokio::task::spawn_blocking(move || registry.prepare_version(&policy, &version, &bytes))
                 .await
                 .map_err(|e| FleetError::Refused { revision: 0, reason: format!("the upload task failed: {e}") })??
@@ -631,7 +663,10 @@ impl Fleet {
     /// Fetches component bytes by digest and checks them against it.
     async fn fetch_object(&self, buckets: &Buckets, digest: Digest, size: usize) -> Result<Vec<u8>, String> {
         if size > self.max_component_bytes {
-            return Err(format!("{size} bytes is over this host's limit of {} (admin.max_upload_bytes)", self.max_component_bytes));
+            return Err(format!(
+                "{size} bytes is over this host's limit of {} (admin.max_upload_bytes)",
+                self.max_component_bytes
+            ));
         }
         let name = object_name(digest);
         let read = async {
@@ -660,7 +695,12 @@ impl Fleet {
 
     /// Publishes a version this host stores to the fleet (a bundled policy a configured surface
     /// starts with), if the fleet does not have it.
-    async fn publish_version(&self, buckets: &Buckets, registry: &Arc<Registry>, info: &VersionInfo) -> Result<(), String> {
+    async fn publish_version(
+        &self,
+        buckets: &Buckets,
+        registry: &Arc<Registry>,
+        info: &VersionInfo,
+    ) -> Result<(), String> {
         let key = version_key(&info.policy, &info.version);
         match self.version_record(buckets, &key).await.map_err(|e| e.to_string())? {
             Some((_, existing)) if existing.digest == info.digest => return Ok(()),

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::now;
 use crate::control::plan::{Plan, Revision};
 use crate::registry::{NewRevision, VersionInfo, write_atomically};
-use super::now;
 use crate::runtime::Digest;
 
 /// The format of every value written; a value of another format is refused with its key named.
@@ -251,10 +251,7 @@ mod tests {
     fn keys_round_trip_and_foreign_keys_are_not_ours() {
         let key = version_key("discovery", "0.1.0");
         assert_eq!(key, "versions.discovery/0.1.0");
-        assert_eq!(
-            Key::parse(&key),
-            Some(Key::Version { policy: "discovery".into(), version: "0.1.0".into() })
-        );
+        assert_eq!(Key::parse(&key), Some(Key::Version { policy: "discovery".into(), version: "0.1.0".into() }));
         assert_eq!(Key::parse(&plan_key("menu.items")), Some(Key::Plan("menu.items".into())));
         assert_eq!(Key::parse("versions.no-slash"), None);
         assert_eq!(Key::parse("something.else"), None);

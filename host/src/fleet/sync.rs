@@ -64,7 +64,12 @@ impl Fleet {
     /// Follows the fleet until shutdown: watches the state bucket (resuming from `fleet.json`),
     /// reconciles periodically, reports heartbeats, and once caught up publishes the configured
     /// plans of surfaces the fleet has none for (`seeds`).
-    pub async fn run(self: Arc<Self>, control: Arc<Control>, seeds: Vec<(String, PlanSpec)>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        control: Arc<Control>,
+        seeds: Vec<(String, PlanSpec)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let heartbeat = tokio::spawn(self.clone().heartbeat(control.clone(), shutdown.clone()));
         let mut seeded = false;
         let mut backoff = Duration::from_millis(100);
@@ -192,7 +197,13 @@ impl Fleet {
     /// serves already (a host that stood alone before it joined keeps serving what it served), or
     /// else the configured policy. Another host seeding at the same time wins or loses the
     /// `create`; both outcomes are fine.
-    async fn seed(&self, control: &Arc<Control>, buckets: &Buckets, surface: &str, plan: &PlanSpec) -> Result<(), String> {
+    async fn seed(
+        &self,
+        control: &Arc<Control>,
+        buckets: &Buckets,
+        surface: &str,
+        plan: &PlanSpec,
+    ) -> Result<(), String> {
         let key = record::plan_key(surface);
         let entry = self.call("reading the plan", buckets.state.entry(key.clone())).await.map_err(|e| e.to_string())?;
         if entry.is_some() {
@@ -246,11 +257,13 @@ impl Fleet {
     /// Re-reads every key and applies what the watch has not delivered (yet): a safety net for a
     /// watch that skipped or stopped, independent of the watch's position.
     async fn reconcile(&self, buckets: &Buckets, control: &Arc<Control>) -> Result<(), String> {
-        let keys = async { buckets.state.keys().await?.try_collect::<Vec<String>>().await.map_err(async_nats::Error::from) };
+        let keys =
+            async { buckets.state.keys().await?.try_collect::<Vec<String>>().await.map_err(async_nats::Error::from) };
         let keys = self.call("listing the state bucket", keys).await.map_err(|e| e.to_string())?;
         let mut behind = 0;
         for key in keys {
-            let Some(entry) = self.call("reading an entry", buckets.state.entry(key.clone())).await.map_err(|e| e.to_string())?
+            let Some(entry) =
+                self.call("reading an entry", buckets.state.entry(key.clone())).await.map_err(|e| e.to_string())?
             else {
                 continue;
             };

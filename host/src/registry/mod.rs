@@ -103,7 +103,7 @@ impl Put {
 #[derive(Debug)]
 pub enum Prepare {
     /// The version is stored already (the same bytes: `Unchanged`).
-    Stored(Put),
+    Stored(Box<Put>),
     /// Checked and compiled, ready for [`Registry::store_version`].
     Ready(Box<Prepared>),
 }
@@ -315,7 +315,7 @@ impl Registry {
     /// debug build).
     pub fn put_version(&self, policy: &str, version: &str, bytes: &[u8], uploader: &str) -> Result<Put, Error> {
         match self.prepare_version(policy, version, bytes)? {
-            Prepare::Stored(put) => Ok(put),
+            Prepare::Stored(put) => Ok(*put),
             Prepare::Ready(prepared) => self.store_version(*prepared, uploader, None),
         }
     }
@@ -336,7 +336,7 @@ impl Registry {
         }
         let digest = Digest::of(bytes);
         if let Some(existing) = self.state().versions.get(&(policy.to_owned(), version.to_owned())) {
-            return same_or_conflict(existing, digest).map(Prepare::Stored);
+            return same_or_conflict(existing, digest).map(|put| Prepare::Stored(Box::new(put)));
         }
         let (loaded, artifact) = self.runtime.load_and_serialize(bytes).map_err(|source| Error::InvalidComponent {
             policy: policy.to_owned(),
@@ -505,7 +505,11 @@ impl Registry {
 
         let number = match new.revision {
             Some(number) if number <= current => {
-                return Err(Error::RevisionConflict { surface: new.surface, expected: number.saturating_sub(1), current });
+                return Err(Error::RevisionConflict {
+                    surface: new.surface,
+                    expected: number.saturating_sub(1),
+                    current,
+                });
             }
             Some(number) => number,
             None => current + 1,

@@ -446,6 +446,11 @@ fn fleet_error(admin: &Admin, e: &FleetError) -> HttpResponse {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             response
         }
+        FleetError::Behind { .. } => {
+            let mut response = fail(admin, StatusCode::SERVICE_UNAVAILABLE, "fleet_behind", &e.to_string());
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         FleetError::NotApplied { .. } => fail(admin, StatusCode::GATEWAY_TIMEOUT, "fleet_timeout", &e.to_string()),
         FleetError::Refused { .. } => fail(admin, StatusCode::INTERNAL_SERVER_ERROR, "fleet_refused", &e.to_string()),
     }

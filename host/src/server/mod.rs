@@ -160,7 +160,8 @@ fn initialise(state: &State) -> anyhow::Result<Vec<(String, PlanSpec)>> {
                 if let Some(policy) = policy.as_ref().filter(|_| state.fleet.is_some()) {
                     // The fleet may have no plan for it yet: this host's own is published then.
                     let version = ensure_stored(state, &registry, policy).with_context(|| format!("{key}.policy"))?;
-                    seeds.push((surface.name.clone(), PlanSpec::single(&policy.name, &version, surface.params.clone())));
+                    seeds
+                        .push((surface.name.clone(), PlanSpec::single(&policy.name, &version, surface.params.clone())));
                 }
             }
             (None, Some(policy)) => {
@@ -438,7 +439,8 @@ async fn roll_back_on_alarms(
             100.0 * alarm.failures as f64 / alarm.calls as f64,
             100.0 * alarm.threshold
         );
-        let change = Change::ArmFailed { surface: alarm.surface.clone(), revision: alarm.revision, arm: alarm.arm, reason };
+        let change =
+            Change::ArmFailed { surface: alarm.surface.clone(), revision: alarm.revision, arm: alarm.arm, reason };
         let Ok(control) = state.control().cloned() else { continue };
         let result = match &state.fleet {
             // The fleet's hosts see the same failures: the first to write takes the arm out, and

@@ -24,7 +24,8 @@ struct Buckets {
 
 impl Buckets {
     fn new(test: &str, nats: &str) -> Self {
-        let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+        let unique =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
         Buckets { prefix: format!("relish-test-{test}-{}-{unique}", std::process::id()), nats: nats.to_owned() }
     }
 
@@ -67,7 +68,8 @@ async fn host(buckets: &Buckets, name: &str) -> TestServer {
 
 /// The arm and plan revision a host answers `discovery` with.
 async fn serving(server: &TestServer) -> (String, u64) {
-    let answer = rank(server, "discovery", r#"{"user": {"id": "u-1"}, "candidates": [{"id": "a"}, {"id": "b"}]}"#).await;
+    let answer =
+        rank(server, "discovery", r#"{"user": {"id": "u-1"}, "candidates": [{"id": "a"}, {"id": "b"}]}"#).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
     let arm = answer.header("x-relish-arm").unwrap_or("none").to_owned();
     let revision = answer.header("x-relish-plan-revision").and_then(|r| r.parse().ok()).unwrap_or(0);
@@ -102,12 +104,7 @@ async fn surface(server: &TestServer) -> Value {
 
 /// The plans of a surface's history, by revision: what must be equal on every host.
 fn history(status: &Value) -> Vec<(u64, Value)> {
-    status["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["revision"].as_u64().unwrap(), r["plan"].clone()))
-        .collect()
+    status["history"].as_array().unwrap().iter().map(|r| (r["revision"].as_u64().unwrap(), r["plan"].clone())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,6 +163,20 @@ async fn a_version_uploaded_to_one_host_and_a_plan_set_on_another_serve_on_all_t
     let fleet = admin(&hosts[2], "GET", "/v1/fleet", "").await.json();
     assert_eq!(fleet["host"], "c");
     assert!(fleet["head_revision"].as_u64().unwrap() >= 4, "{fleet}");
+    let cli = hosts[1].admin.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_relish"))
+            .args(["fleet", "status", "--admin", &cli, "--token", ADMIN_TOKEN])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}{}", String::from_utf8_lossy(&output.stderr));
+    for name in ["a", "b", "c"] {
+        assert!(printed.lines().any(|l| l.starts_with(&format!("{name} ")) && l.ends_with("ok")), "{printed}");
+    }
     let metrics = util::get(&hosts[2], "/metrics").await;
     let scrape = String::from_utf8_lossy(&metrics.body);
     assert_eq!(util::metric(&scrape, "relish_fleet_connected", &[]), 1.0);
@@ -261,7 +272,8 @@ async fn two_writers_racing_on_one_plan_one_wins_the_other_gets_409_and_no_updat
             let entry = status["history"].as_array().unwrap().iter().find(|r| r["revision"] == *revision);
             // The history keeps the last 64 revisions of the fleet and every one this host applied.
             let entry = entry.unwrap_or_else(|| panic!("revision {revision} is missing"));
-            let ordered = entry["plan"]["arms"].as_array().unwrap().iter().find(|arm| arm["policy"] == "ordered").unwrap();
+            let ordered =
+                entry["plan"]["arms"].as_array().unwrap().iter().find(|arm| arm["policy"] == "ordered").unwrap();
             assert_eq!(ordered["weight"].as_f64(), Some(weight * 100.0), "revision {revision}");
         }
     }
@@ -471,7 +483,11 @@ async fn a_host_killed_during_changes_restarts_consistent_and_catches_up() {
     let listed = admin(&restarted, "GET", "/v1/policies", "").await.json();
     for versions in listed["policies"].as_object().unwrap().values() {
         for version in versions.as_array().unwrap() {
-            let path = format!("/v1/policies/{}/versions/{}", version["policy"].as_str().unwrap(), version["version"].as_str().unwrap());
+            let path = format!(
+                "/v1/policies/{}/versions/{}",
+                version["policy"].as_str().unwrap(),
+                version["version"].as_str().unwrap()
+            );
             assert_eq!(admin(&restarted, "GET", &path, "").await.status, StatusCode::OK, "{path}");
         }
     }
