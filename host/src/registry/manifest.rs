@@ -131,8 +131,9 @@ pub enum Ending {
 pub struct Surface {
     /// The surface's name.
     pub name: String,
-    /// Every plan revision, oldest first (revision `i + 1` at index `i`). The last one is current
-    /// unless it has ended.
+    /// Every plan revision, oldest first, numbers increasing (by one on a host that stands alone;
+    /// a fleet host that joined late starts where the fleet's kept history starts). The last one
+    /// is current unless it has ended.
     pub history: Vec<PlanRevision>,
 }
 
@@ -145,12 +146,12 @@ impl Surface {
     /// The latest revision number (0 for a surface without history). A compare-and-swap change
     /// names this.
     pub fn revision(&self) -> Revision {
-        self.history.len() as Revision
+        self.history.last().map_or(0, |r| r.revision)
     }
 
     /// One revision.
     pub fn get(&self, revision: Revision) -> Option<&PlanRevision> {
-        self.history.get(usize::try_from(revision).ok()?.checked_sub(1)?)
+        self.history.binary_search_by_key(&revision, |r| r.revision).ok().map(|index| &self.history[index])
     }
 
     /// The revision a rollback from the current one returns to: the revision that was current
@@ -175,7 +176,8 @@ impl Surface {
         while let Some(restored) = self.get(revision)?.restores {
             revision = restored;
         }
-        revision.checked_sub(1).filter(|r| *r > 0)
+        let index = self.history.binary_search_by_key(&revision, |r| r.revision).ok()?;
+        index.checked_sub(1).map(|before| self.history[before].revision)
     }
 }
 
@@ -234,12 +236,20 @@ impl State {
                 problems.push(format!("dropped surface {:?}: an invalid or repeated name", surface.name));
                 continue;
             }
+            let mut previous = 0;
             for (index, entry) in surface.history.iter_mut().enumerate() {
-                let revision = index as Revision + 1;
-                if entry.revision != revision {
-                    problems.push(format!("surface {}: entry {index} said revision {}", surface.name, entry.revision));
+                // Numbers increase; a fleet host may have gaps (revisions the fleet no longer kept
+                // when the host joined).
+                if entry.revision <= previous {
+                    let revision = previous + 1;
+                    problems.push(format!(
+                        "surface {}: entry {index} said revision {} after {previous}; renumbered {revision}",
+                        surface.name, entry.revision
+                    ));
                     entry.revision = revision;
                 }
+                previous = entry.revision;
+                let revision = entry.revision;
                 if entry.restores.is_some_and(|r| r == 0 || r >= revision) {
                     problems.push(format!("surface {}: revision {revision} restores a later one", surface.name));
                     entry.restores = None;
@@ -509,6 +519,22 @@ mod tests {
         assert_eq!(forward.rollback_target(any), Some(3));
         assert_eq!(target_version(&surface(&[("a", None)]), any), None);
         assert_eq!(target_version(&surface(&[]), any), None);
+    }
+
+    #[test]
+    fn a_history_that_starts_late_or_has_gaps_rolls_back_by_position() {
+        // A fleet host that joined at the fleet's revision 5: 5, 6, 9 (6 and 9 from the fleet).
+        let mut history = surface(&[("a", None), ("b", None), ("c", None)]);
+        for (entry, number) in history.history.iter_mut().zip([5, 6, 9]) {
+            entry.revision = number;
+        }
+        assert_eq!(history.revision(), 9);
+        assert_eq!(history.get(6).unwrap().plan.arms[0].version, "b");
+        assert!(history.get(7).is_none());
+        assert_eq!(history.rollback_target(|_| true), Some(6));
+        // A rollback that restores 5: the next one has nothing before 5 to return to.
+        history.history[2].restores = Some(5);
+        assert_eq!(history.rollback_target(|_| true), None);
     }
 
     #[test]

@@ -287,18 +287,28 @@ struct OwnNats {
     child: Option<Child>,
     port: u16,
     store: PathBuf,
+    config: Option<PathBuf>,
 }
 
 impl OwnNats {
     fn start(store: &Path, port: u16) -> Self {
-        let child = Command::new("nats-server")
+        Self::start_with(store, port, None)
+    }
+
+    /// With a configuration file (authorization, say) besides the command line.
+    fn start_with(store: &Path, port: u16, config: Option<&Path>) -> Self {
+        let mut command = Command::new("nats-server");
+        if let Some(config) = config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server is installed (Debian package nats-server)");
-        let own = OwnNats { child: Some(child), port, store: store.to_owned() };
+        let own = OwnNats { child: Some(child), port, store: store.to_owned(), config: config.map(Path::to_owned) };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return own;
@@ -321,7 +331,7 @@ impl OwnNats {
 
     fn restart(&mut self) {
         self.stop();
-        *self = OwnNats::start(&self.store.clone(), self.port);
+        *self = OwnNats::start_with(&self.store.clone(), self.port, self.config.clone().as_deref());
     }
 }
 
@@ -417,6 +427,72 @@ async fn with_nats_stopped_hosts_keep_serving_refuse_writes_with_503_and_catch_u
     assert!(answered > 0);
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_behind_nkey_authentication_admits_only_hosts_with_the_seed() {
+    // The user key pair of async-nats' own nkey tests.
+    const SEED: &str = "SUACH75SWCM5D2JMJM6EKLR2WDARVGZT4QC6LX3AGHSWOMVAKERABBBRWM";
+    const PUBLIC: &str = "UAFHG6FUD2UU4SDFVAFUL5LDFO2XM4WYM76UNXTPJYJK7EEMYRBHT2VE";
+    let store = tempfile::tempdir().unwrap();
+    let conf = store.path().join("nats.conf");
+    std::fs::write(&conf, format!("authorization: {{ users: [ {{ nkey: {PUBLIC} }} ] }}\n")).unwrap();
+    let seed = store.path().join("relish.nk");
+    std::fs::write(&seed, format!("{SEED}\n")).unwrap();
+    let nats = OwnNats::start_with(&store.path().join("js"), free_port(), Some(&conf));
+    let buckets = Buckets::new("nkey", &nats.url());
+
+    let with_seed = format!("{}nkey_seed = {:?}\n", buckets.toml("a", 10), seed.display().to_string());
+    let a = util::start(&["popularity"], &[], &with_seed).await;
+    let uploaded = upload(&a, "ordered", "0.1.0", relish_tests::guest_bytes("ordered")).await;
+    assert_eq!(uploaded.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&uploaded.body));
+
+    // Without the seed the server refuses the connection: the host serves its own state and
+    // refuses writes, naming the fleet store.
+    let b = util::start(&["popularity"], &[], &buckets.toml("b", 1)).await;
+    assert_eq!(serving(&b).await.0, "popularity@0.1.0");
+    let refused = put_plan(&b, &plan(&[("popularity", 100.0)])).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&refused.body));
+    assert_eq!(refused.json()["error"]["code"], "fleet_unavailable");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_that_stood_alone_joins_the_fleet_with_the_plan_it_served() {
+    // A data directory written by a host without a fleet, serving a plan of its own.
+    let alone = util::start(&["popularity"], &[], "[surfaces.discovery]\npolicy = \"popularity\"").await;
+    assert_eq!(
+        upload(&alone, "ordered", "0.1.0", relish_tests::guest_bytes("ordered")).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(put_plan(&alone, &plan(&[("popularity", 50.0), ("ordered", 50.0)])).await.status, StatusCode::OK);
+    let before = surface(&alone).await;
+    let mut alone = alone;
+    alone.handle.take().unwrap().shutdown().await;
+
+    let buckets = Buckets::new("join", NATS);
+    let config = util::config(alone.dir.path(), &alone.dir.path().join("bundled"), &buckets.toml("a", 10));
+    let joined = util::start_config(alone.dir, config).await;
+    let after = surface(&joined).await;
+    assert_eq!(after["current"]["plan"], before["current"]["plan"], "it keeps serving what it served");
+    assert_eq!(after["revision"], before["revision"]);
+
+    // Its plan and the versions it calls are the fleet's now: a new host serves them.
+    let other = host(&buckets, "b").await;
+    let status = surface(&other).await;
+    assert_eq!(status["current"]["plan"], before["current"]["plan"]);
+    assert_eq!(status["revision"], before["revision"], "the same revision number on every host: {status}");
+    assert_eq!(serving(&other).await.1, before["revision"].as_u64().unwrap());
+    // Its history starts at the fleet's revision 2, and stays so across a restart.
+    let mut other = other;
+    other.handle.take().unwrap().shutdown().await;
+    let config = util::config(other.dir.path(), &other.dir.path().join("bundled"), &buckets.toml("b", 10));
+    let other = util::start_config(other.dir, config).await;
+    assert_eq!(history(&surface(&other).await), history(&status));
+    joined.stop().await;
+    other.stop().await;
+    buckets.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
