@@ -24,7 +24,7 @@
 //!   refused with `409` and the current revision if the caller named the revision it expected.
 //!   Two admins writing at once never lose an update.
 //!
-//! The call returns once this host has applied its own write from the watch ([`sync`]): what the
+//! The call returns once this host has applied its own write from the watch ([`Fleet::run`]): what the
 //! caller reads next on this host includes it.
 //!
 //! **Every host applies** what the watch of the state bucket delivers, in the bucket's order:
