@@ -419,6 +419,26 @@ impl Fleet {
         tokio::time::timeout(timeout, progress.wait_for(|p| p.caught_up)).await.is_ok()
     }
 
+    /// Waits at startup until the watch has caught up with the state bucket as it was when the
+    /// host started. Gives up after `timeout` only while no progress is made (NATS unreachable, or
+    /// stuck): a long replay that keeps applying entries is waited for, so that the host never
+    /// turns ready half caught up while the fleet answers.
+    pub async fn catch_up_at_start(&self, timeout: Duration) -> bool {
+        let start = tokio::time::Instant::now();
+        let mut last = self.progress.borrow().applied;
+        loop {
+            if self.caught_up(Duration::from_secs(1).min(timeout)).await {
+                return true;
+            }
+            let applied = self.progress.borrow().applied;
+            let progressing = applied > last;
+            last = applied;
+            if start.elapsed() >= timeout && !progressing {
+                return false;
+            }
+        }
+    }
+
     /// Applies a change through the fleet: decided here, written to the state bucket, applied by
     /// every host from its watch (this one included, before this returns).
     pub async fn submit(&self, control: &Arc<Control>, change: Change) -> Result<Applied, FleetError> {

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use self::config::{Config, PolicyRef};
 use crate::control::{Applied, Change, Control, ControlParts, PlanSpec};
 use crate::features::Features;
-use crate::fleet::{Fleet, Membership};
+use crate::fleet::{Fleet, FleetError, Membership};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
 use crate::runtime::{Digest, Ranker, Runtime};
@@ -332,7 +332,7 @@ pub async fn start_with_natives(
             let run = tokio::spawn(fleet.clone().run(control, seeds.clone(), shutdown_receiver));
             handle.tasks.push(run);
             let timeout = Duration::from_secs(fleet.config().startup_timeout_secs);
-            if fleet.caught_up(timeout).await {
+            if fleet.catch_up_at_start(timeout).await {
                 Ok(())
             } else {
                 tracing::error!(
@@ -442,17 +442,46 @@ async fn roll_back_on_alarms(
         let change =
             Change::ArmFailed { surface: alarm.surface.clone(), revision: alarm.revision, arm: alarm.arm, reason };
         let Ok(control) = state.control().cloned() else { continue };
-        let result = match &state.fleet {
-            // The fleet's hosts see the same failures: the first to write takes the arm out, and
-            // the others' alarms then name a revision that no longer serves.
-            Some(fleet) => Ok(fleet.submit(&control, change).await.map_err(|e| e.to_string())),
-            None => tokio::task::spawn_blocking(move || control.apply(change).map_err(|e| e.to_string())).await,
+        let fleet = match &state.fleet {
+            Some(fleet) => fleet.clone(),
+            None => {
+                let result =
+                    tokio::task::spawn_blocking(move || control.apply(change).map_err(|e| e.to_string())).await;
+                report_rollback(result);
+                continue;
+            }
         };
-        match result {
-            Ok(Ok(Applied::Ignored)) => tracing::info!("a health alarm about a plan that no longer serves was ignored"),
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::error!("automatic rollback failed: {error}"),
-            Err(error) => tracing::error!("automatic rollback task failed: {error}"),
-        }
+        // The fleet's hosts see the same failures: the first to write takes the arm out, and the
+        // others' alarms then name a revision that no longer serves. While the fleet cannot be
+        // reached the change is tried again (the fallback answers the failing calls meanwhile),
+        // without holding up the next alarm.
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            for attempt in 0u32.. {
+                let result = fleet.submit(&control, change.clone()).await;
+                match result {
+                    Err(error @ (FleetError::Unavailable { .. } | FleetError::Behind { .. })) if attempt < 300 => {
+                        if attempt == 0 {
+                            tracing::error!("automatic rollback waits for the fleet: {error}");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                    result => return report_rollback(Ok(result.map_err(|e| e.to_string()))),
+                }
+            }
+        });
+    }
+}
+
+/// Logs what an automatic rollback came to.
+fn report_rollback(result: Result<Result<Applied, String>, tokio::task::JoinError>) {
+    match result {
+        Ok(Ok(Applied::Ignored)) => tracing::info!("a health alarm about a plan that no longer serves was ignored"),
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::error!("automatic rollback failed: {error}"),
+        Err(error) => tracing::error!("automatic rollback task failed: {error}"),
     }
 }

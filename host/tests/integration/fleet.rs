@@ -31,10 +31,16 @@ impl Buckets {
 
     /// `[fleet]` for a host named `host` (a stable name, so a restarted host reports as itself).
     fn toml(&self, host: &str, startup_timeout_secs: u64) -> String {
+        self.toml_with(host, startup_timeout_secs, "")
+    }
+
+    /// [`Buckets::toml`] with more settings of the `discovery` surface.
+    fn toml_with(&self, host: &str, startup_timeout_secs: u64, surface: &str) -> String {
         format!(
             r#"
 [surfaces.discovery]
 policy = "popularity"
+{surface}
 
 [fleet]
 nats = "{nats}"
@@ -492,6 +498,48 @@ async fn a_host_that_stood_alone_joins_the_fleet_with_the_plan_it_served() {
     assert_eq!(history(&surface(&other).await), history(&status));
     joined.stop().await;
     other.stop().await;
+    buckets.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_canary_is_taken_out_once_for_the_whole_fleet() {
+    let buckets = Buckets::new("canary", NATS);
+    let settings = "rollback_min_calls = 20\nrollback_window = 40";
+    let a = util::start(&["popularity"], &[], &buckets.toml_with("a", 10, settings)).await;
+    let b = util::start(&["popularity"], &[], &buckets.toml_with("b", 10, settings)).await;
+    assert_eq!(
+        upload(&a, "nan-score", "0.1.0", relish_tests::guest_bytes("nan-score")).await.status,
+        StatusCode::CREATED
+    );
+    let set = put_plan(&b, &plan(&[("popularity", 80.0), ("nan-score", 20.0)])).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", String::from_utf8_lossy(&set.body));
+    let failing = set.json()["revision"].as_u64().unwrap();
+    until(Duration::from_secs(10), "both serve the canary", async || surface(&a).await["revision"] == failing).await;
+    // Both hosts see the canary fail; the first to write takes it out, the other's alarm is void.
+    let mut user = 0;
+    until(Duration::from_secs(60), "the canary is taken out on both hosts", async || {
+        for server in [&a, &b] {
+            for _ in 0..25 {
+                let body = json!({"user": {"id": format!("u-{user}")}, "candidates": [{"id": "a"}, {"id": "b"}]});
+                user += 1;
+                assert_eq!(rank(server, "discovery", &body.to_string()).await.status, StatusCode::OK);
+            }
+        }
+        let (x, y) = (surface(&a).await, surface(&b).await);
+        x["revision"].as_u64() > Some(failing) && x["revision"] == y["revision"]
+    })
+    .await;
+    // Let any late alarm land, then check that exactly one change was made, by the host itself.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = surface(&a).await;
+    assert_eq!(status["revision"].as_u64(), Some(failing + 1), "one automatic change, not one per host: {status}");
+    assert_eq!(history(&status), history(&surface(&b).await));
+    let current = status["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(current["actor"], "relish");
+    assert!(current["reason"].as_str().unwrap().contains("taken out automatically"), "{current}");
+    assert_eq!(status["serving"], "popularity@0.1.0");
+    a.stop().await;
+    b.stop().await;
     buckets.remove().await;
 }
 
