@@ -20,6 +20,7 @@
 
 pub mod builder;
 pub mod control;
+pub mod decisions;
 pub mod fallback;
 pub mod features;
 pub mod fleet;

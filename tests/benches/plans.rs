@@ -59,6 +59,7 @@ fn binding(metrics: &Metrics, shadow: bool) -> Arc<Binding> {
         limiter: None,
         shadow_limiter: Arc::new(Limiter::new(64)),
         features: None,
+        log: None,
     })
 }
 

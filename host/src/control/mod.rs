@@ -906,6 +906,7 @@ impl Control {
             None => None,
         };
         Ok(Binding {
+            log: settings.log.clone(),
             features,
             unplanned: self.metrics.binding(surface, "none", "none", "none"),
             surface: surface.to_owned(),

@@ -88,6 +88,9 @@ pub struct Config {
     /// The fleet (absent: the host stands alone).
     #[serde(default)]
     pub fleet: Option<crate::fleet::FleetConfig>,
+    /// The decision log (written only for surfaces with a `log_sample`).
+    #[serde(default)]
+    pub decision_log: crate::decisions::LogConfig,
 }
 
 /// `[features]`: the feature stores surfaces look features up in, by name.
@@ -317,6 +320,11 @@ pub struct SurfaceSettings {
     pub rollback_min_calls: Option<usize>,
     /// How many of the latest calls are judged (default 200; at least `rollback_min_calls`).
     pub rollback_window: Option<usize>,
+    /// The share of users whose decisions are logged, `0..=1` (default 0: none).
+    pub log_sample: Option<f64>,
+    /// What the decision log masks: field (`user.id`, `context.location`, ...) to `drop` or
+    /// `hash`. A surface's own table replaces the default's.
+    pub log_mask: Option<BTreeMap<String, crate::decisions::MaskRule>>,
 }
 
 /// `[surfaces.<name>]`.
@@ -380,6 +388,8 @@ pub struct ResolvedSurface {
     pub health: Option<HealthPolicy>,
     /// Where features come from, when a store is involved; `None`: only the request body.
     pub features: Option<ResolvedFeatures>,
+    /// The decision log's sampling and masking; `None`: nothing logged.
+    pub log: Option<std::sync::Arc<crate::decisions::LogSettings>>,
 }
 
 impl Config {
@@ -469,6 +479,7 @@ impl Config {
         if let Some(fleet) = &self.fleet {
             fleet.validate().map_err(|e| error(format!("fleet.{}", e.field), e.message))?;
         }
+        self.decision_log.validate().map_err(|(field, message)| error(format!("decision_log.{field}"), message))?;
         for (name, store) in &self.features.stores {
             let key = format!("features.stores.{name}");
             if !is_identifier(name) {
@@ -508,6 +519,23 @@ impl Config {
     }
 
     fn check_settings(&self, key: &str, settings: &SurfaceSettings) -> Result<(), ConfigError> {
+        if let Some(sample) = settings.log_sample
+            && !(0.0..=1.0).contains(&sample)
+        {
+            return Err(error(
+                format!("{key}.log_sample"),
+                format!("{sample} is not a share: use 0 to 1, for example 0.05"),
+            ));
+        }
+        for name in settings.log_mask.iter().flat_map(BTreeMap::keys) {
+            if !crate::decisions::MASK_FIELDS.iter().any(|(n, _)| n == name) {
+                let known: Vec<&str> = crate::decisions::MASK_FIELDS.iter().map(|(n, _)| *n).collect();
+                return Err(error(
+                    format!("{key}.log_mask.{name}"),
+                    format!("not a field masking knows (known: {})", known.join(", ")),
+                ));
+            }
+        }
         if let Some(ms) = settings.deadline_ms
             && !(0.1..=10_000.0).contains(&ms)
         {
@@ -746,6 +774,27 @@ impl Config {
                     tracing::warn!(surface = name, "features only from the request body: {error}");
                     None
                 }),
+            log: {
+                let sample = own.log_sample.or(defaults.log_sample).unwrap_or(0.0);
+                let mask = own.log_mask.as_ref().or(defaults.log_mask.as_ref());
+                let mask = mask
+                    .map(|rules| {
+                        rules
+                            .iter()
+                            .filter_map(|(name, rule)| {
+                                let field = crate::decisions::MASK_FIELDS.iter().find(|(n, _)| n == name)?.1;
+                                Some((field, *rule))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (sample > 0.0).then(|| {
+                    std::sync::Arc::new(crate::decisions::LogSettings {
+                        threshold: (sample * 10_000.0).round() as u16,
+                        mask,
+                    })
+                })
+            },
             health: own.auto_rollback.or(defaults.auto_rollback).unwrap_or(true).then(|| {
                 let default = HealthPolicy::default();
                 let min_calls = own.rollback_min_calls.or(defaults.rollback_min_calls).unwrap_or(default.min_calls);

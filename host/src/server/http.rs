@@ -18,6 +18,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::State;
+use crate::serving::Decision;
 use crate::wire::{self, DecodeErrorKind, DecodeOptions};
 
 /// The response type of every handler.
@@ -28,6 +29,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// The header naming the plan arm that was asked to answer (its name, `policy@version` unless the
 /// plan names it), so a proxy can log exposures without parsing the body.
 pub const ARM: &str = "x-relish-arm";
+/// The header naming a logged decision's id (what a rewards file joins on).
+pub const DECISION_ID: &str = "x-relish-decision-id";
 /// The header with the surface's plan revision that answered.
 pub const PLAN_REVISION: &str = "x-relish-plan-revision";
 
@@ -289,6 +292,7 @@ async fn rank_in_span(
 
     let mut decision = binding.decide(decoded.request, key.as_deref(), &state.metrics);
     decision.features = features;
+    let logged = log_decision(state, &decision, key.as_deref());
 
     let encode_started = Instant::now();
     let body = decision.response(received.elapsed().as_micros() as u64).to_json();
@@ -306,6 +310,9 @@ async fn rank_in_span(
         headers.insert(ARM, value);
     }
     headers.insert(PLAN_REVISION, HeaderValue::from(decision.binding.revision));
+    if let Some(id) = logged.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        headers.insert(DECISION_ID, id);
+    }
     // The phases in the order they ran; `features` only on surfaces that look features up.
     let timing = match &decision.features {
         Some(report) => format!(
@@ -326,4 +333,42 @@ async fn rank_in_span(
     let metrics = decision.arm().map_or(&decision.binding.unplanned, |arm| &arm.metrics);
     metrics.request_seconds.observe(received.elapsed().as_secs_f64());
     http
+}
+
+/// Hands a sampled decision to the decision log (off the response path: the request is shared,
+/// not copied); returns its id.
+fn log_decision(state: &State, decision: &Decision, key: Option<&str>) -> Option<String> {
+    let log = state.decisions.as_ref()?;
+    let settings = decision.binding.log.as_ref()?;
+    let binding = &decision.binding;
+    if !settings.sampled(&binding.surface, key, decision.request.seed) {
+        return None;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let arm = decision.arm().map(|a| crate::decisions::record::LoggedArm {
+        index: decision.assignment.arm.unwrap_or_default(),
+        name: a.name.clone(),
+        policy: a.bound.name.clone(),
+        version: a.bound.version.clone(),
+        digest: a.bound.digest.to_string(),
+    });
+    log.offer(crate::decisions::Entry {
+        id: id.clone(),
+        logged_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        surface: binding.surface.clone(),
+        revision: binding.revision,
+        arm,
+        bucket: decision.assignment.bucket,
+        sticky: decision.assignment.sticky,
+        request: decision.request.clone(),
+        ranking: decision.ranking.clone(),
+        fallback: decision.failure.as_ref().map(|f| crate::decisions::record::LoggedFallback {
+            reason: f.reason.to_owned(),
+            answered_by: f.answered_by.clone(),
+            detail: f.detail.clone(),
+        }),
+        shadows: decision.shadows,
+        settings: settings.clone(),
+    });
+    Some(id)
 }

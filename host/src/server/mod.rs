@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use self::config::{Config, PolicyRef};
 use crate::control::{Applied, Change, Control, ControlParts, PlanSpec};
+use crate::decisions::DecisionLog;
 use crate::features::Features;
 use crate::fleet::{Fleet, FleetError, Membership};
 use crate::metrics::Metrics;
@@ -59,6 +60,8 @@ pub struct State {
     pub stores: HashMap<String, Arc<Features>>,
     /// The fleet this host belongs to (`None`: it stands alone).
     pub fleet: Option<Arc<Fleet>>,
+    /// The decision log (`None`: no surface logs).
+    pub decisions: Option<Arc<DecisionLog>>,
 }
 
 impl State {
@@ -219,9 +222,7 @@ impl Handle {
     /// period).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.stopped().await;
     }
 
     /// A trigger that starts a graceful shutdown when sent `true`.
@@ -233,6 +234,10 @@ impl Handle {
     pub async fn stopped(self) {
         for task in self.tasks {
             let _ = task.await;
+        }
+        // Requests have finished: what they logged is written, the last file finished.
+        if let Some(log) = self.state.decisions.clone() {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
         }
     }
 }
@@ -293,7 +298,16 @@ pub async fn start_with_natives(
         ),
         None => None,
     };
+    let logs = config.defaults.log_sample.is_some_and(|s| s > 0.0) || config.surfaces().iter().any(|s| s.log.is_some());
+    let decisions = match logs {
+        true => {
+            let dir = config.server.data_dir.join(&config.decision_log.dir);
+            Some(DecisionLog::start(&config.decision_log, dir, metrics.registry())?)
+        }
+        false => None,
+    };
     let state = Arc::new(State {
+        decisions,
         fleet,
         runtime,
         control: OnceLock::new(),

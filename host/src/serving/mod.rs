@@ -180,6 +180,8 @@ pub struct Binding {
     pub unplanned: BindingMetrics,
     /// Where features missing from the body come from; `None`: only the body.
     pub features: Option<Arc<StoreFeatures>>,
+    /// The decision log's sampling and masking; `None`: not logged.
+    pub log: Option<Arc<crate::decisions::LogSettings>>,
 }
 
 /// Which arm a request went to.
@@ -436,6 +438,7 @@ impl Binding {
             shadow_limiter: Arc::new(Limiter::new(1)),
             budget,
             features: None,
+            log: None,
         }
     }
 

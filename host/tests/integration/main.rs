@@ -9,6 +9,7 @@ mod cli;
 mod containment;
 mod crash;
 mod data_plane;
+mod decisions;
 mod fail_open;
 mod features;
 mod fleet;

@@ -39,6 +39,8 @@ use relish_tests::{Native, bench, synthetic};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Run {
+    logged: f64,
+    dropped: f64,
     requests_per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -62,7 +64,7 @@ fn main() -> anyhow::Result<()> {
         let body_path = dir.path().join(format!("body-{candidates}.json"));
         std::fs::write(&body_path, &body)?;
         let mut runs = HashMap::new();
-        for mode in ["native", "wasm"] {
+        for mode in ["native", "wasm", "wasm + decision log 100 %"] {
             let natives: HashMap<String, Arc<dyn Ranker>> = if mode == "native" {
                 HashMap::from([
                     ("discovery".to_owned(), Arc::new(Native::<Discovery>::new()) as Arc<dyn Ranker>),
@@ -80,7 +82,7 @@ fn main() -> anyhow::Result<()> {
                 &body_path,
                 seconds,
                 mode,
-                Load { client: Client::Wrk { connections: 32 }, shadow: false },
+                Load { client: Client::Wrk { connections: 32 }, shadow: false, log: mode.contains("log") },
             ))?;
             println!(
                 "| {candidates} | {mode} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
@@ -106,7 +108,7 @@ fn main() -> anyhow::Result<()> {
                     &body_path,
                     seconds,
                     mode,
-                    Load { client: Client::OpenLoop { rate }, shadow },
+                    Load { client: Client::OpenLoop { rate }, shadow, log: false },
                 ))?;
                 println!(
                     "| {candidates} | {mode}, {rate} req/s, round {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
@@ -140,7 +142,15 @@ fn main() -> anyhow::Result<()> {
             shadow.p99_ms / light.p99_ms,
             shadow.requests_per_second / light.requests_per_second
         ));
-        let (wasm, native) = (&runs["wasm"], &runs["native"]);
+        let (wasm, native, logged) = (&runs["wasm"], &runs["native"], &runs["wasm + decision log 100 %"]);
+        summary.push(format!(
+            "{candidates} candidates: logging every decision gives requests/s x{:.2}, p99 x{:.2} against no logging \
+             ({:.0} records written by the end of the run, {:.0} dropped at the queue)",
+            logged.requests_per_second / wasm.requests_per_second,
+            logged.p99_ms / wasm.p99_ms,
+            logged.logged,
+            logged.dropped,
+        ));
         summary.push(format!(
             "{candidates} candidates ({} KB body): wasm/native requests/s = {:.2}; policy call {:.0} µs wasm vs {:.0} µs native; \
              parse {:.0} µs = {:.0} % of the wasm server's handler time",
@@ -165,6 +175,8 @@ struct Load {
     client: Client,
     /// Whether the surface's plan runs a 100 % shadow of its own version.
     shadow: bool,
+    /// Whether every decision is logged (`log_sample = 1.0`).
+    log: bool,
 }
 
 /// What sends a case's requests.
@@ -189,10 +201,11 @@ async fn measure(
     mode: &str,
     load: Load,
 ) -> anyhow::Result<Run> {
-    let mut config = Config::from_toml(
-        "[surfaces.discovery]\npolicy = \"discovery\"\n\
-         [defaults]\ndeadline_ms = 200\n[server]\nmax_concurrency = 4096\n",
-    )?;
+    let log = if load.log { "log_sample = 1.0\n" } else { "" };
+    let mut config = Config::from_toml(&format!(
+        "[surfaces.discovery]\npolicy = \"discovery\"\n{log}\
+         [defaults]\ndeadline_ms = 200\n[server]\nmax_concurrency = 4096\n"
+    ))?;
     config.server.listen = ([127, 0, 0, 1], 0).into();
     config.admin.listen = ([127, 0, 0, 1], 0).into();
     config.server.data_dir = dir.join(format!("data-{}", mode.replace([' ', ',', '%', '+'], "")));
@@ -254,9 +267,21 @@ async fn measure(
             tokio::task::spawn_blocking(move || open_loop(&url, body, rate, seconds)).await??
         }
     };
+    // What the decision log kept and dropped (counted before the shutdown writes the rest).
+    let scrape = prometheus::TextEncoder::new().encode_to_string(&handle.state.metrics.registry().gather())?;
+    let counter = |name: &str| -> f64 {
+        0.0 + scrape
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let (logged, dropped) = (counter("relish_decisions_logged_total"), counter("relish_decisions_dropped_total"));
     handle.shutdown().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(Run {
+        logged,
+        dropped,
         requests_per_second,
         p50_ms,
         p99_ms,

@@ -1,0 +1,608 @@
+//! The decision log: a sampled record of every answer, written off the response path.
+//!
+//! A surface logs a share of its users (`log_sample`, by a stable hash of the same key that
+//! assigns arms, so a sampled user is sampled on every request). The handler hands the decision
+//! (the request as the policy saw it, shared, not copied; the answer; the arm) to a bounded queue
+//! and goes on: when the queue is full the record is dropped and counted, never waited for. One
+//! writer thread masks, serialises and appends records to gzip-compressed JSONL files in the
+//! data directory, rotated by size and age, flushed every `flush_ms` (so a host killed loses at
+//! most that much, and the file reads back up to its last flush: a torn tail is skipped with a
+//! count), finished on a graceful shutdown. The record's fields are in `docs/decision-log.md`.
+
+pub mod record;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use flate2::Compression;
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use serde::Deserialize;
+
+use self::record::{Answer, LoggedArm, LoggedFallback, LoggedRequest, Record};
+use crate::runtime::{self, Ranking, types};
+
+/// `[decision_log]`: where and how decisions are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The directory (relative paths are under the data directory).
+    pub dir: PathBuf,
+    /// A file is finished and a new one started beyond this size (compressed), in MiB.
+    pub max_file_mb: u64,
+    /// ... or when it is this old, in seconds.
+    pub max_file_secs: u64,
+    /// The most finished files kept; the oldest are removed beyond.
+    pub keep_files: usize,
+    /// Records waiting for the writer; beyond, records are dropped and counted.
+    pub queue: usize,
+    /// How often the writer flushes what it has written (what a killed host can lose).
+    pub flush_ms: u64,
+    /// The key of masking's `hash` rule (a keyed hash: without the key, a hashed user id cannot
+    /// be found by hashing candidate ids). Set it, and keep it secret.
+    pub hash_key: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            dir: PathBuf::from("decisions"),
+            max_file_mb: 64,
+            max_file_secs: 3600,
+            keep_files: 168,
+            queue: 8192,
+            flush_ms: 1000,
+            hash_key: String::new(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks ranges; the error names the field under `decision_log.`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=4096).contains(&self.max_file_mb) {
+            return Err(("max_file_mb", "must be between 1 and 4096".to_owned()));
+        }
+        if !(1..=86_400).contains(&self.max_file_secs) {
+            return Err(("max_file_secs", "must be between 1 and 86400".to_owned()));
+        }
+        if self.keep_files == 0 {
+            return Err(("keep_files", "must be at least 1".to_owned()));
+        }
+        if !(1..=1_000_000).contains(&self.queue) {
+            return Err(("queue", "must be between 1 and 1000000".to_owned()));
+        }
+        if !(10..=60_000).contains(&self.flush_ms) {
+            return Err(("flush_ms", "must be between 10 and 60000".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// A field masking can change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MaskField {
+    /// `user.id`.
+    UserId,
+    /// `user.features`.
+    UserFeatures,
+    /// `context.country`.
+    Country,
+    /// `context.city`.
+    City,
+    /// `context.locale`.
+    Locale,
+    /// `context.latitude` and `context.longitude` (`context.location`).
+    Location,
+    /// `context.device`.
+    Device,
+    /// `cart.items`.
+    CartItems,
+}
+
+/// Every maskable field by its name in the configuration.
+pub const MASK_FIELDS: [(&str, MaskField); 8] = [
+    ("user.id", MaskField::UserId),
+    ("user.features", MaskField::UserFeatures),
+    ("context.country", MaskField::Country),
+    ("context.city", MaskField::City),
+    ("context.locale", MaskField::Locale),
+    ("context.location", MaskField::Location),
+    ("context.device", MaskField::Device),
+    ("cart.items", MaskField::CartItems),
+];
+
+/// What masking does to a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskRule {
+    /// Leave it out of the record.
+    Drop,
+    /// Replace each string by a keyed hash of it (`h:` and 16 hex digits): records of one user
+    /// still join, the id does not show. Numbers are dropped.
+    Hash,
+}
+
+/// A surface's logging: the share of keys sampled and the masking, resolved once per binding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// Sampled when `sample_bucket(key) < threshold`, of 10,000.
+    pub threshold: u16,
+    /// Masking, by field.
+    pub mask: BTreeMap<MaskField, MaskRule>,
+}
+
+impl LogSettings {
+    /// Whether the request with this key (`user.id`, else `bucket_key`) or, without one, this
+    /// seed is logged.
+    pub fn sampled(&self, surface: &str, key: Option<&str>, seed: u64) -> bool {
+        self.threshold > 0 && sample_bucket(surface, key, seed) < self.threshold
+    }
+}
+
+/// The sampling bucket: `xxh3_64("relish-log\n" + surface + "\n" + key) mod 10_000` (XXH3, 64
+/// bits, seed 0), or `seed mod 10_000` without a key. Like the arm's bucket but its own, so that
+/// which users are logged does not depend on which arm they are in.
+pub fn sample_bucket(surface: &str, key: Option<&str>, seed: u64) -> u16 {
+    match key {
+        Some(key) => {
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            hasher.update(b"relish-log\n");
+            hasher.update(surface.as_bytes());
+            hasher.update(b"\n");
+            hasher.update(key.as_bytes());
+            (hasher.digest() % 10_000) as u16
+        }
+        None => (seed % 10_000) as u16,
+    }
+}
+
+/// What the handler hands to the writer: cheap to make (the request is shared).
+pub struct Entry {
+    /// The decision's id.
+    pub id: String,
+    /// When the answer was made.
+    pub logged_at_ms: i64,
+    /// The surface.
+    pub surface: String,
+    /// The plan revision.
+    pub revision: u64,
+    /// The arm.
+    pub arm: Option<LoggedArm>,
+    /// The bucket.
+    pub bucket: u16,
+    /// Whether the bucket came from a key.
+    pub sticky: bool,
+    /// The request as the policy saw it.
+    pub request: Arc<types::Request>,
+    /// The answer.
+    pub ranking: Ranking,
+    /// Set when a fallback answered.
+    pub fallback: Option<LoggedFallback>,
+    /// Shadow calls started.
+    pub shadows: usize,
+    /// The surface's logging.
+    pub settings: Arc<LogSettings>,
+}
+
+/// The decision log's metrics.
+#[derive(Clone)]
+struct LogMetrics {
+    logged: IntCounterVec,
+    dropped: IntCounterVec,
+    bytes: IntCounter,
+    files: IntGauge,
+}
+
+impl LogMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let logged = IntCounterVec::new(
+            Opts::new("relish_decisions_logged_total", "Decisions written to the decision log"),
+            &["surface"],
+        )?;
+        let dropped = IntCounterVec::new(
+            Opts::new("relish_decisions_dropped_total", "Sampled decisions not logged, by reason"),
+            &["reason"],
+        )?;
+        let bytes = IntCounter::new("relish_decision_log_bytes_total", "Uncompressed bytes of records written")?;
+        let files = IntGauge::new("relish_decision_log_files", "Decision log files in the log directory")?;
+        registry.register(Box::new(logged.clone()))?;
+        registry.register(Box::new(dropped.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(files.clone()))?;
+        Ok(LogMetrics { logged, dropped, bytes, files })
+    }
+}
+
+/// The decision log of one host. See the [module documentation](self).
+pub struct DecisionLog {
+    sender: ArcSwapOption<SyncSender<Entry>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    metrics: LogMetrics,
+    dir: PathBuf,
+}
+
+impl DecisionLog {
+    /// Starts the writer thread on `dir` (created if missing).
+    pub fn start(config: &LogConfig, dir: PathBuf, registry: &Registry) -> anyhow::Result<Arc<DecisionLog>> {
+        fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("decision_log.dir: creating {}: {e}", dir.display()))?;
+        let metrics = LogMetrics::new(registry)?;
+        let (sender, receiver) = mpsc::sync_channel(config.queue);
+        let mut writer = Writer::new(config, dir.clone(), metrics.clone());
+        let thread =
+            std::thread::Builder::new().name("relish-decision-log".to_owned()).spawn(move || writer.run(&receiver))?;
+        Ok(Arc::new(DecisionLog {
+            sender: ArcSwapOption::from_pointee(sender),
+            writer: std::sync::Mutex::new(Some(thread)),
+            metrics,
+            dir,
+        }))
+    }
+
+    /// The directory the log is written to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Hands a decision to the writer without waiting: dropped and counted when the queue is
+    /// full (a stalled disk) or the log is closed.
+    pub fn offer(&self, entry: Entry) {
+        let guard = self.sender.load();
+        let Some(sender) = guard.as_ref() else {
+            self.metrics.dropped.with_label_values(&["closed"]).inc();
+            return;
+        };
+        match sender.try_send(entry) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.metrics.dropped.with_label_values(&["queue-full"]).inc(),
+            Err(TrySendError::Disconnected(_)) => self.metrics.dropped.with_label_values(&["writer-gone"]).inc(),
+        }
+    }
+
+    /// Writes what is queued, finishes the current file, and stops the writer. Blocking.
+    pub fn close(&self) {
+        self.sender.store(None);
+        let thread = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the decision log writer panicked");
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    config: LogConfig,
+    dir: PathBuf,
+    metrics: LogMetrics,
+    current: Option<Open>,
+    sequence: u64,
+}
+
+/// The file being written.
+struct Open {
+    path: PathBuf,
+    encoder: GzEncoder<CountingFile>,
+    opened: Instant,
+}
+
+/// A file that counts the (compressed) bytes written to it.
+struct CountingFile {
+    file: File,
+    written: u64,
+}
+
+impl Write for CountingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Writer {
+    fn new(config: &LogConfig, dir: PathBuf, metrics: LogMetrics) -> Self {
+        Writer { config: config.clone(), dir, metrics, current: None, sequence: 0 }
+    }
+
+    fn run(&mut self, receiver: &mpsc::Receiver<Entry>) {
+        self.metrics.files.set(log_files(&self.dir).len() as i64);
+        let flush = Duration::from_millis(self.config.flush_ms);
+        let mut last_flush = Instant::now();
+        loop {
+            match receiver.recv_timeout(flush) {
+                Ok(entry) => {
+                    if let Err(error) = self.write(entry) {
+                        self.metrics.dropped.with_label_values(&["write-error"]).inc();
+                        tracing::error!(dir = %self.dir.display(), "decision log: {error}");
+                        self.current = None;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_flush.elapsed() >= flush {
+                last_flush = Instant::now();
+                self.flush();
+            }
+        }
+        self.finish();
+    }
+
+    fn write(&mut self, entry: Entry) -> io::Result<()> {
+        let surface = entry.surface.clone();
+        let mut line = serde_json::to_vec(&to_record(entry, &self.config.hash_key)).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let rotate = self.current.as_ref().is_some_and(|open| {
+            open.encoder.get_ref().written >= self.config.max_file_mb << 20
+                || open.opened.elapsed() >= Duration::from_secs(self.config.max_file_secs)
+        });
+        if rotate {
+            self.finish();
+        }
+        if self.current.is_none() {
+            self.current = Some(self.open()?);
+        }
+        let open = self.current.as_mut().expect("opened above");
+        open.encoder.write_all(&line)?;
+        self.metrics.bytes.inc_by(line.len() as u64);
+        self.metrics.logged.with_label_values(&[&surface]).inc();
+        Ok(())
+    }
+
+    fn open(&mut self) -> io::Result<Open> {
+        self.sequence += 1;
+        let stamp = chrono::DateTime::<chrono::Utc>::from(SystemTime::now()).format("%Y%m%dT%H%M%S%3fZ");
+        let path = self.dir.join(format!("decisions-{stamp}-{}-{}.jsonl.gz", std::process::id(), self.sequence));
+        let file = fs::OpenOptions::new().create_new(true).write(true).open(&path)?;
+        self.metrics.files.set(log_files(&self.dir).len() as i64);
+        Ok(Open {
+            path,
+            encoder: GzEncoder::new(CountingFile { file, written: 0 }, Compression::fast()),
+            opened: Instant::now(),
+        })
+    }
+
+    /// Makes what was written readable (a gzip sync flush) and durable enough for a crash of the
+    /// process (the kernel has it).
+    fn flush(&mut self) {
+        if let Some(open) = &mut self.current
+            && let Err(error) = open.encoder.flush()
+        {
+            tracing::error!(file = %open.path.display(), "decision log: flushing: {error}");
+        }
+    }
+
+    /// Finishes the current file (the gzip trailer, fsync) and prunes old files.
+    fn finish(&mut self) {
+        let Some(open) = self.current.take() else { return };
+        let result = open.encoder.finish().and_then(|counting| counting.file.sync_all());
+        if let Err(error) = result {
+            tracing::error!(file = %open.path.display(), "decision log: finishing: {error}");
+        }
+        let mut files = log_files(&self.dir);
+        while files.len() > self.config.keep_files {
+            let oldest = files.remove(0);
+            if let Err(error) = fs::remove_file(&oldest) {
+                tracing::warn!(file = %oldest.display(), "decision log: removing an old file: {error}");
+            }
+        }
+        self.metrics.files.set(files.len() as i64);
+    }
+}
+
+/// The log files in `dir`, oldest first (their names sort by time).
+pub fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("decisions-") && n.ends_with(".jsonl.gz"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A keyed hash of a masked string.
+fn hashed(key: &str, value: &str) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(key.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(value.as_bytes());
+    format!("h:{:016x}", hasher.digest())
+}
+
+/// Masks a logged request as the rules say; returns what was changed.
+fn mask(request: &mut LoggedRequest, rules: &BTreeMap<MaskField, MaskRule>, key: &str) -> Vec<String> {
+    let mut changed = Vec::new();
+    let string = |value: &mut Option<String>, rule: MaskRule| match rule {
+        MaskRule::Drop => *value = None,
+        MaskRule::Hash => *value = value.take().map(|v| hashed(key, &v)),
+    };
+    for (&field, &rule) in rules {
+        match field {
+            MaskField::UserId => string(&mut request.user_id, rule),
+            MaskField::Country => string(&mut request.country, rule),
+            MaskField::City => string(&mut request.city, rule),
+            MaskField::Locale => string(&mut request.locale, rule),
+            MaskField::Device => string(&mut request.device, rule),
+            MaskField::Location => {
+                request.latitude = None;
+                request.longitude = None;
+            }
+            MaskField::UserFeatures => match rule {
+                MaskRule::Drop => request.user_features.clear(),
+                MaskRule::Hash => {
+                    for (name, _) in &mut request.user_features {
+                        *name = hashed(key, name);
+                    }
+                }
+            },
+            MaskField::CartItems => match rule {
+                MaskRule::Drop => {
+                    request.cart_items.clear();
+                    request.cart_tags = record::LoggedTags { offsets: vec![0], indices: Vec::new() };
+                }
+                MaskRule::Hash => {
+                    for item in &mut request.cart_items {
+                        *item = hashed(key, item);
+                    }
+                }
+            },
+        }
+        let name = MASK_FIELDS.iter().find(|(_, f)| *f == field).map_or("", |(n, _)| n);
+        let how = match (rule, field) {
+            (MaskRule::Hash, MaskField::Location) | (MaskRule::Drop, _) => "dropped",
+            (MaskRule::Hash, _) => "hashed",
+        };
+        changed.push(format!("{name}: {how}"));
+    }
+    changed
+}
+
+/// The record of an entry, masked.
+fn to_record(entry: Entry, key: &str) -> Record {
+    let mut request = LoggedRequest::from(entry.request.as_ref());
+    let masked = mask(&mut request, &entry.settings.mask, key);
+    let order = entry.ranking.order().to_vec();
+    let all_ids = &entry.request.candidates.ids;
+    let ids = order
+        .iter()
+        .map(|&i| {
+            let (start, end) = (all_ids.offsets[i as usize] as usize, all_ids.offsets[i as usize + 1] as usize);
+            all_ids.data[start..end].to_owned()
+        })
+        .collect();
+    let reasons: Vec<Option<String>> = (0..order.len()).map(|p| entry.ranking.reason(p).map(str::to_owned)).collect();
+    Record {
+        format: record::FORMAT,
+        contract: runtime::CONTRACT.to_owned(),
+        id: entry.id,
+        logged_at_ms: entry.logged_at_ms,
+        surface: entry.surface,
+        revision: entry.revision,
+        arm: entry.arm,
+        bucket: entry.bucket,
+        sticky: entry.sticky,
+        request,
+        answer: Answer {
+            scores: entry.ranking.scores().to_vec(),
+            reasons: if reasons.iter().all(Option::is_none) { Vec::new() } else { reasons },
+            order,
+            ids,
+        },
+        fallback: entry.fallback,
+        shadows: entry.shadows,
+        masked,
+    }
+}
+
+/// A line of a log that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    /// The file.
+    pub file: PathBuf,
+    /// The line, from 1.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// What reading a log file found besides its records.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReadReport {
+    /// Records read.
+    pub records: usize,
+    /// Lines that are not records of this format, with where and why; the rest is still read.
+    pub bad: Vec<BadLine>,
+    /// Whether the file ends in a torn record (a host killed while writing, or a file still
+    /// being written): skipped.
+    pub torn: bool,
+}
+
+/// Reads a decision log file (`.jsonl.gz`, or plain `.jsonl`), calling `each` for every record.
+pub fn read(path: &Path, mut each: impl FnMut(Record)) -> io::Result<ReadReport> {
+    let file = File::open(path)?;
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(MultiGzDecoder::new(BufReader::new(file)))
+    } else {
+        Box::new(file)
+    };
+    let mut reader = BufReader::new(reader);
+    let mut report = ReadReport::default();
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            // A gzip stream cut short: what was flushed before is read, the rest is torn.
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                report.torn = true;
+                break;
+            }
+            Err(error) => return Err(error),
+        }
+        number += 1;
+        if line.last() != Some(&b'\n') {
+            report.torn = true;
+            break;
+        }
+        match parse(&line) {
+            Ok(record) => {
+                report.records += 1;
+                each(record);
+            }
+            Err(message) => report.bad.push(BadLine { file: path.to_owned(), line: number, message }),
+        }
+    }
+    Ok(report)
+}
+
+fn parse(line: &[u8]) -> Result<Record, String> {
+    #[derive(Deserialize)]
+    struct Head {
+        format: u32,
+        #[serde(default)]
+        contract: String,
+    }
+    let head: Head = serde_json::from_slice(line).map_err(|e| format!("not a decision record: {e}"))?;
+    if head.format != record::FORMAT {
+        return Err(format!("a record of format {}; this host reads format {}", head.format, record::FORMAT));
+    }
+    if head.contract != runtime::CONTRACT {
+        return Err(format!(
+            "a decision through contract `{}`; this host serves `{}`",
+            head.contract,
+            runtime::CONTRACT
+        ));
+    }
+    serde_json::from_slice(line).map_err(|e| format!("not a decision record: {e}"))
+}
+
+#[cfg(test)]
+mod tests;
