@@ -97,6 +97,31 @@ enum Command {
         json: bool,
     },
     /// Rank one JSON request with one component and print the response.
+    /// Run logged decisions again: with the logged versions (every answer must come out the
+    /// same), or with a candidate (how far its answers agree with the logged ones).
+    Replay {
+        /// Decision log files (`decisions-*.jsonl.gz`).
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// The data directory holding the logged versions (read only; a running host's is fine).
+        #[arg(long, env = "RELISH_DATA_DIR", default_value = "relish-data")]
+        data_dir: PathBuf,
+        /// A candidate component to replay with instead of the logged versions.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// A parameter set on every replayed request, `key=value`; repeatable.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Threads (default: every core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Each call's deadline in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        deadline_ms: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     Rank {
         /// The policy component.
         #[arg(long)]
@@ -178,10 +203,107 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             build(BuildOptions { manifest_path, packages, out_dir, target: None, quiet: false }, !no_verify)
         }
         Command::Inspect { file, json } => inspect(&file, json),
+        Command::Replay { logs, data_dir, policy, params, jobs, deadline_ms, json } => {
+            replay(logs, data_dir, policy, &params, jobs, Duration::from_millis(deadline_ms), json)
+        }
         Command::Rank { policy, request, surface, params, deadline_ms, compact } => {
             rank(&policy, &request, surface, &params, Duration::from_millis(deadline_ms), compact)
         }
     }
+}
+
+fn replay(
+    logs: Vec<PathBuf>,
+    data_dir: PathBuf,
+    policy: Option<PathBuf>,
+    params: &[String],
+    jobs: Option<usize>,
+    deadline: Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use relish_host::decisions::replay::{ReplayOptions, replay};
+    use std::io::IsTerminal as _;
+    let candidate = match &policy {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    let mut pairs = Vec::new();
+    for param in params {
+        let (key, value) = param.split_once('=').with_context(|| format!("--param {param}: use key=value"))?;
+        pairs.push((key.to_owned(), value.to_owned()));
+    }
+    let terminal = std::io::stderr().is_terminal();
+    let last = std::sync::Mutex::new(Instant::now());
+    let progress = move |done: usize, total: usize| {
+        let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if done == total || last.elapsed() >= Duration::from_millis(200) {
+            *last = Instant::now();
+            eprint!("\rreplayed {done} of {total} decisions");
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let options = ReplayOptions {
+        data_dir,
+        candidate,
+        params: pairs,
+        jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        deadline,
+        progress: terminal.then(|| Box::new(progress) as Box<dyn Fn(usize, usize) + Sync>),
+    };
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let report = replay(&runtime, &logs, &options)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for file in &report.files {
+            for bad in &file.bad {
+                eprintln!("skipped: {bad}");
+            }
+            if file.torn {
+                eprintln!("{}: its last record is torn (a host killed while writing): skipped", file.file.display());
+            }
+        }
+        for skipped in &report.skipped {
+            eprintln!("not replayed: {}: {}", skipped.id, skipped.reason);
+        }
+        let replayed = report.decisions - report.skipped.len();
+        if policy.is_none() {
+            let share = if replayed == 0 { 100.0 } else { 100.0 * report.reproduced as f64 / replayed as f64 };
+            println!(
+                "{} decisions from {} files, {replayed} replayed with the logged versions: {} reproduced byte for byte ({share:.1} %)",
+                report.decisions,
+                report.files.len(),
+                report.reproduced
+            );
+            for difference in &report.differing {
+                println!("  differs: {} ({}): {}", difference.id, difference.surface, difference.what);
+            }
+        } else {
+            println!(
+                "{:<18} {:<28} {:>9} {:>7} {:>8} {:>7} {:>7}",
+                "SURFACE", "LOGGED ARM", "DECISIONS", "TOP-1", "OVERLAP", "RBO", "TAU"
+            );
+            for g in &report.agreement {
+                println!(
+                    "{:<18} {:<28} {:>9} {:>7.3} {:>8.3} {:>7.3} {:>7.3}",
+                    g.surface, g.arm, g.decisions, g.top1, g.overlap, g.rbo, g.tau
+                );
+            }
+            if !report.most_different.is_empty() {
+                println!("where the candidate differs most:");
+                for d in &report.most_different {
+                    println!("  {} ({}): overlap {:.3}, tau {:.3}", d.id, d.surface, d.overlap, d.tau);
+                }
+            }
+            for difference in &report.differing {
+                println!("  failed: {} ({}): {}", difference.id, difference.surface, difference.what);
+            }
+        }
+    }
+    let failed = report.files.iter().any(|f| !f.bad.is_empty()) || !report.differing.is_empty();
+    Ok(if policy.is_none() && failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn build(options: BuildOptions, verify: bool) -> anyhow::Result<ExitCode> {

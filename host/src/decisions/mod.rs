@@ -10,6 +10,7 @@
 //! count), finished on a graceful shutdown. The record's fields are in `docs/decision-log.md`.
 
 pub mod record;
+pub mod replay;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -170,3 +170,105 @@ async fn bad_logging_settings_are_refused_naming_the_key() {
         assert!(error.key.contains(key), "{toml}: {error:?}");
     }
 }
+
+/// Runs `relish replay` and returns its JSON report.
+fn replay(args: &[&str]) -> (bool, serde_json::Value) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_relish"))
+        .arg("replay")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    });
+    (output.status.success(), report)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relish_replay_reproduces_every_answer_and_measures_a_candidate_as_a_direct_computation_does() {
+    let toml = "[surfaces.discovery]\npolicy = \"discovery\"\nlog_sample = 1.0\n[decision_log]\nflush_ms = 20\n";
+    let server = util::start(&["discovery", "popularity"], &[], toml).await;
+    for user in 0..120 {
+        let body = relish_tests::synthetic::venues(20, user, false);
+        assert_eq!(rank(&server, "discovery", &body.to_string()).await.status, StatusCode::OK);
+    }
+    let mut server = server;
+    server.handle.take().unwrap().shutdown().await;
+    let data = server.dir.path().join("data");
+    let files: Vec<String> =
+        decisions::log_files(&data.join("decisions")).iter().map(|p| p.display().to_string()).collect();
+    let mut args: Vec<&str> = files.iter().map(String::as_str).collect();
+    let data_arg = data.display().to_string();
+    args.extend(["--data-dir", &data_arg]);
+
+    // The logged versions: every answer, bit for bit.
+    let (ok, report) = replay(&args);
+    assert!(ok, "{report}");
+    assert_eq!(report["decisions"], 120);
+    assert_eq!(report["reproduced"], 120, "{report}");
+    assert_eq!(report["differing"], json!([]));
+
+    // A candidate: the logged policy with one parameter changed. Its agreement is what comparing
+    // the two answers of every decision directly gives.
+    let (records, _) = records(&data.join("decisions"));
+    let discovery = relish_tests::policy("discovery");
+    let (mut top1, mut overlap, mut tau) = (0.0, 0.0, 0.0);
+    for record in &records {
+        let mut request = record.request.to_request().unwrap();
+        match request.params.iter_mut().find(|(k, _)| k == "diversity") {
+            Some(slot) => slot.1 = "0.9".into(),
+            None => request.params.push(("diversity".into(), "0.9".into())),
+        }
+        let order = discovery.rank(&request, &relish_tests::budget()).unwrap().order().to_vec();
+        let agreement = relish_host::serving::compare::compare(&record.answer.order, &order);
+        top1 += agreement.top1;
+        overlap += agreement.overlap;
+        tau += agreement.tau;
+    }
+    let n = records.len() as f64;
+    let candidate = relish_tests::policies()["discovery"].component.display().to_string();
+    let mut with_candidate = args.clone();
+    with_candidate.extend(["--policy", &candidate, "--param", "diversity=0.9"]);
+    let (ok, report) = replay(&with_candidate);
+    assert!(ok, "{report}");
+    let group = &report["agreement"][0];
+    assert_eq!(group["decisions"], 120, "{report}");
+    for (field, direct) in [("top1", top1 / n), ("overlap", overlap / n), ("tau", tau / n)] {
+        let reported = group[field].as_f64().unwrap();
+        assert!((reported - direct).abs() < 1e-9, "{field}: reported {reported}, direct {direct}");
+    }
+    assert!(overlap / n < 1.0 || tau / n < 1.0, "the parameter changes some answers: the test means something");
+
+    // Bad input: a line of another contract, a record of a version the directory does not have,
+    // a torn file; named, and the rest replayed.
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(&files[0]).unwrap()),
+        &mut text,
+    )
+    .unwrap();
+    let good = text.lines().next().unwrap();
+    let unknown: String = {
+        let mut record: serde_json::Value = serde_json::from_str(good).unwrap();
+        record["id"] = json!("unknown-version");
+        record["arm"]["digest"] = json!(format!("sha256:{}", "0".repeat(64)));
+        record.to_string()
+    };
+    let other_contract = good.replace("relish:policy@0.1.0", "relish:policy@0.9.0");
+    let mixed = server.dir.path().join("mixed.jsonl");
+    std::fs::write(&mixed, format!("{good}\n{other_contract}\n{unknown}\n{}", &good[..good.len() / 2])).unwrap();
+    let mixed_arg = mixed.display().to_string();
+    let (ok, report) = replay(&[&mixed_arg, "--data-dir", &data_arg]);
+    assert!(!ok, "a log with bad lines fails the replay's exit code");
+    assert_eq!(report["reproduced"], 1, "{report}");
+    let file = &report["files"][0];
+    assert_eq!(file["torn"], true);
+    assert!(
+        file["bad"][0].as_str().unwrap().contains("mixed.jsonl:2: ")
+            && file["bad"][0].as_str().unwrap().contains("0.9.0"),
+        "{report}"
+    );
+    assert_eq!(report["skipped"][0]["id"], "unknown-version");
+    assert!(report["skipped"][0]["reason"].as_str().unwrap().contains("is not in"), "{report}");
+}

@@ -1,0 +1,303 @@
+//! `relish replay`: decisions of the log run again through the serving pipeline
+//! ([`Binding::decide`], the same call, validation and budget as `relish serve`), with the
+//! logged versions (every answer must come out the same, bit for bit) or with a candidate
+//! (how far its answers agree with the logged ones).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::record::Record;
+use crate::metrics::Metrics;
+use crate::runtime::{Budget, Digest, PolicyPre, Runtime};
+use crate::serving::Binding;
+use crate::serving::compare::{self, Agreement};
+
+/// What to replay with.
+pub struct ReplayOptions {
+    /// Where the logged versions' components are: a data directory (`blobs/sha256/<hex>.wasm`,
+    /// checked against the digest; read directly, so a running host's directory works).
+    pub data_dir: PathBuf,
+    /// A candidate component to replay with instead of the logged versions.
+    pub candidate: Option<Vec<u8>>,
+    /// Parameters set on every replayed request (over the logged ones).
+    pub params: Vec<(String, String)>,
+    /// Threads.
+    pub jobs: usize,
+    /// The deadline of each call (generous: replay judges answers, not speed).
+    pub deadline: Duration,
+    /// Called with (done, total) as decisions are replayed.
+    pub progress: Option<Box<dyn Fn(usize, usize) + Sync>>,
+}
+
+/// A log file as read.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// The file.
+    pub file: PathBuf,
+    /// Records read.
+    pub records: usize,
+    /// Lines that are not records, as `file:line: why`.
+    pub bad: Vec<String>,
+    /// Whether its last record was torn (skipped).
+    pub torn: bool,
+}
+
+/// A decision whose replay differs from the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    /// The decision's id.
+    pub id: String,
+    /// Its surface.
+    pub surface: String,
+    /// What differs.
+    pub what: String,
+}
+
+/// A decision not replayed, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// The decision's id.
+    pub id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Agreement of a candidate with the logged answers of one surface and arm (means).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupAgreement {
+    /// The surface.
+    pub surface: String,
+    /// The logged arm.
+    pub arm: String,
+    /// Decisions compared.
+    pub decisions: usize,
+    /// Mean top-1 agreement.
+    pub top1: f64,
+    /// Mean overlap@k (k: the logged answer's length).
+    pub overlap: f64,
+    /// Mean rank-biased overlap.
+    pub rbo: f64,
+    /// Mean Kendall's tau-b.
+    pub tau: f64,
+}
+
+/// One decision where the candidate disagrees most.
+#[derive(Debug, Clone, Serialize)]
+pub struct Disagreement {
+    /// The decision's id.
+    pub id: String,
+    /// Its surface.
+    pub surface: String,
+    /// Overlap with the logged answer.
+    pub overlap: f64,
+    /// Kendall's tau-b.
+    pub tau: f64,
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayReport {
+    /// `logged` or `candidate`.
+    pub mode: &'static str,
+    /// The files read.
+    pub files: Vec<FileReport>,
+    /// Decisions read.
+    pub decisions: usize,
+    /// Decisions replayed to exactly the logged answer (order, scores and reasons, bit for bit).
+    pub reproduced: usize,
+    /// Decisions replayed to another answer.
+    pub differing: Vec<Difference>,
+    /// Decisions not replayed.
+    pub skipped: Vec<Skipped>,
+    /// A candidate's agreement, by surface and arm.
+    pub agreement: Vec<GroupAgreement>,
+    /// The decisions where the candidate's answers differ most (lowest overlap, then tau).
+    pub most_different: Vec<Disagreement>,
+}
+
+enum Outcome {
+    Reproduced,
+    Differs(String),
+    Skipped(String),
+    Compared(Agreement),
+}
+
+/// Replays the decisions of `logs`. Bad lines and torn tails are reported per file, decisions
+/// that cannot be replayed are skipped with the reason; the rest is replayed.
+pub fn replay(runtime: &Arc<Runtime>, logs: &[PathBuf], options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
+    let mut records = Vec::new();
+    let mut report =
+        ReplayReport { mode: if options.candidate.is_some() { "candidate" } else { "logged" }, ..Default::default() };
+    for file in logs {
+        let read = super::read(file, |r| records.push(r)).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        report.files.push(FileReport {
+            file: file.clone(),
+            records: read.records,
+            bad: read.bad.iter().map(ToString::to_string).collect(),
+            torn: read.torn,
+        });
+    }
+    report.decisions = records.len();
+    let candidate = match &options.candidate {
+        Some(bytes) => {
+            Some(Arc::new(runtime.load(bytes).map_err(|e| anyhow::anyhow!("the candidate does not load: {e}"))?))
+        }
+        None => None,
+    };
+    let versions =
+        Versions { runtime: runtime.clone(), dir: options.data_dir.clone(), loaded: Mutex::new(HashMap::new()) };
+    let metrics = Arc::new(Metrics::new());
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let outcomes: Vec<Mutex<Option<Outcome>>> = records.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(record) = records.get(index) else { break };
+                    let policy = match &candidate {
+                        Some(candidate) => Ok(candidate.clone()),
+                        None => versions.get(record),
+                    };
+                    let outcome = match policy {
+                        Ok(policy) => replay_one(record, policy, options, &metrics, candidate.is_some()),
+                        Err(reason) => Outcome::Skipped(reason),
+                    };
+                    *outcomes[index].lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+                    let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Some(progress) = &options.progress {
+                        progress(finished, records.len());
+                    }
+                }
+            });
+        }
+    });
+    let mut groups: BTreeMap<(String, String), (usize, Agreement)> = BTreeMap::new();
+    let mut compared = Vec::new();
+    for (record, outcome) in records.iter().zip(outcomes) {
+        match outcome.into_inner().unwrap_or_else(PoisonError::into_inner).expect("every record replayed") {
+            Outcome::Reproduced => report.reproduced += 1,
+            Outcome::Differs(what) => {
+                report.differing.push(Difference { id: record.id.clone(), surface: record.surface.clone(), what })
+            }
+            Outcome::Skipped(reason) => report.skipped.push(Skipped { id: record.id.clone(), reason }),
+            Outcome::Compared(agreement) => {
+                let arm = record.arm.as_ref().map_or("none", |a| a.name.as_str()).to_owned();
+                let (count, sum) = groups
+                    .entry((record.surface.clone(), arm))
+                    .or_insert((0, Agreement { top1: 0.0, overlap: 0.0, rbo: 0.0, tau: 0.0 }));
+                *count += 1;
+                sum.top1 += agreement.top1;
+                sum.overlap += agreement.overlap;
+                sum.rbo += agreement.rbo;
+                sum.tau += agreement.tau;
+                compared.push(Disagreement {
+                    id: record.id.clone(),
+                    surface: record.surface.clone(),
+                    overlap: agreement.overlap,
+                    tau: agreement.tau,
+                });
+            }
+        }
+    }
+    report.agreement = groups
+        .into_iter()
+        .map(|((surface, arm), (n, sum))| {
+            let mean = |v: f64| v / n as f64;
+            GroupAgreement {
+                surface,
+                arm,
+                decisions: n,
+                top1: mean(sum.top1),
+                overlap: mean(sum.overlap),
+                rbo: mean(sum.rbo),
+                tau: mean(sum.tau),
+            }
+        })
+        .collect();
+    compared.sort_by(|a, b| a.overlap.total_cmp(&b.overlap).then(a.tau.total_cmp(&b.tau)));
+    compared.truncate(10);
+    report.most_different = compared.into_iter().filter(|d| d.overlap < 1.0 || d.tau < 1.0).collect();
+    Ok(report)
+}
+
+fn replay_one(
+    record: &Record,
+    policy: Arc<PolicyPre>,
+    options: &ReplayOptions,
+    metrics: &Arc<Metrics>,
+    candidate: bool,
+) -> Outcome {
+    if record.fallback.is_some() && !candidate {
+        return Outcome::Skipped("a fallback answered when it was logged".to_owned());
+    }
+    let request = match record.request.to_request() {
+        Ok(request) => request,
+        Err(error) => return Outcome::Skipped(error),
+    };
+    let mut params = request.params.clone();
+    for (key, value) in &options.params {
+        match params.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1.clone_from(value),
+            None => params.push((key.clone(), value.clone())),
+        }
+    }
+    let budget = Budget { deadline: options.deadline, ..Budget::default() };
+    let binding = Arc::new(Binding::single(&record.surface, policy, params, budget, metrics));
+    let key = record.request.user_id.clone();
+    let decision = binding.decide(request, key.as_deref(), metrics);
+    if let Some(failure) = &decision.failure {
+        return Outcome::Differs(format!("the replay failed ({}): {}", failure.reason, failure.detail));
+    }
+    let ranking = &decision.ranking;
+    if candidate {
+        return Outcome::Compared(compare::compare(&record.answer.order, ranking.order()));
+    }
+    if ranking.order() != record.answer.order.as_slice() {
+        return Outcome::Differs(format!("order {:?}, logged {:?}", ranking.order(), record.answer.order));
+    }
+    let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    if bits(ranking.scores()) != bits(&record.answer.scores) {
+        return Outcome::Differs(format!("scores {:?}, logged {:?}", ranking.scores(), record.answer.scores));
+    }
+    let reasons: Vec<Option<String>> = (0..ranking.len()).map(|p| ranking.reason(p).map(str::to_owned)).collect();
+    let logged =
+        if record.answer.reasons.is_empty() { vec![None; ranking.len()] } else { record.answer.reasons.clone() };
+    if reasons != logged {
+        return Outcome::Differs(format!("reasons {reasons:?}, logged {logged:?}"));
+    }
+    Outcome::Reproduced
+}
+
+/// The logged versions, loaded once per digest from the data directory's component files.
+struct Versions {
+    runtime: Arc<Runtime>,
+    dir: PathBuf,
+    loaded: Mutex<HashMap<String, Result<Arc<PolicyPre>, String>>>,
+}
+
+impl Versions {
+    fn get(&self, record: &Record) -> Result<Arc<PolicyPre>, String> {
+        let Some(arm) = &record.arm else { return Err("no plan served it (no arm)".to_owned()) };
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        loaded.entry(arm.digest.clone()).or_insert_with(|| self.load(&arm.policy, &arm.version, &arm.digest)).clone()
+    }
+
+    fn load(&self, policy: &str, version: &str, digest: &str) -> Result<Arc<PolicyPre>, String> {
+        let hex = digest.strip_prefix("sha256:").filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        let hex = hex.ok_or_else(|| format!("{policy}@{version}: `{digest}` is not a digest"))?;
+        let path: PathBuf = Path::new(&self.dir).join("blobs/sha256").join(format!("{hex}.wasm"));
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("{policy}@{version} ({digest}) is not in {}: {e}", self.dir.display()))?;
+        if Digest::of(&bytes).hex() != hex {
+            return Err(format!("{} does not match its digest", path.display()));
+        }
+        self.runtime.load(&bytes).map(Arc::new).map_err(|e| format!("{policy}@{version} does not load: {e}"))
+    }
+}
