@@ -272,3 +272,76 @@ async fn relish_replay_reproduces_every_answer_and_measures_a_candidate_as_a_dir
     assert_eq!(report["skipped"][0]["id"], "unknown-version");
     assert!(report["skipped"][0]["reason"].as_str().unwrap().contains("is not in"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_written_under_load_replays_at_100_percent_with_feature_lookup_and_an_exploring_policy() {
+    let features = relish_tests::root().join("tests/fixtures/features.jsonl");
+    let toml = format!(
+        r#"
+[decision_log]
+flush_ms = 20
+[features.stores.file]
+backend = "memory"
+path = {:?}
+[surfaces.discovery]
+policy = "discovery"
+log_sample = 1.0
+features = {{ source = "store", store = "file", deadline_ms = 1000 }}
+[surfaces.banners]
+policy = "banners"
+log_sample = 1.0
+"#,
+        features.display().to_string()
+    );
+    let server = util::start(&["discovery", "banners", "popularity"], &[], &toml).await;
+    let ids_only: serde_json::Value =
+        serde_json::from_str(&relish_tests::fixture("discovery-evening-ids.json")).unwrap();
+    let banners: serde_json::Value = serde_json::from_str(&relish_tests::fixture("banners-home.json")).unwrap();
+    // Four clients at once, each request with its own seed (so the banners policy explores).
+    let mut clients = Vec::new();
+    for client in 0..4u64 {
+        let (base, ids_only, banners) = (server.base.clone(), ids_only.clone(), banners.clone());
+        clients.push(tokio::spawn(async move {
+            let probe =
+                util::TestServer { handle: None, base, admin: String::new(), dir: tempfile::tempdir().unwrap() };
+            let mut firsts = HashSet::new();
+            for i in 0..60u64 {
+                let seed = client * 1000 + i;
+                let (surface, mut body) =
+                    if i % 2 == 0 { ("discovery", ids_only.clone()) } else { ("banners", banners.clone()) };
+                body["request_id"] = json!(format!("r-{seed}"));
+                body["seed"] = json!(seed);
+                let answer = rank(&probe, surface, &body.to_string()).await;
+                assert_eq!(answer.status, StatusCode::OK);
+                if surface == "banners" {
+                    firsts.insert(util::ids(&answer.json())[0].clone());
+                }
+            }
+            firsts
+        }));
+    }
+    let mut firsts = HashSet::new();
+    for client in clients {
+        firsts.extend(client.await.unwrap());
+    }
+    assert!(firsts.len() > 1, "the banners policy explores: different banners come first ({firsts:?})");
+    let mut server = server;
+    server.handle.take().unwrap().shutdown().await;
+    let data = server.dir.path().join("data");
+    let (logged, _) = records(&data.join("decisions"));
+    assert_eq!(logged.len(), 240);
+    let discovery = logged.iter().find(|r| r.surface == "discovery").unwrap();
+    assert!(
+        discovery.request.features.iter().any(Option::is_some),
+        "the record holds the features the store filled in"
+    );
+
+    let files: Vec<String> =
+        decisions::log_files(&data.join("decisions")).iter().map(|p| p.display().to_string()).collect();
+    let data_arg = data.display().to_string();
+    let mut args: Vec<&str> = files.iter().map(String::as_str).collect();
+    args.extend(["--data-dir", &data_arg]);
+    let (ok, report) = replay(&args);
+    assert!(ok, "{report}");
+    assert_eq!((report["decisions"].as_u64(), report["reproduced"].as_u64()), (Some(240), Some(240)), "{report}");
+}
