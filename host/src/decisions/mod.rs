@@ -11,6 +11,7 @@
 
 pub mod record;
 pub mod replay;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -49,6 +50,12 @@ pub struct LogConfig {
     /// The key of masking's `hash` rule (a keyed hash: without the key, a hashed user id cannot
     /// be found by hashing candidate ids). Set it, and keep it secret.
     pub hash_key: String,
+    /// On a fleet host, the JetStream stream every record is also published to (`""`: none).
+    pub stream: String,
+    /// Its subjects: `<stream_subject>.<surface>`.
+    pub stream_subject: String,
+    /// How long the stream keeps records, in hours.
+    pub stream_max_age_hours: u64,
 }
 
 impl Default for LogConfig {
@@ -61,6 +68,9 @@ impl Default for LogConfig {
             queue: 8192,
             flush_ms: 1000,
             hash_key: String::new(),
+            stream: "relish-decisions".to_owned(),
+            stream_subject: "relish.decisions".to_owned(),
+            stream_max_age_hours: 24 * 7,
         }
     }
 }
@@ -82,6 +92,19 @@ impl LogConfig {
         }
         if !(10..=60_000).contains(&self.flush_ms) {
             return Err(("flush_ms", "must be between 10 and 60000".to_owned()));
+        }
+        let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        if !self.stream.is_empty() && !token(&self.stream) {
+            return Err(("stream", format!("`{}` is not a stream name: use a-z A-Z 0-9 - _", self.stream)));
+        }
+        if !self.stream_subject.split('.').all(token) {
+            return Err((
+                "stream_subject",
+                format!("`{}` is not a subject like relish.decisions", self.stream_subject),
+            ));
+        }
+        if !(1..=24 * 365).contains(&self.stream_max_age_hours) {
+            return Err(("stream_max_age_hours", "must be between 1 and 8760".to_owned()));
         }
         Ok(())
     }
@@ -197,6 +220,7 @@ pub struct Entry {
 #[derive(Clone)]
 struct LogMetrics {
     logged: IntCounterVec,
+    streamed: IntCounterVec,
     dropped: IntCounterVec,
     bytes: IntCounter,
     files: IntGauge,
@@ -212,18 +236,24 @@ impl LogMetrics {
             Opts::new("relish_decisions_dropped_total", "Sampled decisions not logged, by reason"),
             &["reason"],
         )?;
+        let streamed = IntCounterVec::new(
+            Opts::new("relish_decisions_streamed_total", "Decisions published to the fleet's decision stream"),
+            &["surface"],
+        )?;
         let bytes = IntCounter::new("relish_decision_log_bytes_total", "Uncompressed bytes of records written")?;
         let files = IntGauge::new("relish_decision_log_files", "Decision log files in the log directory")?;
         registry.register(Box::new(logged.clone()))?;
+        registry.register(Box::new(streamed.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(files.clone()))?;
-        Ok(LogMetrics { logged, dropped, bytes, files })
+        Ok(LogMetrics { logged, streamed, dropped, bytes, files })
     }
 }
 
 /// The decision log of one host. See the [module documentation](self).
 pub struct DecisionLog {
+    stream_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     sender: ArcSwapOption<SyncSender<Entry>>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     metrics: LogMetrics,
@@ -231,15 +261,30 @@ pub struct DecisionLog {
 }
 
 impl DecisionLog {
-    /// Starts the writer thread on `dir` (created if missing).
-    pub fn start(config: &LogConfig, dir: PathBuf, registry: &Registry) -> anyhow::Result<Arc<DecisionLog>> {
+    /// Starts the writer thread on `dir` (created if missing), and with `stream` (a fleet host,
+    /// on a tokio runtime) the task publishing to the fleet's decision stream.
+    pub fn start(
+        config: &LogConfig,
+        dir: PathBuf,
+        registry: &Registry,
+        stream: Option<stream::StreamTarget>,
+    ) -> anyhow::Result<Arc<DecisionLog>> {
         fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("decision_log.dir: creating {}: {e}", dir.display()))?;
         let metrics = LogMetrics::new(registry)?;
         let (sender, receiver) = mpsc::sync_channel(config.queue);
-        let mut writer = Writer::new(config, dir.clone(), metrics.clone());
+        let (sink, stream_task) = match stream {
+            Some(target) => {
+                let (sink, task) =
+                    stream::StreamSink::start(target, config.queue, metrics.streamed.clone(), metrics.dropped.clone());
+                (Some(sink), Some(task))
+            }
+            None => (None, None),
+        };
+        let mut writer = Writer::new(config, dir.clone(), metrics.clone(), sink);
         let thread =
             std::thread::Builder::new().name("relish-decision-log".to_owned()).spawn(move || writer.run(&receiver))?;
         Ok(Arc::new(DecisionLog {
+            stream_task: std::sync::Mutex::new(stream_task),
             sender: ArcSwapOption::from_pointee(sender),
             writer: std::sync::Mutex::new(Some(thread)),
             metrics,
@@ -267,6 +312,12 @@ impl DecisionLog {
         }
     }
 
+    /// The stream task, once: awaited after [`DecisionLog::close`] so that what was published is
+    /// acknowledged before the host exits.
+    pub fn take_stream_task(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.stream_task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
     /// Writes what is queued, finishes the current file, and stops the writer. Blocking.
     pub fn close(&self) {
         self.sender.store(None);
@@ -281,6 +332,7 @@ impl DecisionLog {
 
 /// The writer thread's state.
 struct Writer {
+    stream: Option<stream::StreamSink>,
     config: LogConfig,
     dir: PathBuf,
     metrics: LogMetrics,
@@ -314,8 +366,8 @@ impl Write for CountingFile {
 }
 
 impl Writer {
-    fn new(config: &LogConfig, dir: PathBuf, metrics: LogMetrics) -> Self {
-        Writer { config: config.clone(), dir, metrics, current: None, sequence: 0 }
+    fn new(config: &LogConfig, dir: PathBuf, metrics: LogMetrics, stream: Option<stream::StreamSink>) -> Self {
+        Writer { stream, config: config.clone(), dir, metrics, current: None, sequence: 0 }
     }
 
     fn run(&mut self, receiver: &mpsc::Receiver<Entry>) {
@@ -345,6 +397,9 @@ impl Writer {
     fn write(&mut self, entry: Entry) -> io::Result<()> {
         let surface = entry.surface.clone();
         let mut line = serde_json::to_vec(&to_record(entry, &self.config.hash_key)).map_err(io::Error::other)?;
+        if let Some(stream) = &self.stream {
+            stream.offer(&surface, bytes::Bytes::copy_from_slice(&line));
+        }
         line.push(b'\n');
         let rotate = self.current.as_ref().is_some_and(|open| {
             open.encoder.get_ref().written >= self.config.max_file_mb << 20

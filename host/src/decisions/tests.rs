@@ -127,7 +127,7 @@ fn records_are_written_rotated_and_read_back_and_a_torn_tail_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { max_file_mb: 1, keep_files: 100, flush_ms: 10, ..LogConfig::default() };
     let registry = Registry::new();
-    let log = DecisionLog::start(&config, dir.path().to_owned(), &registry).unwrap();
+    let log = DecisionLog::start(&config, dir.path().to_owned(), &registry, None).unwrap();
     let request = Arc::new(request());
     for id in 0..50 {
         log.offer(entry(id, &request));
@@ -166,7 +166,7 @@ fn records_are_written_rotated_and_read_back_and_a_torn_tail_is_counted() {
 fn a_line_that_is_not_a_record_is_named_and_the_rest_still_read() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { flush_ms: 10, ..LogConfig::default() };
-    let log = DecisionLog::start(&config, dir.path().to_owned(), &Registry::new()).unwrap();
+    let log = DecisionLog::start(&config, dir.path().to_owned(), &Registry::new(), None).unwrap();
     let request = Arc::new(request());
     log.offer(entry(1, &request));
     log.close();

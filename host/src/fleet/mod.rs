@@ -271,6 +271,16 @@ impl Fleet {
         &self.host
     }
 
+    /// The fleet's JetStream (the decision log publishes to it).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// The configuration.
     pub fn config(&self) -> &FleetConfig {
         &self.config

@@ -237,7 +237,11 @@ impl Handle {
         }
         // Requests have finished: what they logged is written, the last file finished.
         if let Some(log) = self.state.decisions.clone() {
+            let stream = log.take_stream_task();
             let _ = tokio::task::spawn_blocking(move || log.close()).await;
+            if let Some(stream) = stream {
+                let _ = stream.await;
+            }
         }
     }
 }
@@ -302,7 +306,16 @@ pub async fn start_with_natives(
     let decisions = match logs {
         true => {
             let dir = config.server.data_dir.join(&config.decision_log.dir);
-            Some(DecisionLog::start(&config.decision_log, dir, metrics.registry())?)
+            let log = &config.decision_log;
+            let stream =
+                fleet.as_ref().filter(|_| !log.stream.is_empty()).map(|fleet| crate::decisions::stream::StreamTarget {
+                    jetstream: fleet.jetstream().clone(),
+                    client: fleet.client().clone(),
+                    stream: log.stream.clone(),
+                    subject: log.stream_subject.clone(),
+                    max_age: Duration::from_secs(log.stream_max_age_hours * 3600),
+                });
+            Some(DecisionLog::start(log, dir, metrics.registry(), stream)?)
         }
         false => None,
     };

@@ -544,6 +544,43 @@ async fn a_failing_canary_is_taken_out_once_for_the_whole_fleet() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_fleets_decision_log_is_one_stream_every_host_publishes_to() {
+    let buckets = Buckets::new("stream", NATS);
+    let stream = format!("{}-decisions", buckets.prefix);
+    let subject = format!("{}.decisions", buckets.prefix.replace('-', "_"));
+    let settings = format!(
+        "log_sample = 1.0\n[decision_log]\nflush_ms = 20\nstream = \"{stream}\"\nstream_subject = \"{subject}\""
+    );
+    let a = util::start(&["popularity"], &[], &buckets.toml_with("a", 10, &settings)).await;
+    let b = util::start(&["popularity"], &[], &buckets.toml_with("b", 10, &settings)).await;
+    let mut ids = std::collections::HashSet::new();
+    for user in 0..30 {
+        for server in [&a, &b] {
+            let body = json!({"user": {"id": format!("u-{user}")}, "candidates": [{"id": "a"}, {"id": "b"}]});
+            let answer = rank(server, "discovery", &body.to_string()).await;
+            ids.insert(answer.header("x-relish-decision-id").unwrap().to_owned());
+        }
+    }
+    // A graceful stop waits until what was published is acknowledged.
+    a.stop().await;
+    b.stop().await;
+    let js = async_nats::jetstream::new(async_nats::connect(NATS).await.unwrap());
+    let mut decisions = js.get_stream(&stream).await.unwrap();
+    let info = decisions.info().await.unwrap().clone();
+    assert_eq!(info.state.messages, 60, "every decision of both hosts, once");
+    let mut seen = std::collections::HashSet::new();
+    for sequence in info.state.first_sequence..=info.state.last_sequence {
+        let message = decisions.get_raw_message(sequence).await.unwrap();
+        assert_eq!(message.subject.as_str(), format!("{subject}.discovery"));
+        let record: relish_host::decisions::record::Record = serde_json::from_slice(&message.payload).unwrap();
+        seen.insert(record.id);
+    }
+    assert_eq!(seen, ids, "the stream holds exactly the decisions the hosts answered with");
+    js.delete_stream(&stream).await.unwrap();
+    buckets.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_host_killed_during_changes_restarts_consistent_and_catches_up() {
     let buckets = Buckets::new("kill", NATS);
     let a = host(&buckets, "a").await;
