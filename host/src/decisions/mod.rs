@@ -330,6 +330,27 @@ impl DecisionLog {
     }
 }
 
+/// Puts the writer thread at nice 10 under `SCHED_BATCH`: when the machine is saturated it
+/// yields to the handlers and falls behind (its queue drops records, counted) instead of taking
+/// their cores; with headroom it runs as fast as ever. Not `SCHED_IDLE`: a writer that never runs
+/// under load would drop every record.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+        // 25 of 0..99 is nice 9-10 on Linux.
+        let priority =
+            ThreadPriorityValue::try_from(25u8).map(ThreadPriority::Crossplatform).unwrap_or(ThreadPriority::Min);
+        if let Err(error) = set_thread_priority_and_policy(thread_native_id(), priority, batch) {
+            tracing::warn!("the decision log writer keeps its normal priority: {error:?}");
+        }
+    }
+}
+
 /// The writer thread's state.
 struct Writer {
     stream: Option<stream::StreamSink>,

@@ -219,8 +219,14 @@ async fn a_shadow_that_loops_or_traps_never_alters_an_answer_and_is_counted() {
         metric(scrape, "relish_shadow_calls_total", &[("shadow", shadow), ("outcome", outcome)])
             + metric(scrape, "relish_shadow_skipped_total", &[("shadow", shadow)])
     };
+    let waiting = std::time::Instant::now();
     loop {
         let scrape = String::from_utf8_lossy(&util::get(&server, "/metrics").await.body).into_owned();
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(60),
+            "the shadow calls were not all counted within a minute: {}",
+            scrape.lines().filter(|l| l.starts_with("relish_shadow")).collect::<Vec<_>>().join("\n")
+        );
         if counted(&scrape, "infinite-loop@0.1.0", "timeout") == 10.0 && counted(&scrape, "panic@0.1.0", "trap") == 10.0
         {
             assert!(
