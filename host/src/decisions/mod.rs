@@ -281,8 +281,10 @@ impl DecisionLog {
             None => (None, None),
         };
         let mut writer = Writer::new(config, dir.clone(), metrics.clone(), sink);
-        let thread =
-            std::thread::Builder::new().name("relish-decision-log".to_owned()).spawn(move || writer.run(&receiver))?;
+        let thread = std::thread::Builder::new().name("relish-decision-log".to_owned()).spawn(move || {
+            lower_priority();
+            writer.run(&receiver)
+        })?;
         Ok(Arc::new(DecisionLog {
             stream_task: std::sync::Mutex::new(stream_task),
             sender: ArcSwapOption::from_pointee(sender),
