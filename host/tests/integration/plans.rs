@@ -215,8 +215,11 @@ async fn a_shadow_that_loops_or_traps_never_alters_an_answer_and_is_counted() {
         assert_eq!(answer["fallback"], Value::Null);
         assert_eq!(util::ids(&answer), util::ids(&expected));
     }
-    let counted = |scrape: &str, shadow: &str, outcome: &str| {
-        metric(scrape, "relish_shadow_calls_total", &[("shadow", shadow), ("outcome", outcome)])
+    // Every shadow call counted once, whatever its outcome: the test binary's servers share one
+    // engine, so under a full test run an instance slot may be busy (`capacity`) instead of the
+    // call timing out or trapping.
+    let counted = |scrape: &str, shadow: &str| {
+        metric(scrape, "relish_shadow_calls_total", &[("shadow", shadow)])
             + metric(scrape, "relish_shadow_skipped_total", &[("shadow", shadow)])
     };
     let waiting = std::time::Instant::now();
@@ -227,10 +230,16 @@ async fn a_shadow_that_loops_or_traps_never_alters_an_answer_and_is_counted() {
             "the shadow calls were not all counted within a minute: {}",
             scrape.lines().filter(|l| l.starts_with("relish_shadow")).collect::<Vec<_>>().join("\n")
         );
-        if counted(&scrape, "infinite-loop@0.1.0", "timeout") == 10.0 && counted(&scrape, "panic@0.1.0", "trap") == 10.0
-        {
+        if counted(&scrape, "infinite-loop@0.1.0") == 10.0 && counted(&scrape, "panic@0.1.0") == 10.0 {
             assert!(
                 metric(&scrape, "relish_shadow_calls_total", &[("shadow", "panic@0.1.0"), ("outcome", "trap")]) > 0.0
+            );
+            assert!(
+                metric(
+                    &scrape,
+                    "relish_shadow_calls_total",
+                    &[("shadow", "infinite-loop@0.1.0"), ("outcome", "timeout")]
+                ) > 0.0
             );
             break;
         }
