@@ -107,8 +107,11 @@ enum Command {
         #[arg(long, env = "RELISH_DATA_DIR", default_value = "relish-data")]
         data_dir: PathBuf,
         /// A candidate component to replay with instead of the logged versions.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "version")]
         policy: Option<PathBuf>,
+        /// A candidate version stored in the data directory, `name@version`.
+        #[arg(long)]
+        version: Option<String>,
         /// A parameter set on every replayed request, `key=value`; repeatable.
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
@@ -203,8 +206,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             build(BuildOptions { manifest_path, packages, out_dir, target: None, quiet: false }, !no_verify)
         }
         Command::Inspect { file, json } => inspect(&file, json),
-        Command::Replay { logs, data_dir, policy, params, jobs, deadline_ms, json } => {
-            replay(logs, data_dir, policy, &params, jobs, Duration::from_millis(deadline_ms), json)
+        Command::Replay { logs, data_dir, policy, version, params, jobs, deadline_ms, json } => {
+            replay(logs, data_dir, policy, version, &params, jobs, Duration::from_millis(deadline_ms), json)
         }
         Command::Rank { policy, request, surface, params, deadline_ms, compact } => {
             rank(&policy, &request, surface, &params, Duration::from_millis(deadline_ms), compact)
@@ -212,21 +215,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+#[expect(clippy::too_many_arguments, reason = "one CLI command's flags, spelled out")]
 fn replay(
     logs: Vec<PathBuf>,
     data_dir: PathBuf,
     policy: Option<PathBuf>,
+    version: Option<String>,
     params: &[String],
     jobs: Option<usize>,
     deadline: Duration,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use relish_host::decisions::replay::{ReplayOptions, replay};
+    use relish_host::decisions::replay::{Candidate, ReplayOptions, replay};
     use std::io::IsTerminal as _;
-    let candidate = match &policy {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
-        None => None,
+    let candidate = match (&policy, &version) {
+        (Some(path), _) => {
+            Some(Candidate::Component(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?))
+        }
+        (None, Some(reference)) => {
+            let (policy, version) =
+                reference.split_once('@').with_context(|| format!("--version {reference}: use name@version"))?;
+            Some(Candidate::Stored { policy: policy.to_owned(), version: version.to_owned() })
+        }
+        (None, None) => None,
     };
+    let candidate_mode = candidate.is_some();
     let mut pairs = Vec::new();
     for param in params {
         let (key, value) = param.split_once('=').with_context(|| format!("--param {param}: use key=value"))?;
@@ -269,7 +282,7 @@ fn replay(
             eprintln!("not replayed: {}: {}", skipped.id, skipped.reason);
         }
         let replayed = report.decisions - report.skipped.len();
-        if policy.is_none() {
+        if !candidate_mode {
             let share = if replayed == 0 { 100.0 } else { 100.0 * report.reproduced as f64 / replayed as f64 };
             println!(
                 "{} decisions from {} files, {replayed} replayed with the logged versions: {} reproduced byte for byte ({share:.1} %)",
@@ -303,7 +316,7 @@ fn replay(
         }
     }
     let failed = report.files.iter().any(|f| !f.bad.is_empty()) || !report.differing.is_empty();
-    Ok(if policy.is_none() && failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if !candidate_mode && failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn build(options: BuildOptions, verify: bool) -> anyhow::Result<ExitCode> {

@@ -22,8 +22,8 @@ pub struct ReplayOptions {
     /// Where the logged versions' components are: a data directory (`blobs/sha256/<hex>.wasm`,
     /// checked against the digest; read directly, so a running host's directory works).
     pub data_dir: PathBuf,
-    /// A candidate component to replay with instead of the logged versions.
-    pub candidate: Option<Vec<u8>>,
+    /// A candidate to replay with instead of the logged versions.
+    pub candidate: Option<Candidate>,
     /// Parameters set on every replayed request (over the logged ones).
     pub params: Vec<(String, String)>,
     /// Threads.
@@ -32,6 +32,19 @@ pub struct ReplayOptions {
     pub deadline: Duration,
     /// Called with (done, total) as decisions are replayed.
     pub progress: Option<Box<dyn Fn(usize, usize) + Sync>>,
+}
+
+/// What a candidate replay runs.
+pub enum Candidate {
+    /// A component's bytes (`--policy file.wasm`).
+    Component(Vec<u8>),
+    /// A version stored in the data directory (`--version name@version`).
+    Stored {
+        /// Policy name.
+        policy: String,
+        /// Version.
+        version: String,
+    },
 }
 
 /// A log file as read.
@@ -143,14 +156,18 @@ pub fn replay(runtime: &Arc<Runtime>, logs: &[PathBuf], options: &ReplayOptions)
         });
     }
     report.decisions = records.len();
+    let versions =
+        Versions { runtime: runtime.clone(), dir: options.data_dir.clone(), loaded: Mutex::new(HashMap::new()) };
     let candidate = match &options.candidate {
-        Some(bytes) => {
+        Some(Candidate::Component(bytes)) => {
             Some(Arc::new(runtime.load(bytes).map_err(|e| anyhow::anyhow!("the candidate does not load: {e}"))?))
+        }
+        Some(Candidate::Stored { policy, version }) => {
+            let digest = versions.stored_digest(policy, version).map_err(|e| anyhow::anyhow!("--version: {e}"))?;
+            Some(versions.load(policy, version, &digest).map_err(|e| anyhow::anyhow!("--version: {e}"))?)
         }
         None => None,
     };
-    let versions =
-        Versions { runtime: runtime.clone(), dir: options.data_dir.clone(), loaded: Mutex::new(HashMap::new()) };
     let metrics = Arc::new(Metrics::new());
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -287,6 +304,29 @@ impl Versions {
         let Some(arm) = &record.arm else { return Err("no plan served it (no arm)".to_owned()) };
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         loaded.entry(arm.digest.clone()).or_insert_with(|| self.load(&arm.policy, &arm.version, &arm.digest)).clone()
+    }
+
+    /// The digest of a version the data directory's manifest names.
+    fn stored_digest(&self, policy: &str, version: &str) -> Result<String, String> {
+        #[derive(serde::Deserialize)]
+        struct Manifest {
+            versions: Vec<Stored>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            policy: String,
+            version: String,
+            digest: String,
+        }
+        let path = self.dir.join("manifest.json");
+        let text = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        manifest
+            .versions
+            .into_iter()
+            .find(|v| v.policy == policy && v.version == version)
+            .map(|v| v.digest)
+            .ok_or_else(|| format!("{policy}@{version} is not stored in {}", self.dir.display()))
     }
 
     fn load(&self, policy: &str, version: &str, digest: &str) -> Result<Arc<PolicyPre>, String> {

@@ -239,6 +239,22 @@ async fn relish_replay_reproduces_every_answer_and_measures_a_candidate_as_a_dir
         assert!((reported - direct).abs() < 1e-9, "{field}: reported {reported}, direct {direct}");
     }
     assert!(overlap / n < 1.0 || tau / n < 1.0, "the parameter changes some answers: the test means something");
+    // The same candidate named as a version the data directory stores.
+    let mut stored = args.clone();
+    stored.extend(["--version", "discovery@0.1.0", "--param", "diversity=0.9"]);
+    let (ok, by_version) = replay(&stored);
+    assert!(ok, "{by_version}");
+    assert_eq!(by_version["agreement"], report["agreement"]);
+    let mut unknown = args.clone();
+    unknown.extend(["--version", "discovery@9.9.9"]);
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_relish")).arg("replay").args(&unknown).output().unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("discovery@9.9.9 is not stored"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // Bad input: a line of another contract, a record of a version the directory does not have,
     // a torn file; named, and the rest replayed.
