@@ -520,8 +520,13 @@ impl Control {
         let number = new.revision.unwrap_or(latest + 1);
         if number <= latest {
             let record = self.registry.surface(&surface)?;
-            if let Some(applied) = record.get(number).filter(|r| r.plan == new.plan) {
-                // Delivered again (a restart resumes its watch a little early): nothing to do.
+            // Delivered again (a restart resumes its watch a little early), or this host's own
+            // plan published to the fleet when it joined: nothing to do.
+            let same = record
+                .get(number)
+                .filter(|r| r.plan == new.plan)
+                .or_else(|| record.current().filter(|r| r.plan == new.plan));
+            if let Some(applied) = same {
                 let applied = applied.clone();
                 return Ok(Decided::Nothing(Applied::Plan { revision: applied, changed: false }));
             }

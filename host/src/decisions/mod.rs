@@ -18,6 +18,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,6 +46,9 @@ pub struct LogConfig {
     pub keep_files: usize,
     /// Records waiting for the writer; beyond, records are dropped and counted.
     pub queue: usize,
+    /// ... and the most memory they may hold, in MiB (a queued record keeps its request alive:
+    /// 8,192 requests of 500 candidates would be 2 GB).
+    pub queue_mb: usize,
     /// How often the writer flushes what it has written (what a killed host can lose).
     pub flush_ms: u64,
     /// The key of masking's `hash` rule (a keyed hash: without the key, a hashed user id cannot
@@ -66,6 +70,7 @@ impl Default for LogConfig {
             max_file_secs: 3600,
             keep_files: 168,
             queue: 8192,
+            queue_mb: 64,
             flush_ms: 1000,
             hash_key: String::new(),
             stream: "relish-decisions".to_owned(),
@@ -89,6 +94,9 @@ impl LogConfig {
         }
         if !(1..=1_000_000).contains(&self.queue) {
             return Err(("queue", "must be between 1 and 1000000".to_owned()));
+        }
+        if !(1..=65_536).contains(&self.queue_mb) {
+            return Err(("queue_mb", "must be between 1 and 65536".to_owned()));
         }
         if !(10..=60_000).contains(&self.flush_ms) {
             return Err(("flush_ms", "must be between 10 and 60000".to_owned()));
@@ -254,7 +262,10 @@ impl LogMetrics {
 /// The decision log of one host. See the [module documentation](self).
 pub struct DecisionLog {
     stream_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    sender: ArcSwapOption<SyncSender<Entry>>,
+    sender: ArcSwapOption<SyncSender<(Entry, usize)>>,
+    /// Bytes the queued entries hold (estimated), bounded by `queue_mb`.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     metrics: LogMetrics,
     dir: PathBuf,
@@ -272,15 +283,22 @@ impl DecisionLog {
         fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("decision_log.dir: creating {}: {e}", dir.display()))?;
         let metrics = LogMetrics::new(registry)?;
         let (sender, receiver) = mpsc::sync_channel(config.queue);
+        let max_queued = config.queue_mb << 20;
+        let queued = Arc::new(AtomicUsize::new(0));
         let (sink, stream_task) = match stream {
             Some(target) => {
-                let (sink, task) =
-                    stream::StreamSink::start(target, config.queue, metrics.streamed.clone(), metrics.dropped.clone());
+                let (sink, task) = stream::StreamSink::start(
+                    target,
+                    config.queue,
+                    max_queued,
+                    metrics.streamed.clone(),
+                    metrics.dropped.clone(),
+                );
                 (Some(sink), Some(task))
             }
             None => (None, None),
         };
-        let mut writer = Writer::new(config, dir.clone(), metrics.clone(), sink);
+        let mut writer = Writer::new(config, dir.clone(), metrics.clone(), sink, queued.clone());
         let thread = std::thread::Builder::new().name("relish-decision-log".to_owned()).spawn(move || {
             lower_priority();
             writer.run(&receiver)
@@ -288,6 +306,8 @@ impl DecisionLog {
         Ok(Arc::new(DecisionLog {
             stream_task: std::sync::Mutex::new(stream_task),
             sender: ArcSwapOption::from_pointee(sender),
+            queued,
+            max_queued,
             writer: std::sync::Mutex::new(Some(thread)),
             metrics,
             dir,
@@ -300,18 +320,26 @@ impl DecisionLog {
     }
 
     /// Hands a decision to the writer without waiting: dropped and counted when the queue is
-    /// full (a stalled disk) or the log is closed.
+    /// full (by count or by the memory its requests hold: a stalled disk) or the log is closed.
     pub fn offer(&self, entry: Entry) {
         let guard = self.sender.load();
         let Some(sender) = guard.as_ref() else {
             self.metrics.dropped.with_label_values(&["closed"]).inc();
             return;
         };
-        match sender.try_send(entry) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.metrics.dropped.with_label_values(&["queue-full"]).inc(),
-            Err(TrySendError::Disconnected(_)) => self.metrics.dropped.with_label_values(&["writer-gone"]).inc(),
+        let bytes = request_bytes(&entry.request);
+        if self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > self.max_queued {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            self.metrics.dropped.with_label_values(&["queue-full"]).inc();
+            return;
         }
+        let refused = match sender.try_send((entry, bytes)) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => "queue-full",
+            Err(TrySendError::Disconnected(_)) => "writer-gone",
+        };
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        self.metrics.dropped.with_label_values(&[refused]).inc();
     }
 
     /// The stream task, once: awaited after [`DecisionLog::close`] so that what was published is
@@ -356,6 +384,7 @@ fn lower_priority() {
 /// The writer thread's state.
 struct Writer {
     stream: Option<stream::StreamSink>,
+    queued: Arc<AtomicUsize>,
     config: LogConfig,
     dir: PathBuf,
     metrics: LogMetrics,
@@ -389,18 +418,26 @@ impl Write for CountingFile {
 }
 
 impl Writer {
-    fn new(config: &LogConfig, dir: PathBuf, metrics: LogMetrics, stream: Option<stream::StreamSink>) -> Self {
-        Writer { stream, config: config.clone(), dir, metrics, current: None, sequence: 0 }
+    fn new(
+        config: &LogConfig,
+        dir: PathBuf,
+        metrics: LogMetrics,
+        stream: Option<stream::StreamSink>,
+        queued: Arc<AtomicUsize>,
+    ) -> Self {
+        Writer { stream, queued, config: config.clone(), dir, metrics, current: None, sequence: 0 }
     }
 
-    fn run(&mut self, receiver: &mpsc::Receiver<Entry>) {
+    fn run(&mut self, receiver: &mpsc::Receiver<(Entry, usize)>) {
         self.metrics.files.set(log_files(&self.dir).len() as i64);
         let flush = Duration::from_millis(self.config.flush_ms);
         let mut last_flush = Instant::now();
         loop {
             match receiver.recv_timeout(flush) {
-                Ok(entry) => {
-                    if let Err(error) = self.write(entry) {
+                Ok((entry, bytes)) => {
+                    let written = self.write(entry);
+                    self.queued.fetch_sub(bytes, Ordering::Relaxed);
+                    if let Err(error) = written {
                         self.metrics.dropped.with_label_values(&["write-error"]).inc();
                         tracing::error!(dir = %self.dir.display(), "decision log: {error}");
                         self.current = None;
@@ -480,6 +517,19 @@ impl Writer {
         }
         self.metrics.files.set(files.len() as i64);
     }
+}
+
+/// What a queued entry's request holds in memory, roughly: what bounds the queue's memory.
+fn request_bytes(request: &types::Request) -> usize {
+    let c = &request.candidates;
+    let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
+    512 + c.ids.data.len()
+        + 4 * (c.ids.offsets.len() + c.features.len() + c.tags.offsets.len() + c.tags.indices.len())
+        + strings(&c.feature_names)
+        + strings(&request.tag_vocabulary)
+        + strings(&request.user_features.names)
+        + 4 * request.user_features.values.len()
+        + strings(&request.context.cart.item_ids)
 }
 
 /// The log files in `dir`, oldest first (their names sort by time).

@@ -3,6 +3,8 @@
 //! Bounded like the file sink: the writer thread hands records over without waiting, and what
 //! does not fit, or cannot be published while NATS is down, is dropped and counted.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -20,6 +22,9 @@ const IN_FLIGHT: usize = 256;
 pub struct StreamSink {
     sender: mpsc::Sender<(String, Bytes)>,
     dropped: IntCounterVec,
+    /// Bytes of records waiting, bounded by `max_queued`.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
 }
 
 /// Where the stream is.
@@ -42,17 +47,22 @@ impl StreamSink {
     pub fn start(
         target: StreamTarget,
         queue: usize,
+        max_queued: usize,
         published: IntCounterVec,
         dropped: IntCounterVec,
     ) -> (StreamSink, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(queue);
-        let task = tokio::spawn(publish(target, receiver, published, dropped.clone()));
-        (StreamSink { sender, dropped }, task)
+        let queued = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(publish(target, receiver, queued.clone(), published, dropped.clone()));
+        (StreamSink { sender, dropped, queued, max_queued }, task)
     }
 
     /// Hands a serialised record over without waiting.
     pub fn offer(&self, surface: &str, record: Bytes) {
-        if self.sender.try_send((surface.to_owned(), record)).is_err() {
+        let bytes = record.len();
+        let over = self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > self.max_queued;
+        if over || self.sender.try_send((surface.to_owned(), record)).is_err() {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
             self.dropped.with_label_values(&["stream-queue-full"]).inc();
         }
     }
@@ -61,6 +71,7 @@ impl StreamSink {
 async fn publish(
     target: StreamTarget,
     mut receiver: mpsc::Receiver<(String, Bytes)>,
+    queued: Arc<AtomicUsize>,
     published: IntCounterVec,
     dropped: IntCounterVec,
 ) {
@@ -78,6 +89,7 @@ async fn publish(
         tokio::select! {
             next = receiver.recv() => {
                 let Some((surface, record)) = next else { break };
+                queued.fetch_sub(record.len(), Ordering::Relaxed);
                 let connected = target.client.connection_state() == async_nats::connection::State::Connected;
                 if connected && !ready {
                     match target.jetstream.get_or_create_stream(config.clone()).await {

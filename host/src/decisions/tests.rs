@@ -188,3 +188,22 @@ fn a_line_that_is_not_a_record_is_named_and_the_rest_still_read() {
     assert!(lines[2].1.contains("relish:policy@9.0.0"), "{lines:?}");
     assert!(report.bad[0].to_string().starts_with(&format!("{}:2: ", plain.display())));
 }
+
+#[test]
+fn the_queue_is_bounded_by_the_memory_its_requests_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { queue_mb: 1, flush_ms: 10, ..LogConfig::default() };
+    let registry = Registry::new();
+    let log = DecisionLog::start(&config, dir.path().to_owned(), &registry, None).unwrap();
+    // A request holding 2 MiB of features never fits a 1 MiB queue, whatever the writer does.
+    let mut big = request();
+    big.candidates.features = vec![1.0; 512 << 10];
+    log.offer(entry(1, &Arc::new(big)));
+    log.offer(entry(2, &Arc::new(request())));
+    log.close();
+    let mut ids = Vec::new();
+    read(&log_files(dir.path())[0], |r| ids.push(r.id)).unwrap();
+    assert_eq!(ids, ["d-2"]);
+    let scrape = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+    assert!(scrape.contains("relish_decisions_dropped_total{reason=\"queue-full\"} 1"), "{scrape}");
+}

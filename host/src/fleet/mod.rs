@@ -530,9 +530,14 @@ impl Fleet {
                     return Ok(Applied::Plan { revision, changed: true });
                 }
                 Ok(Err((true, _))) => {
-                    // Another host wrote first.
+                    // Another host wrote first. With an expected revision, that is a conflict,
+                    // unless what it wrote is the revision the caller expected (this host read
+                    // the plan a moment before it): then decide again on it.
                     if let Some(expected) = expected {
                         let current = self.current_revision(&buckets, &key).await?;
+                        if current == expected {
+                            continue;
+                        }
                         return Err(FleetError::Conflict {
                             message: format!(
                                 "surface `{surface}`: expected revision {expected}, but another admin changed it to \

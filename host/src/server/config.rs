@@ -480,6 +480,17 @@ impl Config {
             fleet.validate().map_err(|e| error(format!("fleet.{}", e.field), e.message))?;
         }
         self.decision_log.validate().map_err(|(field, message)| error(format!("decision_log.{field}"), message))?;
+        let hashes = std::iter::once(&self.defaults)
+            .chain(self.surfaces.values().map(|s| &s.settings))
+            .filter_map(|s| s.log_mask.as_ref())
+            .any(|mask| mask.values().any(|rule| *rule == crate::decisions::MaskRule::Hash));
+        if hashes && self.decision_log.hash_key.len() < 16 {
+            return Err(error(
+                "decision_log.hash_key",
+                "a `hash` masking rule needs a secret key of at least 16 characters: without one, a hashed id is \
+                 found by hashing candidate ids",
+            ));
+        }
         for (name, store) in &self.features.stores {
             let key = format!("features.stores.{name}");
             if !is_identifier(name) {
