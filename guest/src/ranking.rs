@@ -3,16 +3,19 @@
 use crate::bindings::relish::policy::types as raw;
 use crate::score;
 
-/// A policy's answer: candidate indices best first, their scores, and optional reason codes.
+/// A policy's answer: candidate indices best first, their scores, optional reason codes, and,
+/// for a policy that randomises, the propensity of each item.
 ///
-/// The host checks it (indices in range, no duplicates, finite scores, at most `limit` items);
-/// building it with these methods keeps a policy on the right side of that check.
+/// The host checks it (indices in range, no duplicates, finite scores, at most `limit` items,
+/// propensities in `(0, 1]`); building it with these methods keeps a policy on the right side of
+/// that check.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ranking {
     order: Vec<u32>,
     scores: Vec<f32>,
     reasons: Vec<Option<u32>>,
     reason_codes: Vec<String>,
+    propensities: Vec<f32>,
 }
 
 impl Ranking {
@@ -28,6 +31,7 @@ impl Ranking {
             scores: Vec::with_capacity(capacity),
             reasons: Vec::with_capacity(capacity),
             reason_codes: Vec::new(),
+            propensities: Vec::new(),
         }
     }
 
@@ -100,6 +104,26 @@ impl Ranking {
         self.reasons[position].map(|code| self.reason_codes[code as usize].as_str())
     }
 
+    /// Reports, for a policy whose answer depends on the request's seed, the probability that
+    /// each item was placed where it is: one per item, best first, each in `(0, 1]` (see
+    /// `propensities` in the contract). Off-policy evaluation of the decision log divides by
+    /// them. A policy that does not randomise reports nothing: every item then has
+    /// probability 1.
+    ///
+    /// # Panics
+    ///
+    /// If there is not exactly one propensity per item (the host would refuse the answer).
+    pub fn set_propensities(&mut self, propensities: Vec<f32>) {
+        assert_eq!(propensities.len(), self.order.len(), "one propensity per item");
+        self.propensities = propensities;
+    }
+
+    /// The probability that item `position` was placed where it is (1 unless the policy
+    /// reported propensities).
+    pub fn propensity(&self, position: usize) -> f32 {
+        self.propensities.get(position).copied().unwrap_or(1.0)
+    }
+
     /// Whether candidate `index` is in the ranking.
     pub fn contains(&self, index: usize) -> bool {
         self.order.contains(&(index as u32))
@@ -108,7 +132,7 @@ impl Ranking {
     /// The contract's `ranking` record. Items without a reason get the empty code, which the host
     /// shows as no reason.
     pub fn into_raw(self) -> raw::Ranking {
-        let Ranking { order, scores, reasons, mut reason_codes } = self;
+        let Ranking { order, scores, reasons, mut reason_codes, propensities } = self;
         let reasons = if reasons.iter().all(Option::is_none) {
             Vec::new()
         } else {
@@ -125,7 +149,7 @@ impl Ranking {
                 })
                 .collect()
         };
-        raw::Ranking { order, scores, reasons, reason_codes }
+        raw::Ranking { order, scores, reasons, reason_codes, propensities }
     }
 }
 

@@ -189,6 +189,7 @@ fn encode(c: &mut Criterion) {
         scores: (0..50).map(|i| 3.0 - i as f32 * 0.0517).collect(),
         reasons: (0..50).map(|i| i % 3).collect(),
         reason_codes: vec!["affinity".to_owned(), "reorder".to_owned(), "popular".to_owned()],
+        propensities: Vec::new(),
     };
     let ranking = Ranking::validate(raw, &request, &Budget::default()).expect("a valid answer");
     let response = Response {

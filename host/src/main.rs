@@ -96,9 +96,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rank one JSON request with one component and print the response.
     /// Run logged decisions again: with the logged versions (every answer must come out the
-    /// same), or with a candidate (how far its answers agree with the logged ones).
+    /// same), or with a candidate (how far its answers agree with the logged ones, and with
+    /// --rewards what its answers would have earned).
+    #[command(group(clap::ArgGroup::new("candidate").args(["policy", "version"])))]
     Replay {
         /// Decision log files (`decisions-*.jsonl.gz`).
         #[arg(required = true)]
@@ -121,10 +122,22 @@ enum Command {
         /// Each call's deadline in milliseconds.
         #[arg(long, default_value_t = 10_000)]
         deadline_ms: u64,
+        /// Rewards the logged answers earned (`decision_id,item_id,reward` CSV, or JSON lines):
+        /// off-policy estimates (IPS, self-normalised IPS, doubly robust) of the candidate's.
+        #[arg(long, requires = "candidate")]
+        rewards: Option<PathBuf>,
+        /// With --rewards: the positions from the top the estimates cover (default: all).
+        #[arg(long, requires = "rewards")]
+        positions: Option<usize>,
+        /// With --rewards: answers per decision that estimate a randomising candidate's
+        /// probabilities (seeds derived from the logged one).
+        #[arg(long, default_value_t = 100, requires = "rewards")]
+        draws: usize,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Rank one JSON request with one component and print the response.
     Rank {
         /// The policy component.
         #[arg(long)]
@@ -206,13 +219,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             build(BuildOptions { manifest_path, packages, out_dir, target: None, quiet: false }, !no_verify)
         }
         Command::Inspect { file, json } => inspect(&file, json),
-        Command::Replay { logs, data_dir, policy, version, params, jobs, deadline_ms, json } => {
-            replay(logs, data_dir, policy, version, &params, jobs, Duration::from_millis(deadline_ms), json)
+        Command::Replay {
+            logs,
+            data_dir,
+            policy,
+            version,
+            params,
+            jobs,
+            deadline_ms,
+            rewards,
+            positions,
+            draws,
+            json,
+        } => {
+            let evaluation = Evaluation { rewards, positions, draws };
+            replay(logs, data_dir, policy, version, &params, jobs, Duration::from_millis(deadline_ms), evaluation, json)
         }
         Command::Rank { policy, request, surface, params, deadline_ms, compact } => {
             rank(&policy, &request, surface, &params, Duration::from_millis(deadline_ms), compact)
         }
     }
+}
+
+/// `relish replay`'s off-policy evaluation flags.
+struct Evaluation {
+    rewards: Option<PathBuf>,
+    positions: Option<usize>,
+    draws: usize,
 }
 
 #[expect(clippy::too_many_arguments, reason = "one CLI command's flags, spelled out")]
@@ -224,8 +257,10 @@ fn replay(
     params: &[String],
     jobs: Option<usize>,
     deadline: Duration,
+    evaluation: Evaluation,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    use relish_host::decisions::ope::Rewards;
     use relish_host::decisions::replay::{Candidate, ReplayOptions, replay};
     use std::io::IsTerminal as _;
     let candidate = match (&policy, &version) {
@@ -264,6 +299,9 @@ fn replay(
         jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         deadline,
         progress: terminal.then(|| Box::new(progress) as Box<dyn Fn(usize, usize) + Sync>),
+        rewards: evaluation.rewards.as_deref().map(Rewards::read).transpose()?,
+        positions: evaluation.positions,
+        draws: evaluation.draws,
     };
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let report = replay(&runtime, &logs, &options)?;
@@ -313,10 +351,41 @@ fn replay(
             for difference in &report.differing {
                 println!("  failed: {} ({}): {}", difference.id, difference.surface, difference.what);
             }
+            print_evaluation(&report);
         }
     }
     let failed = report.files.iter().any(|f| !f.bad.is_empty()) || !report.differing.is_empty();
     Ok(if !candidate_mode && failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The off-policy estimates of a candidate replay with `--rewards`, as text.
+fn print_evaluation(report: &relish_host::decisions::replay::ReplayReport) {
+    let Some(rewards) = &report.rewards else { return };
+    for line in rewards.bad.iter().chain(&rewards.unknown_decisions).chain(&rewards.unknown_items) {
+        eprintln!("reward skipped: {line}");
+    }
+    println!("off-policy estimates of the candidate's reward per decision (95 % bootstrap intervals):");
+    let interval = |e: &relish_host::decisions::ope::Estimate| format!("{:.4} [{:.4}, {:.4}]", e.value, e.low, e.high);
+    for evaluation in &report.evaluation {
+        println!(
+            "  {} ({} decisions, {} positions, {} rewards): logged policy observed {}",
+            evaluation.surface,
+            evaluation.decisions,
+            evaluation.positions,
+            evaluation.rewards,
+            interval(&evaluation.logged)
+        );
+        match (&evaluation.refused, &evaluation.ips, &evaluation.snips, &evaluation.dr) {
+            (Some(reason), ..) => println!("    no estimate: {reason}"),
+            (None, Some(ips), Some(snips), Some(dr)) => {
+                println!("    IPS    {}", interval(ips));
+                println!("    SNIPS  {}", interval(snips));
+                println!("    DR     {}", interval(dr));
+                println!("    effective sample size {:.0} (smallest over the positions)", evaluation.ess);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn build(options: BuildOptions, verify: bool) -> anyhow::Result<ExitCode> {

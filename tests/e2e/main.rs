@@ -3,7 +3,9 @@
 //! One test binary with a module per area; shared helpers live in the `relish-tests` library.
 
 mod containment;
+mod contract;
 mod determinism;
+mod evaluation;
 mod native;
 mod policies;
 mod portfolio;

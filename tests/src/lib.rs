@@ -218,6 +218,7 @@ impl<P: relish_guest::Policy> relish_host::runtime::Ranker for Native<P> {
             scores: raw.scores,
             reasons: raw.reasons,
             reason_codes: raw.reason_codes,
+            propensities: raw.propensities,
         };
         relish_host::runtime::Ranking::validate(raw, request, budget)
     }

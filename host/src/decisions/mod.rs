@@ -9,6 +9,7 @@
 //! most that much, and the file reads back up to its last flush: a torn tail is skipped with a
 //! count), finished on a graceful shutdown. The record's fields are in `docs/decision-log.md`.
 
+pub mod ope;
 pub mod record;
 pub mod replay;
 pub mod stream;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use flate2::Compression;
@@ -31,6 +32,7 @@ use serde::Deserialize;
 
 use self::record::{Answer, LoggedArm, LoggedFallback, LoggedRequest, Record};
 use crate::runtime::{self, Ranking, types};
+use crate::serving::Decision;
 
 /// `[decision_log]`: where and how decisions are written.
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +210,8 @@ pub struct Entry {
     pub revision: u64,
     /// The arm.
     pub arm: Option<LoggedArm>,
+    /// The contract its policy was called through.
+    pub contract: runtime::Contract,
     /// The bucket.
     pub bucket: u16,
     /// Whether the bucket came from a key.
@@ -222,6 +226,44 @@ pub struct Entry {
     pub shadows: usize,
     /// The surface's logging.
     pub settings: Arc<LogSettings>,
+}
+
+impl Entry {
+    /// The entry of `decision`, to be logged as `id` with the surface's `settings`.
+    pub fn new(decision: &Decision, id: String, settings: Arc<LogSettings>) -> Entry {
+        let binding = &decision.binding;
+        let arm = decision.arm();
+        Entry {
+            id,
+            logged_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+            surface: binding.surface.clone(),
+            revision: binding.revision,
+            arm: arm.map(|a| LoggedArm {
+                index: decision.assignment.arm.unwrap_or_default(),
+                name: a.name.clone(),
+                policy: a.bound.name.clone(),
+                version: a.bound.version.clone(),
+                digest: a.bound.digest.to_string(),
+            }),
+            contract: arm.map_or(runtime::Contract::V0_2, |a| a.bound.contract),
+            bucket: decision.assignment.bucket,
+            sticky: decision.assignment.sticky,
+            request: decision.request.clone(),
+            ranking: decision.ranking.clone(),
+            fallback: decision.failure.as_ref().map(|f| LoggedFallback {
+                reason: f.reason.to_owned(),
+                answered_by: f.answered_by.clone(),
+                detail: f.detail.clone(),
+            }),
+            shadows: decision.shadows,
+            settings,
+        }
+    }
+
+    /// The record the writer makes of it: masked as its settings say, hashing with `hash_key`.
+    pub fn into_record(self, hash_key: &str) -> Record {
+        to_record(self, hash_key)
+    }
 }
 
 /// The decision log's metrics.
@@ -622,7 +664,7 @@ fn to_record(entry: Entry, key: &str) -> Record {
     let reasons: Vec<Option<String>> = (0..order.len()).map(|p| entry.ranking.reason(p).map(str::to_owned)).collect();
     Record {
         format: record::FORMAT,
-        contract: runtime::CONTRACT.to_owned(),
+        contract: entry.contract.name().to_owned(),
         id: entry.id,
         logged_at_ms: entry.logged_at_ms,
         surface: entry.surface,
@@ -634,6 +676,11 @@ fn to_record(entry: Entry, key: &str) -> Record {
         answer: Answer {
             scores: entry.ranking.scores().to_vec(),
             reasons: if reasons.iter().all(Option::is_none) { Vec::new() } else { reasons },
+            propensities: if entry.ranking.has_propensities() {
+                (0..order.len()).map(|p| entry.ranking.propensity(p)).collect()
+            } else {
+                Vec::new()
+            },
             order,
             ids,
         },
@@ -723,11 +770,12 @@ fn parse(line: &[u8]) -> Result<Record, String> {
     if head.format != record::FORMAT {
         return Err(format!("a record of format {}; this host reads format {}", head.format, record::FORMAT));
     }
-    if head.contract != runtime::CONTRACT {
+    if runtime::Contract::from_name(&head.contract).is_none() {
+        let served: Vec<&str> = runtime::Contract::ALL.iter().map(|c| c.name()).collect();
         return Err(format!(
-            "a decision through contract `{}`; this host serves `{}`",
+            "a decision through contract `{}`; this host serves {}",
             head.contract,
-            runtime::CONTRACT
+            served.join(" and ")
         ));
     }
     serde_json::from_slice(line).map_err(|e| format!("not a decision record: {e}"))

@@ -13,7 +13,8 @@ pub const FORMAT: u32 = 1;
 pub struct Record {
     /// [`FORMAT`].
     pub format: u32,
-    /// The contract the policy was called through (`relish:policy@0.1.0`).
+    /// The contract the policy was called through (`relish:policy@0.2.0`; a 0.1.0 component's
+    /// decisions say `relish:policy@0.1.0`).
     pub contract: String,
     /// The decision's id: unique, also in the rank response (`decision_id`).
     pub id: String,
@@ -87,6 +88,12 @@ pub struct Answer {
     /// One reason code per item (`null` for none), or empty when the policy gave none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<Option<String>>,
+    /// The probability the policy gave each item of being where it is, when the policy
+    /// randomises (contract 0.2.0); empty when the answer did not depend on the seed (every
+    /// propensity 1) or the policy predates propensities (a 0.1.0 component, or a log written
+    /// before them: off-policy evaluation refuses those).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub propensities: Vec<f32>,
 }
 
 /// A `tag-column`.

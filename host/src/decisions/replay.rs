@@ -1,7 +1,8 @@
 //! `relish replay`: decisions of the log run again through the serving pipeline
 //! ([`Binding::decide`], the same call, validation and budget as `relish serve`), with the
 //! logged versions (every answer must come out the same, bit for bit) or with a candidate
-//! (how far its answers agree with the logged ones).
+//! (how far its answers agree with the logged ones and, given the rewards the logged answers
+//! earned, what the candidate's would have earned: [`super::ope`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,9 +12,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::ope::{self, Evaluation, Observation, Rewards, RewardsReport};
 use super::record::Record;
 use crate::metrics::Metrics;
-use crate::runtime::{Budget, Digest, PolicyPre, Runtime};
+use crate::runtime::{Budget, Digest, PolicyPre, Runtime, types};
 use crate::serving::Binding;
 use crate::serving::compare::{self, Agreement};
 
@@ -32,6 +34,14 @@ pub struct ReplayOptions {
     pub deadline: Duration,
     /// Called with (done, total) as decisions are replayed.
     pub progress: Option<Box<dyn Fn(usize, usize) + Sync>>,
+    /// Rewards of the logged answers, for off-policy estimates of a candidate.
+    pub rewards: Option<Rewards>,
+    /// The slots (positions from the top) the estimates cover; default: every one.
+    pub positions: Option<usize>,
+    /// How many draws (seeds derived from the logged one) estimate a randomising candidate's
+    /// probability of each item at each slot. A candidate that reports no propensities is
+    /// deterministic and needs none.
+    pub draws: usize,
 }
 
 /// What a candidate replay runs.
@@ -131,31 +141,52 @@ pub struct ReplayReport {
     pub agreement: Vec<GroupAgreement>,
     /// The decisions where the candidate's answers differ most (lowest overlap, then tau).
     pub most_different: Vec<Disagreement>,
+    /// What reading the rewards found, with `--rewards`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewards: Option<RewardsReport>,
+    /// Off-policy estimates of the candidate's reward, by surface, with `--rewards`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evaluation: Vec<Evaluation>,
 }
 
 enum Outcome {
     Reproduced,
     Differs(String),
     Skipped(String),
-    Compared(Agreement),
+    Compared(Agreement, Option<Observation>),
 }
 
 /// Replays the decisions of `logs`. Bad lines and torn tails are reported per file, decisions
 /// that cannot be replayed are skipped with the reason; the rest is replayed.
 pub fn replay(runtime: &Arc<Runtime>, logs: &[PathBuf], options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
     let mut records = Vec::new();
-    let mut report =
-        ReplayReport { mode: if options.candidate.is_some() { "candidate" } else { "logged" }, ..Default::default() };
+    let mut files = Vec::new();
     for file in logs {
         let read = super::read(file, |r| records.push(r)).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        report.files.push(FileReport {
+        files.push(FileReport {
             file: file.clone(),
             records: read.records,
             bad: read.bad.iter().map(ToString::to_string).collect(),
             torn: read.torn,
         });
     }
+    let mut report = replay_records(runtime, &records, options)?;
+    report.files = files;
+    Ok(report)
+}
+
+/// Replays `records` (see [`replay`]).
+pub fn replay_records(
+    runtime: &Arc<Runtime>,
+    records: &[Record],
+    options: &ReplayOptions,
+) -> anyhow::Result<ReplayReport> {
+    let mut report =
+        ReplayReport { mode: if options.candidate.is_some() { "candidate" } else { "logged" }, ..Default::default() };
     report.decisions = records.len();
+    if options.rewards.is_some() && options.candidate.is_none() {
+        anyhow::bail!("--rewards estimates a candidate's reward: give one with --policy or --version");
+    }
     let versions =
         Versions { runtime: runtime.clone(), dir: options.data_dir.clone(), loaded: Mutex::new(HashMap::new()) };
     let candidate = match &options.candidate {
@@ -196,6 +227,7 @@ pub fn replay(runtime: &Arc<Runtime>, logs: &[PathBuf], options: &ReplayOptions)
         }
     });
     let mut groups: BTreeMap<(String, String), (usize, Agreement)> = BTreeMap::new();
+    let mut observations = Vec::new();
     let mut compared = Vec::new();
     for (record, outcome) in records.iter().zip(outcomes) {
         match outcome.into_inner().unwrap_or_else(PoisonError::into_inner).expect("every record replayed") {
@@ -204,7 +236,8 @@ pub fn replay(runtime: &Arc<Runtime>, logs: &[PathBuf], options: &ReplayOptions)
                 report.differing.push(Difference { id: record.id.clone(), surface: record.surface.clone(), what })
             }
             Outcome::Skipped(reason) => report.skipped.push(Skipped { id: record.id.clone(), reason }),
-            Outcome::Compared(agreement) => {
+            Outcome::Compared(agreement, observation) => {
+                observations.extend(observation);
                 let arm = record.arm.as_ref().map_or("none", |a| a.name.as_str()).to_owned();
                 let (count, sum) = groups
                     .entry((record.surface.clone(), arm))
@@ -241,6 +274,12 @@ pub fn replay(runtime: &Arc<Runtime>, logs: &[PathBuf], options: &ReplayOptions)
     compared.sort_by(|a, b| a.overlap.total_cmp(&b.overlap).then(a.tau.total_cmp(&b.tau)));
     compared.truncate(10);
     report.most_different = compared.into_iter().filter(|d| d.overlap < 1.0 || d.tau < 1.0).collect();
+    if let Some(rewards) = &options.rewards {
+        let answers: HashMap<&str, &[String]> =
+            records.iter().map(|r| (r.id.as_str(), r.answer.ids.as_slice())).collect();
+        report.rewards = Some(rewards.check(&answers));
+        report.evaluation = ope::evaluate(&observations, rewards, options.positions);
+    }
     Ok(report)
 }
 
@@ -274,7 +313,9 @@ fn replay_one(
     }
     let ranking = &decision.ranking;
     if candidate {
-        return Outcome::Compared(compare::compare(&record.answer.order, ranking.order()));
+        let agreement = compare::compare(&record.answer.order, ranking.order());
+        let observation = options.rewards.is_some().then(|| observe(record, &binding, &decision, options, metrics));
+        return Outcome::Compared(agreement, observation);
     }
     if ranking.order() != record.answer.order.as_slice() {
         return Outcome::Differs(format!("order {:?}, logged {:?}", ranking.order(), record.answer.order));
@@ -290,6 +331,66 @@ fn replay_one(
         return Outcome::Differs(format!("reasons {reasons:?}, logged {logged:?}"));
     }
     Outcome::Reproduced
+}
+
+/// What the estimators need of one decision: the logged answer with its propensities, and the
+/// candidate's distribution over items at each slot (its answer when it reports no propensities,
+/// else the share of `options.draws` answers on seeds derived from the logged one).
+fn observe(
+    record: &Record,
+    binding: &Arc<Binding>,
+    decision: &crate::serving::Decision,
+    options: &ReplayOptions,
+    metrics: &Arc<Metrics>,
+) -> Observation {
+    let propensities = if record.contract == crate::runtime::Contract::V0_1.name() {
+        Err(format!("made through {}, which has no propensities", record.contract))
+    } else if record.answer.propensities.is_empty() {
+        Ok(vec![1.0; record.answer.ids.len()])
+    } else {
+        Ok(record.answer.propensities.iter().map(|&p| f64::from(p)).collect())
+    };
+    let request = &decision.request;
+    let id = |index: u32| -> String {
+        let offsets = &request.candidates.ids.offsets;
+        request.candidates.ids.data[offsets[index as usize] as usize..offsets[index as usize + 1] as usize].to_owned()
+    };
+    let ranking = &decision.ranking;
+    let target = if !ranking.has_propensities() {
+        ranking.order().iter().map(|&i| vec![(id(i), 1.0)]).collect()
+    } else {
+        let mut counts: Vec<HashMap<String, usize>> = Vec::new();
+        let draws = options.draws.max(1);
+        for draw in 0..draws {
+            let mut request = types::Request::clone(request);
+            request.seed =
+                xxhash_rust::xxh3::xxh3_64(&[record.request.seed.to_le_bytes(), (draw as u64).to_le_bytes()].concat());
+            let key = record.request.user_id.clone();
+            let drawn = binding.decide(request, key.as_deref(), metrics);
+            for (k, &index) in drawn.ranking.order().iter().enumerate() {
+                if counts.len() <= k {
+                    counts.push(HashMap::new());
+                }
+                *counts[k].entry(id(index)).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .map(|slot| {
+                let mut slot: Vec<(String, f64)> =
+                    slot.into_iter().map(|(item, n)| (item, n as f64 / draws as f64)).collect();
+                slot.sort_by(|a, b| a.0.cmp(&b.0));
+                slot
+            })
+            .collect()
+    };
+    Observation {
+        id: record.id.clone(),
+        surface: record.surface.clone(),
+        logged: record.answer.ids.clone(),
+        propensities,
+        target,
+    }
 }
 
 /// The logged versions, loaded once per digest from the data directory's component files.

@@ -112,6 +112,7 @@ fn entry(id: usize, request: &Arc<types::Request>) -> Entry {
             version: "1".into(),
             digest: "sha256:00".into(),
         }),
+        contract: runtime::Contract::V0_2,
         bucket: 17,
         sticky: true,
         request: request.clone(),
@@ -176,11 +177,16 @@ fn a_line_that_is_not_a_record_is_named_and_the_rest_still_read() {
         .unwrap();
     let good = text.lines().next().unwrap().to_owned();
     let other_format = good.replacen("\"format\":1", "\"format\":7", 1);
-    let other_contract = good.replace("relish:policy@0.1.0", "relish:policy@9.0.0");
+    let other_contract = good.replace("relish:policy@0.2.0", "relish:policy@9.0.0");
+    // A decision of a 0.1.0 component (or logged by a host before 0.2.0) still reads.
+    let older_contract = good.replace("relish:policy@0.2.0", "relish:policy@0.1.0");
     let plain = dir.path().join("mixed.jsonl");
-    std::fs::write(&plain, format!("{good}\nnot json\n{other_format}\n{other_contract}\n{good}\n")).unwrap();
-    let report = read(&plain, |_| {}).unwrap();
-    assert_eq!(report.records, 2);
+    std::fs::write(&plain, format!("{good}\nnot json\n{other_format}\n{other_contract}\n{good}\n{older_contract}\n"))
+        .unwrap();
+    let mut contracts = Vec::new();
+    let report = read(&plain, |r| contracts.push(r.contract)).unwrap();
+    assert_eq!(report.records, 3);
+    assert_eq!(contracts, ["relish:policy@0.2.0", "relish:policy@0.2.0", "relish:policy@0.1.0"]);
     let lines: Vec<(usize, &str)> = report.bad.iter().map(|b| (b.line, b.message.as_str())).collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[0].0, 2);

@@ -12,8 +12,10 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::RankerPre;
+use super::contract::PreV0_1;
 use super::imports::{self, CallState};
-use super::{ALLOWED_IMPORTS, Budget, Digest, LoadError, Metadata, POLICY_EXPORT, PolicyPre};
+use super::policy::Pre;
+use super::{Budget, Contract, Digest, LoadError, Metadata, PolicyPre};
 
 #[cfg(doc)]
 use super::CallError;
@@ -128,7 +130,8 @@ impl Runtime {
 
         let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
-        // One line per interface of the contract a policy may import (see `ALLOWED_IMPORTS`).
+        // One line per interface of the contract a policy may import (see `Contract::imports`),
+        // each for every contract version served.
         imports::types::add_to_linker(&mut linker)?;
         imports::log::add_to_linker(&mut linker)?;
 
@@ -233,21 +236,29 @@ impl Runtime {
         let pages = component.resources_required().and_then(|r| r.max_initial_memory_size).unwrap_or(0);
         let declared_memory = pages.saturating_mul(WASM_PAGE);
         let ty = component.component_type();
-        if let Some((name, _)) = ty.imports(&self.engine).find(|(name, _)| !ALLOWED_IMPORTS.contains(name)) {
-            return Err(LoadError::ForbiddenImport { name: name.to_owned() });
-        }
-        if ty.get_export(&self.engine, POLICY_EXPORT).is_none() {
+        // The contract is the one whose policy interface the component exports; every import must
+        // belong to that same version.
+        let Some(contract) = Contract::ALL.into_iter().find(|c| ty.get_export(&self.engine, c.export()).is_some())
+        else {
             let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| format!("`{name}`")).collect();
             let exports = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
             return Err(LoadError::WrongWorld { exports });
+        };
+        if let Some((name, _)) = ty.imports(&self.engine).find(|(name, _)| !contract.imports().contains(name)) {
+            return Err(LoadError::ForbiddenImport { name: name.to_owned(), contract });
         }
         let instance_pre =
-            self.linker.instantiate_pre(&component).map_err(|e| LoadError::Mismatch(format!("{e:#}")))?;
-        let pre = RankerPre::new(instance_pre).map_err(|e| LoadError::Mismatch(format!("{e:#}")))?;
+            self.linker.instantiate_pre(&component).map_err(|e| LoadError::Mismatch(contract, format!("{e:#}")))?;
+        let pre = match contract {
+            Contract::V0_2 => RankerPre::new(instance_pre).map(Pre::Current),
+            Contract::V0_1 => PreV0_1::new(instance_pre).map(Pre::V0_1),
+        }
+        .map_err(|e| LoadError::Mismatch(contract, format!("{e:#}")))?;
         let mut policy = PolicyPre {
             engine: self.engine.clone(),
             component,
             pre,
+            contract,
             digest,
             size,
             tick: self.config.epoch_tick,

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::{CONTRACT, InvalidOutput, POLICY_EXPORT};
+use super::contract::served;
+use super::{CONTRACT, Contract, InvalidOutput};
 
 /// Why a component could not be loaded. Each message names the problem and what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -42,23 +43,25 @@ pub enum LoadError {
     #[error("instantiating the component fails, so no call could ever run: {0}")]
     Instantiate(String),
     /// An import outside the contract.
-    #[error("{}", import_message(.name))]
+    #[error("{}", import_message(.name, *.contract))]
     ForbiddenImport {
         /// The import's name, for example `wasi:cli/environment@0.2.6`.
         name: String,
+        /// The contract version the component's export names.
+        contract: Contract,
     },
     /// Not the `ranker` world.
     #[error(
-        "the component does not target the `ranker` world of {CONTRACT}: it does not export \
-         `{POLICY_EXPORT}` (it exports: {exports})"
+        "the component does not target the `ranker` world: it exports neither `relish:policy/policy@0.2.0` \
+         ({CONTRACT}) nor `relish:policy/policy@0.1.0` (it exports: {exports})"
     )]
     WrongWorld {
         /// What it exports instead.
         exports: String,
     },
     /// Right names, wrong types: usually a component built against another version of the WIT.
-    #[error("the component's imports or exports do not match {CONTRACT}: {0}")]
-    Mismatch(String),
+    #[error("the component's imports or exports do not match {0}: {1}")]
+    Mismatch(Contract, String),
     /// The metadata call failed.
     #[error("the component's `describe` call failed: {0}")]
     Metadata(String),
@@ -88,7 +91,7 @@ impl LoadError {
             LoadError::MemoryTooLarge { .. } => "memory",
             LoadError::ForbiddenImport { .. } => "forbidden-import",
             LoadError::WrongWorld { .. } => "wrong-world",
-            LoadError::Mismatch(_) => "mismatch",
+            LoadError::Mismatch(..) => "mismatch",
             LoadError::Instantiate(_) => "instantiate",
             LoadError::Metadata(_) | LoadError::BadMetadata(_) => "metadata",
             LoadError::Artifact(_) => "artifact",
@@ -96,7 +99,7 @@ impl LoadError {
     }
 }
 
-fn import_message(name: &str) -> String {
+fn import_message(name: &str, contract: Contract) -> String {
     if name.starts_with("wasi:") {
         format!(
             "the component imports the WASI interface `{name}`: policies get no clock, entropy or \
@@ -105,12 +108,14 @@ fn import_message(name: &str) -> String {
         )
     } else if name.starts_with("relish:policy/") {
         format!(
-            "the component imports `{name}`, which this host does not offer: it serves {CONTRACT} \
-             (rebuild the policy against this version of the WIT)"
+            "the component imports `{name}`, which is not part of {contract}, the contract of its \
+             export: this host serves {} (rebuild the policy against one of them, all of its imports \
+             and its export of the same version)",
+            served()
         )
     } else {
         format!(
-            "the component imports `{name}`, which is not part of {CONTRACT}: a policy may import \
+            "the component imports `{name}`, which is not part of {contract}: a policy may import \
              only `relish:policy/host` (the log function)"
         )
     }

@@ -6,14 +6,15 @@
 //! 1. [`Runtime`]: once per process. Owns the wasmtime `Engine` (pooling allocator, epoch
 //!    interruption, component model), the `Linker` with the host's imports, and the epoch ticker.
 //! 2. [`PolicyPre`]: once per loaded policy version. The component is checked (a component, the
-//!    `ranker` world, no imports beyond `relish:policy`), compiled and pre-instantiated here, and
-//!    its metadata read, so that nothing of this happens per request.
+//!    `ranker` world of a contract version this host serves, no imports beyond that version's
+//!    `relish:policy`), compiled and pre-instantiated here, and its metadata read, so that nothing
+//!    of this happens per request.
 //! 3. A per-call store, inside [`PolicyPre::rank`]: a fresh `Store` and a pooled instance for one
 //!    call, under a deadline, a memory cap and a log budget, whose answer is validated before it
 //!    leaves. No state survives from one request to the next.
 //!
 //! One concern a file: `engine` (the [`Runtime`]: engine settings, loading and checking
-//! components), `policy` (a loaded version, its per-call instance and how a failed call is
+//! components), `contract` (the contract versions served, and calling a 0.1.0 component), `policy` (a loaded version, its per-call instance and how a failed call is
 //! classified), `budget` (what one call may spend, and the limiter that enforces its memory and
 //! table caps), `validate` (the checks on a policy's answer), `metadata` (what a policy says about
 //! itself, and a version's digest), `error` (why a load or a call failed) and `imports` (the host
@@ -22,6 +23,7 @@
 //! here, so every path is `runtime::X`.
 
 mod budget;
+mod contract;
 mod engine;
 mod error;
 mod imports;
@@ -30,6 +32,7 @@ mod policy;
 mod validate;
 
 pub use budget::Budget;
+pub use contract::Contract;
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{CallError, LoadError, PolicyError, mib};
 pub use metadata::{Digest, FeatureSpec, IDENTIFIER_RULE, Metadata, ParamSpec, is_identifier};
@@ -48,9 +51,6 @@ mod bindings {
 
 pub use bindings::relish::policy::types;
 
-/// The WIT package version this host serves.
-pub const CONTRACT: &str = "relish:policy@0.1.0";
-/// The interfaces a policy may import: the contract's own, nothing else.
-const ALLOWED_IMPORTS: [&str; 2] = ["relish:policy/types@0.1.0", "relish:policy/host@0.1.0"];
-/// The interface every policy must export.
-const POLICY_EXPORT: &str = "relish:policy/policy@0.1.0";
+/// The WIT package version policies are built against now (`wit/policy.wit`); the host also
+/// loads components of every older version in [`Contract::ALL`].
+pub const CONTRACT: &str = "relish:policy@0.2.0";

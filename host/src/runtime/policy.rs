@@ -10,9 +10,25 @@ use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::relish::policy::host::LogLevel;
 use super::bindings::{Ranker as RankerWorld, RankerPre};
+use super::contract::{ExportsV0_1, PreV0_1};
 use super::imports::CallState;
 use super::imports::log::bounded;
-use super::{Budget, CallError, Digest, Metadata, PolicyError, Ranking, types};
+use super::{Budget, CallError, Contract, Digest, Metadata, PolicyError, Ranking, types};
+
+/// A component pre-instantiated for the contract version it was built against.
+#[derive(Clone)]
+pub(super) enum Pre {
+    /// The current contract, through the generated bindings.
+    Current(RankerPre<CallState>),
+    /// 0.1.0 (see [`super::contract`]).
+    V0_1(PreV0_1),
+}
+
+/// An instance's exports.
+enum Exports {
+    Current(RankerWorld),
+    V0_1(ExportsV0_1),
+}
 
 /// A loaded policy version: compiled, pre-instantiated, its metadata read. Cheap to clone (the
 /// compiled code is shared); share it behind an `Arc` across threads.
@@ -20,7 +36,8 @@ use super::{Budget, CallError, Digest, Metadata, PolicyError, Ranking, types};
 pub struct PolicyPre {
     pub(super) engine: Engine,
     pub(super) component: Component,
-    pub(super) pre: RankerPre<CallState>,
+    pub(super) pre: Pre,
+    pub(super) contract: Contract,
     pub(super) digest: Digest,
     pub(super) size: usize,
     pub(super) tick: Duration,
@@ -44,6 +61,11 @@ impl PolicyPre {
     /// What the policy says about itself.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// The contract version the component was built against.
+    pub fn contract(&self) -> Contract {
+        self.contract
     }
 
     /// The digest of the component's bytes.
@@ -95,7 +117,11 @@ impl PolicyPre {
             (None, true) => store.set_fuel(u64::MAX).expect("fuel is enabled"),
             (None, false) => {}
         }
-        let ranker = match self.pre.instantiate(&mut store) {
+        let exports = match &self.pre {
+            Pre::Current(pre) => pre.instantiate(&mut store).map(Exports::Current),
+            Pre::V0_1(pre) => pre.instantiate(&mut store).map(Exports::V0_1),
+        };
+        let ranker = match exports {
             Ok(ranker) => ranker,
             Err(error) => return Err(classify(error, &store, budget)),
         };
@@ -128,7 +154,7 @@ impl Ranker for PolicyPre {
 pub struct PolicyInstance {
     policy: PolicyPre,
     store: Store<CallState>,
-    ranker: RankerWorld,
+    ranker: Exports,
     budget: Budget,
 }
 
@@ -136,7 +162,10 @@ impl PolicyInstance {
     /// Calls `rank` and validates the answer.
     pub fn rank(&mut self, request: &types::Request) -> Result<Ranking, CallError> {
         self.restart_deadline();
-        let answer = self.ranker.relish_policy_policy().call_rank(&mut self.store, request);
+        let answer = match &self.ranker {
+            Exports::Current(ranker) => ranker.relish_policy_policy().call_rank(&mut self.store, request),
+            Exports::V0_1(exports) => exports.call_rank(&mut self.store, request),
+        };
         match answer {
             Ok(Ok(ranking)) => Ranking::validate(ranking, request, &self.budget),
             Ok(Err(types::RankError::InvalidRequest(message))) => {
@@ -152,7 +181,10 @@ impl PolicyInstance {
     /// Calls `metadata`.
     pub fn metadata(&mut self) -> Result<types::Metadata, CallError> {
         self.restart_deadline();
-        let answer = self.ranker.relish_policy_policy().call_describe(&mut self.store);
+        let answer = match &self.ranker {
+            Exports::Current(ranker) => ranker.relish_policy_policy().call_describe(&mut self.store),
+            Exports::V0_1(exports) => exports.call_describe(&mut self.store),
+        };
         self.flush_logs();
         answer.map_err(|error| classify(error, &self.store, &self.budget))
     }

@@ -3,7 +3,8 @@
 
 use super::{Budget, CallError, types};
 
-/// A validated answer: indices in range and distinct, finite scores, at most `limit` items.
+/// A validated answer: indices in range and distinct, finite scores, at most `limit` items,
+/// propensities (if any) one per item in `(0, 1]`.
 #[derive(Debug, Clone)]
 pub struct Ranking {
     raw: types::Ranking,
@@ -23,6 +24,12 @@ impl Ranking {
         }
         if !raw.reasons.is_empty() && raw.reasons.len() != items {
             return Err(InvalidOutput::Length { field: "reasons", len: raw.reasons.len(), items }.into());
+        }
+        if !raw.propensities.is_empty() && raw.propensities.len() != items {
+            return Err(InvalidOutput::Length { field: "propensities", len: raw.propensities.len(), items }.into());
+        }
+        if let Some((position, p)) = raw.propensities.iter().enumerate().find(|(_, p)| !(**p > 0.0 && **p <= 1.0)) {
+            return Err(InvalidOutput::Propensity { position, propensity: p.to_string() }.into());
         }
         // Positions of each candidate seen so far; u32::MAX = not seen. One pass, no hashing.
         let mut seen = vec![u32::MAX; candidates];
@@ -56,7 +63,15 @@ impl Ranking {
     /// An answer made by the host itself (the input-order fallback): already valid.
     pub fn from_order(order: Vec<u32>) -> Self {
         let scores = vec![0.0; order.len()];
-        Ranking { raw: types::Ranking { order, scores, reasons: Vec::new(), reason_codes: Vec::new() } }
+        Ranking {
+            raw: types::Ranking {
+                order,
+                scores,
+                reasons: Vec::new(),
+                reason_codes: Vec::new(),
+                propensities: Vec::new(),
+            },
+        }
     }
 
     /// The number of items.
@@ -77,6 +92,17 @@ impl Ranking {
     /// One score per item.
     pub fn scores(&self) -> &[f32] {
         &self.raw.scores
+    }
+
+    /// The probability that the policy put item `position` where it is (1 for an answer that did
+    /// not depend on the seed).
+    pub fn propensity(&self, position: usize) -> f32 {
+        self.raw.propensities.get(position).copied().unwrap_or(1.0)
+    }
+
+    /// Whether the policy reported propensities (it randomised).
+    pub fn has_propensities(&self) -> bool {
+        !self.raw.propensities.is_empty()
     }
 
     /// Item `position`'s reason code, if any (the empty code counts as none).
@@ -126,10 +152,18 @@ pub enum InvalidOutput {
         /// The score, printed.
         score: String,
     },
-    /// `scores` or `reasons` of the wrong length.
+    /// A propensity outside `(0, 1]`.
+    #[error("item {position} has the propensity {propensity}, which is not in (0, 1]")]
+    Propensity {
+        /// Position in the answer.
+        position: usize,
+        /// The value, printed.
+        propensity: String,
+    },
+    /// `scores`, `reasons` or `propensities` of the wrong length.
     #[error("{field} has {len} entries for {items} items")]
     Length {
-        /// `scores` or `reasons`.
+        /// `scores`, `reasons` or `propensities`.
         field: &'static str,
         /// Its length.
         len: usize,

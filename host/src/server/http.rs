@@ -345,30 +345,6 @@ fn log_decision(state: &State, decision: &Decision, key: Option<&str>) -> Option
         return None;
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let arm = decision.arm().map(|a| crate::decisions::record::LoggedArm {
-        index: decision.assignment.arm.unwrap_or_default(),
-        name: a.name.clone(),
-        policy: a.bound.name.clone(),
-        version: a.bound.version.clone(),
-        digest: a.bound.digest.to_string(),
-    });
-    log.offer(crate::decisions::Entry {
-        id: id.clone(),
-        logged_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
-        surface: binding.surface.clone(),
-        revision: binding.revision,
-        arm,
-        bucket: decision.assignment.bucket,
-        sticky: decision.assignment.sticky,
-        request: decision.request.clone(),
-        ranking: decision.ranking.clone(),
-        fallback: decision.failure.as_ref().map(|f| crate::decisions::record::LoggedFallback {
-            reason: f.reason.to_owned(),
-            answered_by: f.answered_by.clone(),
-            detail: f.detail.clone(),
-        }),
-        shadows: decision.shadows,
-        settings: settings.clone(),
-    });
+    log.offer(crate::decisions::Entry::new(decision, id.clone(), settings.clone()));
     Some(id)
 }

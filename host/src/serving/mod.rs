@@ -31,7 +31,7 @@ use self::shadow::ShadowStats;
 use crate::control::plan::{self, Revision};
 use crate::fallback::{self, INPUT_ORDER};
 use crate::metrics::{BindingMetrics, Metrics};
-use crate::runtime::{Budget, CallError, Digest, FeatureSpec, PolicyPre, Ranker, Ranking, types};
+use crate::runtime::{Budget, CallError, Contract, Digest, FeatureSpec, PolicyPre, Ranker, Ranking, types};
 use crate::wire;
 
 /// A loaded policy version, with the names responses and metrics use.
@@ -47,6 +47,8 @@ pub struct Bound {
     pub digest: Digest,
     /// The features it declares.
     pub features: Arc<[FeatureSpec]>,
+    /// The contract version it was built against.
+    pub contract: Contract,
 }
 
 impl Bound {
@@ -58,6 +60,7 @@ impl Bound {
             version: metadata.version.clone(),
             digest: policy.digest(),
             features: metadata.features.clone().into(),
+            contract: policy.contract(),
             ranker: policy,
         }
     }

@@ -279,7 +279,7 @@ async fn relish_replay_reproduces_every_answer_and_measures_a_candidate_as_a_dir
         record["arm"]["digest"] = json!(format!("sha256:{}", "0".repeat(64)));
         record.to_string()
     };
-    let other_contract = good.replace("relish:policy@0.1.0", "relish:policy@0.9.0");
+    let other_contract = good.replace("relish:policy@0.2.0", "relish:policy@0.9.0");
     let mixed = server.dir.path().join("mixed.jsonl");
     std::fs::write(&mixed, format!("{good}\n{other_contract}\n{unknown}\n{}", &good[..good.len() / 2])).unwrap();
     let mixed_arg = mixed.display().to_string();

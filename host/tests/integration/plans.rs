@@ -339,7 +339,7 @@ async fn a_failure_belongs_to_the_revision_not_the_version() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_plans_are_refused_naming_the_field_and_change_nothing() {
     let server = with_guests().await;
-    push(&server, "banners", "0.1.0", relish_tests::policy_bytes("banners")).await;
+    push(&server, "banners", "0.2.0", relish_tests::policy_bytes("banners")).await;
     let good = set_plan(&server, "discovery", json!({"arms": [arm("popularity", 100.0)]})).await;
     let revision = good["revision"].as_u64().unwrap();
     let cases = [
@@ -351,7 +351,7 @@ async fn bad_plans_are_refused_naming_the_field_and_change_nothing() {
             "no version 9.9.9",
         ),
         (
-            json!({"arms": [arm("popularity", 50.0), arm("banners", 50.0)]}),
+            json!({"arms": [arm("popularity", 50.0), {"policy": "banners", "version": "0.2.0", "weight": 50}]}),
             422,
             "arms[1].policy",
             "not made for surface discovery",

@@ -23,8 +23,15 @@
 //! Randomness comes only from the request seed ([`relish_guest::Request::rng`]): one request
 //! always gets the same answer, and the samples are drawn in candidate order, so the answer does
 //! not depend on anything but the request. Scores are the samples (click-rate draws in 0..1).
+//!
+//! Propensities (for off-policy evaluation of the decision log): the probability that each
+//! answered banner is at its position is estimated as Open Bandit Pipeline does for its Thompson
+//! sampling logs, by drawing the whole order again `propensity_draws` times from the same
+//! posteriors, on a random stream of the seed of its own (so the answer itself is unchanged):
+//! `(1 + hits) / (1 + draws)`, the answer's own draw counted as one of them, which also keeps every
+//! estimate above 0. The cost is `propensity_draws` times the sampling of one answer.
 
-use relish_guest::{Feature, Param, Policy, RankError, Ranking, Request, Spec, math};
+use relish_guest::{Feature, Param, Policy, RankError, Ranking, Request, Spec, math, score};
 
 /// The banners policy.
 pub struct Banners;
@@ -46,6 +53,12 @@ const PARAMS: &[Param] = &[
         default: "3",
         description: "A banner the user saw this many times today is never first (see the policy docs).",
     },
+    Param {
+        name: "propensity_draws",
+        default: "200",
+        description: "Draws of the whole order that estimate each answered banner's propensity (1..100000): \
+                      more is more exact and costs as many samplings of the answer.",
+    },
 ];
 
 const FEATURES: &[Feature] = &[
@@ -58,6 +71,9 @@ const FEATURES: &[Feature] = &[
 
 /// The smallest Beta parameter: keeps the Gamma draws defined for a zero prior or rate.
 const MIN_SHAPE: f64 = 1e-3;
+
+/// The random stream the propensity estimate draws from (see [`Request::rng_stream`]).
+const PROPENSITY_STREAM: u64 = u64::from_be_bytes(*b"propensi");
 
 impl Policy for Banners {
     const SPEC: &'static Spec = &Spec {
@@ -90,8 +106,13 @@ impl Policy for Banners {
             (candidates.feature("prior_clicks"), candidates.feature("prior_impressions"));
         let seen_today = candidates.feature("user_impressions_today");
 
-        let mut rng = request.rng();
-        let samples: Vec<f32> = (0..n)
+        let draws: u32 = request.param("propensity_draws")?;
+        if !(1..=100_000).contains(&draws) {
+            return Err(RankError::InvalidRequest(format!(
+                "parameter `propensity_draws` must be in 1..=100000, got {draws}"
+            )));
+        }
+        let posteriors: Vec<(f64, f64)> = (0..n)
             .map(|i| {
                 let p0 = match (prior_clicks.get(i), prior_impressions.get(i)) {
                     (Some(c), Some(m)) if m > 0.0 => math::clamp(c / m, 0.0, 1.0) as f64,
@@ -101,20 +122,35 @@ impl Policy for Banners {
                 let clicked = math::clamp(clicks.get_or(i, 0.0), 0.0, shown);
                 let alpha = strength * p0 + clicked as f64;
                 let beta = strength * (1.0 - p0) + (shown - clicked) as f64;
-                rng.beta(alpha.max(MIN_SHAPE), beta.max(MIN_SHAPE)) as f32
+                (alpha.max(MIN_SHAPE), beta.max(MIN_SHAPE))
             })
             .collect();
+        let sample = |rng: &mut relish_guest::Rng| -> Vec<f32> {
+            posteriors.iter().map(|&(alpha, beta)| rng.beta(alpha, beta) as f32).collect()
+        };
+        let samples = sample(&mut request.rng());
         let under_cap: Vec<bool> = (0..n).map(|i| seen_today.get_or(i, 0.0) < cap).collect();
 
         if !under_cap.contains(&true) {
             return Ok(Ranking::new());
         }
-        Ok(Ranking::preferring(
-            &samples,
-            &under_cap,
-            request.limit(),
-            |i| if under_cap[i] { "sampled" } else { "capped" },
-        ))
+        let mut ranking =
+            Ranking::preferring(
+                &samples,
+                &under_cap,
+                request.limit(),
+                |i| if under_cap[i] { "sampled" } else { "capped" },
+            );
+        let mut hits = vec![0u32; ranking.len()];
+        let mut rng = request.rng_stream(PROPENSITY_STREAM);
+        for _ in 0..draws {
+            let order = score::top_k_preferring(&sample(&mut rng), &under_cap, request.limit());
+            for (hit, (drawn, answered)) in hits.iter_mut().zip(order.iter().zip(ranking.order())) {
+                *hit += u32::from(drawn == answered);
+            }
+        }
+        ranking.set_propensities(hits.iter().map(|&h| (1 + h) as f32 / (1 + draws) as f32).collect());
+        Ok(ranking)
     }
 }
 
@@ -148,6 +184,29 @@ mod tests {
         assert!(count("strong") > 350, "strong first {} of 500", count("strong"));
         assert!(count("new") > 0, "the new banner is explored");
         assert_eq!(count("weak"), 0, "weak: 1 % observed on 1000 impressions never beats 6 %");
+    }
+
+    #[test]
+    fn propensities_are_the_share_of_draws_that_answer_the_same() {
+        // The posteriors are the same on every seed, so the share of seeds on which `strong` is
+        // first is its top-slot probability, and the propensity of every answer that has it first
+        // estimates that same probability.
+        let runs = 400;
+        let mut first_strong = 0;
+        let mut estimated = 0.0;
+        for seed in 0..runs {
+            let view = Request::new(banners().seed(seed).build(), Banners::SPEC);
+            let ranking = Banners::rank(&view).unwrap();
+            assert!((0..ranking.len()).all(|k| ranking.propensity(k) > 0.0 && ranking.propensity(k) <= 1.0));
+            let strong_first = view.candidates().id(ranking.order()[0] as usize) == "strong";
+            first_strong += u32::from(strong_first);
+            if strong_first {
+                estimated += f64::from(ranking.propensity(0));
+            }
+        }
+        let share = f64::from(first_strong) / runs as f64;
+        let mean_estimate = estimated / f64::from(first_strong);
+        assert!((share - mean_estimate).abs() < 0.05, "observed {share}, estimated {mean_estimate}");
     }
 
     #[test]

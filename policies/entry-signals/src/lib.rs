@@ -137,13 +137,18 @@ pub fn signals(request: &Request) -> Result<Signals, RankError> {
     })
 }
 
-/// This request's exploration slot: a place in the answer (0-based) and the entry that takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// This request's exploration slot: a place in the answer (0-based) and the entry that takes it,
+/// and every slot the seed could have drawn (for the answer's propensities).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exploration {
     /// The place, counted from 0.
     pub position: usize,
     /// The candidate index of the explored entry.
     pub entry: u32,
+    /// The places the draw chose from (0-based), uniformly.
+    pub positions: std::ops::RangeInclusive<usize>,
+    /// The entries the draw chose from, uniformly.
+    pub pool: Vec<u32>,
 }
 
 /// Draws the exploration slot (see the crate docs): from the request seed and the candidates'
@@ -172,13 +177,27 @@ pub fn exploration(request: &Request, available: &[bool]) -> Result<Option<Explo
     let mut rng = request.rng_stream(EXPLORE_STREAM);
     let position = min_position - 1 + rng.below((max_position - min_position + 1) as u64) as usize;
     let entry = pool[rng.below(pool.len() as u64) as usize];
-    Ok(Some(Exploration { position, entry }))
+    Ok(Some(Exploration { position, entry, positions: min_position - 1..=max_position - 1, pool }))
+}
+
+/// `base` (the entries by preference, `limit + 1` of them) with `entry` placed at `position`, or
+/// closing the available part when that comes first.
+fn place(base: &[u32], available: &[bool], limit: usize, position: usize, entry: u32) -> Vec<u32> {
+    let mut order: Vec<u32> = base.iter().copied().filter(|&i| i != entry).collect();
+    order.truncate(limit - 1);
+    let available_count = order.iter().take_while(|&&i| available[i as usize]).count();
+    order.insert(position.min(available_count), entry);
+    order
 }
 
 /// The answer of an entry-point policy: each entry scores the sum of its weighted
 /// `contributions` (value, reason code); available entries come first by score, unavailable ones
 /// after (reason `unavailable`), and the [`exploration`] slot (reason `explore`) goes in. Every
 /// other entry's reason is its strongest contribution's, `popular` when none is positive.
+///
+/// With a slot, the answer reports its propensities exactly: the share of all the slots the seed
+/// could have drawn (every place times every entry of the pool, each as likely) that put each
+/// answered entry where it is.
 pub fn rank_entries<const K: usize>(
     request: &Request,
     available: &[bool],
@@ -188,18 +207,15 @@ pub fn rank_entries<const K: usize>(
         (0..request.candidates().len()).map(|i| contributions(i).iter().map(|c| c.0).sum()).collect();
     let limit = request.limit();
     let slot = exploration(request, available)?.filter(|_| limit > 0);
-    let mut order = top_k_preferring(&scores, available, limit + 1);
-    if let Some(slot) = slot {
-        order.retain(|&i| i != slot.entry);
-        order.truncate(limit - 1);
-        let available_count = order.iter().take_while(|&&i| available[i as usize]).count();
-        order.insert(slot.position.min(available_count), slot.entry);
-    }
-    order.truncate(limit);
+    let base = top_k_preferring(&scores, available, limit + 1);
+    let order = match &slot {
+        Some(slot) => place(&base, available, limit, slot.position, slot.entry),
+        None => base[..limit.min(base.len())].to_vec(),
+    };
     let mut ranking = Ranking::with_capacity(order.len());
-    for i in order {
+    for &i in &order {
         let i = i as usize;
-        let code = if slot.is_some_and(|slot| slot.entry as usize == i) {
+        let code = if slot.as_ref().is_some_and(|slot| slot.entry as usize == i) {
             "explore"
         } else if !available[i] {
             "unavailable"
@@ -207,6 +223,19 @@ pub fn rank_entries<const K: usize>(
             strongest(&contributions(i), "popular")
         };
         ranking.push_with_reason(i, scores[i], code);
+    }
+    if let Some(slot) = &slot {
+        let mut hits = vec![0u32; order.len()];
+        for position in slot.positions.clone() {
+            for &entry in &slot.pool {
+                let other = place(&base, available, limit, position, entry);
+                for (hit, (a, b)) in hits.iter_mut().zip(order.iter().zip(&other)) {
+                    *hit += u32::from(a == b);
+                }
+            }
+        }
+        let slots = (slot.positions.clone().count() * slot.pool.len()) as f32;
+        ranking.set_propensities(hits.iter().map(|&h| h as f32 / slots).collect());
     }
     Ok(ranking)
 }
@@ -256,6 +285,30 @@ mod tests {
             assert_eq!(ranking.order()[position] % 3, 0, "seed {seed}: only new entries are explored");
             assert_eq!(ranking.len(), 12);
         }
+    }
+
+    #[test]
+    fn propensities_are_the_exact_chances_of_each_place() {
+        // Every seed reports the same propensity for the same entry at the same place (they are
+        // computed, not estimated), and over many seeds that is how often it is there.
+        let available = [true; 12];
+        let seeds = 4000;
+        let mut seen: std::collections::HashMap<(usize, u32), (u32, f32)> = std::collections::HashMap::new();
+        for seed in 0..seeds {
+            let ranking = rank(entries(seed), &available);
+            for k in 0..ranking.len() {
+                let propensity = ranking.propensity(k);
+                let slot = seen.entry((k, ranking.order()[k])).or_insert((0, propensity));
+                assert_eq!(slot.1, propensity, "seed {seed}, place {k}");
+                slot.0 += 1;
+            }
+        }
+        for ((k, entry), (count, propensity)) in seen {
+            let share = count as f32 / seeds as f32;
+            assert!((share - propensity).abs() < 0.03, "entry {entry} at {k}: seen {share}, reported {propensity}");
+        }
+        let without_slot = rank(entries(1).param("explore_max_impressions", "5"), &available);
+        assert!((0..without_slot.len()).all(|k| without_slot.propensity(k) == 1.0), "no slot: deterministic");
     }
 
     #[test]

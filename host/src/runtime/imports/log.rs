@@ -2,6 +2,7 @@
 //! and the per-call buffer of lines it writes (emitted as `tracing` events by
 //! [`PolicyInstance::flush_logs`](crate::runtime::PolicyInstance::flush_logs)).
 
+use wasmtime::StoreContextMut;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::CallState;
@@ -9,9 +10,16 @@ use crate::runtime::Budget;
 use crate::runtime::bindings;
 use crate::runtime::bindings::relish::policy::host::LogLevel;
 
-/// Adds the `relish:policy/host` interface to `linker`, on each call's [`LogState`].
+/// Adds the `relish:policy/host` interface to `linker`, on each call's [`LogState`], in every
+/// contract version served (0.1.0 has the same `log` function).
 pub(in crate::runtime) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    bindings::relish::policy::host::add_to_linker::<_, HasSelf<_>>(linker, |state| &mut state.log)
+    bindings::relish::policy::host::add_to_linker::<_, HasSelf<_>>(linker, |state| &mut state.log)?;
+    linker.instance("relish:policy/host@0.1.0")?.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, CallState>, (level, message): (LogLevel, String)| {
+            bindings::relish::policy::host::Host::log(&mut store.data_mut().log, level, message)
+        },
+    )
 }
 
 /// The log import's per-call state: the buffered lines and the budget they count against.
