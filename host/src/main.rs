@@ -101,7 +101,7 @@ enum Command {
     /// --rewards what its answers would have earned).
     #[command(group(clap::ArgGroup::new("candidate").args(["policy", "version"])))]
     Replay {
-        /// Decision log files (`decisions-*.jsonl.gz`).
+        /// Decision log files (`decisions-*.jsonl.zst`, or `.jsonl.gz` of older hosts).
         #[arg(required = true)]
         logs: Vec<PathBuf>,
         /// The data directory holding the logged versions (read only; a running host's is fine).

@@ -345,6 +345,6 @@ fn log_decision(state: &State, decision: &Decision, key: Option<&str>) -> Option
         return None;
     }
     let id = uuid::Uuid::new_v4().to_string();
-    log.offer(crate::decisions::Entry::new(decision, id.clone(), settings.clone()));
+    crate::decisions::Entry::new(decision, id.clone(), settings.clone()).log(decision, log);
     Some(id)
 }

@@ -230,6 +230,9 @@ pub struct Decision {
     pub request: Arc<types::Request>,
     /// How many shadow calls were started for it.
     pub shadows: usize,
+    /// What its shadows did, once they are done (see [`shadow::ShadowResults`]); `None` when it
+    /// was sampled for none.
+    pub shadow_results: Option<Arc<shadow::ShadowResults>>,
     /// What the feature lookup before the call did, when the surface uses a store.
     pub features: Option<FeatureReport>,
 }
@@ -337,16 +340,28 @@ impl Binding {
         }
         let request = Arc::new(request);
         let mut shadows = 0;
+        let mut shadow_results = None;
         if let Some(arm) = arm {
             for (index, shadow) in self.shadows.iter().enumerate() {
-                if plan::sampled(request.seed, index, shadow.threshold)
-                    && shadow::dispatch(self, index, &arm.name, &request, ranking.order(), metrics)
-                {
-                    shadows += 1;
+                if plan::sampled(request.seed, index, shadow.threshold) {
+                    let results = shadow_results.get_or_insert_with(Default::default);
+                    if shadow::dispatch(self, index, &arm.name, &request, ranking.order(), metrics, results) {
+                        shadows += 1;
+                    }
                 }
             }
         }
-        Decision { binding: self.clone(), assignment, ranking, failure, policy_us, request, shadows, features: None }
+        Decision {
+            binding: self.clone(),
+            assignment,
+            ranking,
+            failure,
+            policy_us,
+            request,
+            shadows,
+            shadow_results,
+            features: None,
+        }
     }
 
     fn call(

@@ -26,7 +26,55 @@ use serde::Serialize;
 use super::Binding;
 use super::compare::{self, Agreement};
 use crate::metrics::Metrics;
-use crate::runtime::types;
+use crate::runtime::{Ranking, types};
+
+/// What one shadow did on one request, for the request's decision record.
+#[derive(Debug, Clone)]
+pub struct ShadowResult {
+    /// The shadow's index in the plan.
+    pub index: usize,
+    /// The shadow's name (`policy@version`).
+    pub name: String,
+    /// Its answer and how far it agrees with the answer sent; the failure's reason; or
+    /// `skipped` when it was not run (the surface's shadow limit, or the shadow queue, was full).
+    pub outcome: Result<(Ranking, Agreement), &'static str>,
+    /// How long its call took, in microseconds (0 when skipped).
+    pub micros: u64,
+}
+
+type Then = Box<dyn FnOnce(Vec<ShadowResult>) + Send>;
+
+/// The results of one request's shadows. The shadow jobs fill it in; whoever wants them (the
+/// decision log) sets [`ShadowResults::then`], which runs with them, in plan order, once the
+/// last shadow job and the request's [`super::Decision`] have let go of it: off the response
+/// path, and without waiting for anything.
+#[derive(Default)]
+pub struct ShadowResults {
+    results: Mutex<Vec<ShadowResult>>,
+    then: Mutex<Option<Then>>,
+}
+
+impl ShadowResults {
+    /// Runs `then` with the results once every shadow of the request is done.
+    pub fn then(&self, then: impl FnOnce(Vec<ShadowResult>) + Send + 'static) {
+        *self.then.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(then));
+    }
+
+    fn push(&self, result: ShadowResult) {
+        self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(result);
+    }
+}
+
+impl Drop for ShadowResults {
+    fn drop(&mut self) {
+        let then = self.then.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(then) = then {
+            let mut results = std::mem::take(self.results.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
+            results.sort_by_key(|r| r.index);
+            then(results);
+        }
+    }
+}
 
 /// What one shadow did, by the arm whose answer it was compared with: what a surface's status
 /// shows.
@@ -163,9 +211,9 @@ fn lower_priority() {
     }
 }
 
-/// Starts shadow `index` of `binding` on `request`, whose answer (from arm `arm`) was `sent`.
-/// Returns whether it started: `false` when the surface's shadow calls are at their limit or the
-/// shadow threads' queue is full (counted as skipped).
+/// Starts shadow `index` of `binding` on `request`, whose answer (from arm `arm`) was `sent`;
+/// its result goes to `results`. Returns whether it started: `false` when the surface's shadow
+/// calls are at their limit or the shadow threads' queue is full (counted as skipped).
 pub fn dispatch(
     binding: &Arc<Binding>,
     index: usize,
@@ -173,13 +221,16 @@ pub fn dispatch(
     request: &Arc<types::Request>,
     sent: &[u32],
     metrics: &Arc<Metrics>,
+    results: &Arc<ShadowResults>,
 ) -> bool {
     let shadow = &binding.shadows[index];
     let skip = || {
         shadow.stats.skipped.fetch_add(1, Ordering::Relaxed);
         metrics.shadow_skipped(&binding.surface, &shadow.name);
+        results.push(ShadowResult { index, name: shadow.name.clone(), outcome: Err("skipped"), micros: 0 });
         false
     };
+    let job_results = results.clone();
     let Some(permit) = binding.shadow_limiter.try_acquire_owned() else { return skip() };
     let (job_binding, request, job_metrics) = (binding.clone(), request.clone(), metrics.clone());
     let (sent, arm) = (sent.to_vec(), arm.to_owned());
@@ -201,15 +252,20 @@ pub fn dispatch(
         let started = Instant::now();
         let result = shadow.bound.ranker.rank(request, &binding.budget);
         let elapsed = started.elapsed();
-        let outcome = match &result {
-            Ok(ranking) => Ok(compare::compare(&sent, ranking.order())),
-            Err(error) => Err(error.reason()),
-        };
         if let Err(error) = &result {
             tracing::debug!(surface = %binding.surface, shadow = %shadow.name, "shadow call failed: {error}");
         }
-        shadow.stats.record(&arm, elapsed.as_micros() as u64, outcome);
-        metrics.shadow_call(&binding.surface, &arm, &shadow.name, elapsed.as_secs_f64(), outcome);
+        let outcome = match result {
+            Ok(ranking) => {
+                let agreement = compare::compare(&sent, ranking.order());
+                Ok((ranking, agreement))
+            }
+            Err(error) => Err(error.reason()),
+        };
+        let (micros, figures) = (elapsed.as_micros() as u64, outcome.as_ref().map(|(_, a)| *a).map_err(|r| *r));
+        shadow.stats.record(&arm, micros, figures);
+        metrics.shadow_call(&binding.surface, &arm, &shadow.name, elapsed.as_secs_f64(), figures);
+        job_results.push(ShadowResult { index, name: shadow.name.clone(), outcome, micros });
     });
     match queue().try_send(job) {
         Ok(()) => true,

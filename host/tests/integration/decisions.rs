@@ -267,11 +267,8 @@ async fn relish_replay_reproduces_every_answer_and_measures_a_candidate_as_a_dir
     // Bad input: a line of another contract, a record of a version the directory does not have,
     // a torn file; named, and the rest replayed.
     let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(&files[0]).unwrap()),
-        &mut text,
-    )
-    .unwrap();
+    std::io::Read::read_to_string(&mut zstd::Decoder::new(std::fs::File::open(&files[0]).unwrap()).unwrap(), &mut text)
+        .unwrap();
     let good = text.lines().next().unwrap();
     let unknown: String = {
         let mut record: serde_json::Value = serde_json::from_str(good).unwrap();
@@ -356,7 +353,7 @@ log_sample = 1.0
     assert_eq!(logged.len(), 240);
     let discovery = logged.iter().find(|r| r.surface == "discovery").unwrap();
     assert!(
-        discovery.request.features.iter().any(Option::is_some),
+        discovery.request.features.iter().any(|v| !v.is_nan()),
         "the record holds the features the store filled in"
     );
 
@@ -368,4 +365,60 @@ log_sample = 1.0
     let (ok, report) = replay(&args);
     assert!(ok, "{report}");
     assert_eq!((report["decisions"].as_u64(), report["reproduced"].as_u64()), (Some(240), Some(240)), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logged_decision_carries_what_its_shadows_did() {
+    let toml = r#"
+[decision_log]
+flush_ms = 20
+[surfaces.discovery]
+policy = "popularity"
+log_sample = 1.0
+"#;
+    let server = util::start(&["popularity"], &[], toml).await;
+    let push =
+        util::admin(&server, "PUT", "/v1/policies/ordered/versions/0.1.0", relish_tests::guest_bytes("ordered")).await;
+    assert!(push.status.is_success(), "{}", String::from_utf8_lossy(&push.body));
+    let plan = json!({
+        "arms": [{"policy": "popularity", "version": "0.1.0", "weight": 100}],
+        "shadow": [{"policy": "ordered", "version": "0.1.0", "sample": 1.0}]
+    });
+    let answer = util::admin(&server, "PUT", "/v1/surfaces/discovery/plan", plan.to_string()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
+    const REQUESTS: u64 = 30;
+    for user in 0..REQUESTS {
+        assert_eq!(rank(&server, "discovery", &body(user as usize)).await.status, StatusCode::OK);
+    }
+    // Shadows run off the response path, and a decision's record is written once its shadows
+    // are done: a graceful stop waits for those still running, so every record is there.
+    let data = server.dir.path().join("data/decisions");
+    let mut server = server;
+    server.handle.take().unwrap().shutdown().await;
+
+    let (records, _) = records(&data);
+    assert_eq!(records.len() as u64, REQUESTS);
+    let mut answered = 0;
+    for record in &records {
+        assert_eq!(record.shadow_results.len(), 1, "{}", record.id);
+        let shadow = &record.shadow_results[0];
+        assert_eq!(shadow.name, "ordered@0.1.0");
+        match shadow.outcome.as_str() {
+            "answered" => {
+                answered += 1;
+                // `ordered` answers in input order; its agreement is what a direct computation gives.
+                assert_eq!(shadow.order, [0, 1, 2], "{}", record.id);
+                let direct = relish_host::serving::compare::compare(&record.answer.order, &shadow.order);
+                let logged = shadow.agreement.unwrap();
+                assert_eq!(
+                    (logged.top1, logged.overlap, logged.rbo, logged.tau),
+                    (direct.top1, direct.overlap, direct.rbo, direct.tau)
+                );
+                assert_eq!(logged.overlap, 1.0, "the same three candidates");
+            }
+            "skipped" => assert!(shadow.order.is_empty() && shadow.agreement.is_none()),
+            other => panic!("{}: shadow outcome {other}", record.id),
+        }
+    }
+    assert!(answered > 0, "some shadow calls ran");
 }

@@ -377,8 +377,14 @@ async fn with_nats_stopped_hosts_keep_serving_refuse_writes_with_503_and_catch_u
     let store = tempfile::tempdir().unwrap();
     let mut nats = OwnNats::start(store.path(), free_port());
     let buckets = Buckets::new("outage", &nats.url());
-    let a = util::start(&["popularity"], &[], &buckets.toml("a", 2)).await;
-    let b = util::start(&["popularity"], &[], &buckets.toml("b", 2)).await;
+    // Every decision is logged, to the files and to the fleet's stream: a sink that stalls.
+    let logging = format!(
+        "log_sample = 1.0\n[decision_log]\nflush_ms = 20\nstream = \"{}-decisions\"\nstream_subject = \"{}.decisions\"",
+        buckets.prefix,
+        buckets.prefix.replace('-', "_")
+    );
+    let a = util::start(&["popularity"], &[], &buckets.toml_with("a", 2, &logging)).await;
+    let b = util::start(&["popularity"], &[], &buckets.toml_with("b", 2, &logging)).await;
     assert_eq!(upload(&a, "ordered", "0.1.0", relish_tests::guest_bytes("ordered")).await.status, StatusCode::CREATED);
     assert_eq!(put_plan(&b, &plan(&[("ordered", 100.0)])).await.status, StatusCode::OK);
     until(Duration::from_secs(10), "both serve the plan", async || {
@@ -407,12 +413,21 @@ async fn with_nats_stopped_hosts_keep_serving_refuse_writes_with_503_and_catch_u
     let (answered, failed) = traffic.await.unwrap();
     assert_eq!(failed, 0, "no rank request failed while NATS was down ({answered} answered)");
     assert!(answered > 0);
+    // The decision stream could not take the records: dropped from it, counted; the files have
+    // them.
+    until(Duration::from_secs(30), "the stream's drops are counted", async || {
+        let scrape = String::from_utf8_lossy(&util::get(&a, "/metrics").await.body).into_owned();
+        let dropped = |reason| util::metric(&scrape, "relish_decisions_dropped_total", &[("reason", reason)]);
+        dropped("stream-unavailable") + dropped("stream-queue-full") > 0.0
+            && util::metric(&scrape, "relish_decisions_logged_total", &[("surface", "discovery")]) > 0.0
+    })
+    .await;
 
     // A host restarted meanwhile serves what its data directory holds.
     let mut a = a;
     let handle = a.handle.take().unwrap();
     handle.shutdown().await;
-    let config = util::config(a.dir.path(), &a.dir.path().join("bundled"), &buckets.toml("a", 1));
+    let config = util::config(a.dir.path(), &a.dir.path().join("bundled"), &buckets.toml_with("a", 1, &logging));
     let a = util::start_config(a.dir, config).await;
     assert_eq!(serving(&a).await.0, "ordered@0.1.0", "restarted into its last applied state");
     let stop = Arc::new(AtomicBool::new(false));

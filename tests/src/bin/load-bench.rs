@@ -96,9 +96,13 @@ fn main() -> anyhow::Result<()> {
         // Alternated, three times each: on a shared machine a neighbour's burst or the state the
         // previous case left decides one run's tail; the median of three alternated runs does not
         // favour either mode.
-        let mut open: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        let mut open: [Vec<Run>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         for round in 0..3 {
-            for (mode, shadow) in [("wasm, open loop", false), ("wasm + 100 % shadow, open loop", true)] {
+            for (index, mode, shadow, log) in [
+                (0, "wasm, open loop", false, false),
+                (1, "wasm + 100 % shadow, open loop", true, false),
+                (2, "wasm + decision log 100 %, open loop", false, true),
+            ] {
                 let run = runtime.block_on(measure(
                     dir.path(),
                     &bundled,
@@ -108,7 +112,7 @@ fn main() -> anyhow::Result<()> {
                     &body_path,
                     seconds,
                     mode,
-                    Load { client: Client::OpenLoop { rate }, shadow, log: false },
+                    Load { client: Client::OpenLoop { rate }, shadow, log },
                 ))?;
                 println!(
                     "| {candidates} | {mode}, {rate} req/s, round {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
@@ -120,10 +124,10 @@ fn main() -> anyhow::Result<()> {
                     run.policy_us,
                     run.encode_us
                 );
-                open[usize::from(shadow)].push(run);
+                open[index].push(run);
             }
         }
-        let [light, shadow] = open.map(|mut runs| {
+        let [light, shadow, light_logged] = open.map(|mut runs| {
             let median = |runs: &mut Vec<Run>, key: fn(&Run) -> f64| {
                 runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
                 key(&runs[runs.len() / 2])
@@ -135,7 +139,17 @@ fn main() -> anyhow::Result<()> {
         });
         runs.insert("light", light);
         runs.insert("shadow", shadow);
-        let (light, shadow) = (&runs["light"], &runs["shadow"]);
+        runs.insert("light, logged", light_logged);
+        let (light, shadow, light_logged) = (&runs["light"], &runs["shadow"], &runs["light, logged"]);
+        summary.push(format!(
+            "{candidates} candidates, with headroom (medians of 3 alternated runs): logging every decision gives p50 x{:.2}, \
+             p99 x{:.2}, requests/s x{:.2} ({:.0} records written, {:.0} dropped, in one of the runs)",
+            light_logged.p50_ms / light.p50_ms,
+            light_logged.p99_ms / light.p99_ms,
+            light_logged.requests_per_second / light.requests_per_second,
+            light_logged.logged,
+            light_logged.dropped,
+        ));
         summary.push(format!(
             "{candidates} candidates, with headroom (medians of 3 alternated runs): a 100 % shadow gives p50 x{:.2}, p99 x{:.2}, requests/s x{:.2}",
             shadow.p50_ms / light.p50_ms,
