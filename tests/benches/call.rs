@@ -45,6 +45,11 @@ fn instantiation(c: &mut Criterion) {
     let budget = Budget { deadline: std::time::Duration::from_secs(1), ..Budget::default() };
     let loaded = policy("popularity");
     c.bench_function("instantiate and drop", |b| b.iter(|| black_box(loaded.instance(&budget).expect("an instance"))));
+    // What a call's deadline adds to it: one read of the thread's CPU clock when it starts (see
+    // `runtime::deadline`).
+    c.bench_function("thread CPU clock read", |b| {
+        b.iter(|| black_box(rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime)))
+    });
 }
 
 fn calls(c: &mut Criterion) {

@@ -85,3 +85,69 @@ fn a_fuel_budget_stops_a_loop_deterministically_and_lets_normal_calls_through() 
         assert!(matches!(discovery.rank(&request(), &starved), Err(CallError::OutOfFuel(1_000))));
     }
 }
+
+/// Runs `work` on a thread that gets almost no CPU: under `SCHED_IDLE`, pinned to one CPU with
+/// two busy threads of normal priority (what a saturated host does to a call, made certain).
+fn starved<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let allowed = rustix::thread::sched_getaffinity(None).expect("the thread's CPUs");
+    let cpu = (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| allowed.is_set(c)).expect("a CPU");
+    let pin = move || {
+        let mut one = rustix::thread::CpuSet::new();
+        one.set(cpu);
+        rustix::thread::sched_setaffinity(None, &one).expect("pinning a thread");
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                pin();
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let result = std::thread::spawn(move || {
+        pin();
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        thread_priority::set_thread_priority_and_policy(thread_priority::thread_native_id(), ThreadPriority::Min, idle)
+            .expect("SCHED_IDLE");
+        work()
+    })
+    .join()
+    .expect("the starved thread");
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    result
+}
+
+#[test]
+fn a_call_starved_of_cpu_is_preempted_not_timed_out_and_never_the_policys_fault() {
+    let budget =
+        Budget { deadline: Duration::from_millis(20), preemption_grace: Some(Duration::from_millis(30)), ..budget() };
+    // On a thread that gets its CPU, a loop uses up its deadline: the policy's fault.
+    let error = failure("infinite-loop", &budget);
+    assert!(matches!(error, CallError::Timeout(_)), "{error}");
+    assert!(error.is_policy_fault());
+    // Starved of CPU, the same loop reaches the wall-clock limit first: the host's fault.
+    let looping = guest("infinite-loop");
+    let starving = budget.clone();
+    let error = starved(move || looping.rank(&request(), &starving)).expect_err("stopped");
+    let CallError::Preempted { cpu, wall } = &error else { panic!("not preempted: {error}") };
+    assert!(*cpu < Duration::from_millis(20) && *wall >= Duration::from_millis(50), "cpu {cpu:?}, wall {wall:?}");
+    assert_eq!(error.reason(), "preempted");
+    assert!(!error.is_policy_fault());
+    assert!(error.to_string().contains("preempted"), "{error}");
+    // A normal policy starved the same way but with a long enough grace still answers.
+    let patient =
+        Budget { deadline: Duration::from_millis(20), preemption_grace: Some(Duration::from_secs(20)), ..budget };
+    let discovery = relish_tests::policy("discovery");
+    let answer = starved(move || discovery.rank(&request(), &patient));
+    assert!(answer.is_ok(), "{answer:?}");
+}

@@ -9,9 +9,14 @@ use super::RuntimeConfig;
 /// What one call may spend.
 #[derive(Debug, Clone)]
 pub struct Budget {
-    /// Wall-clock deadline, enforced by epoch interruption. The call is stopped between
-    /// `deadline` and `deadline + epoch_tick` after it starts.
+    /// The deadline, enforced by epoch interruption on the policy's CPU time: a call that used
+    /// this much CPU is stopped between `deadline` and `deadline + epoch_tick` after it starts
+    /// (a timeout); one whose thread was preempted goes on for the CPU time it has left, up to
+    /// [`Budget::preemption_grace`] more on the wall clock (see `runtime::deadline`).
     pub deadline: Duration,
+    /// How much longer than `deadline`, on the wall clock, a preempted call may run before it is
+    /// stopped as preempted (the host's fault, not the policy's); `None`: as long as `deadline`.
+    pub preemption_grace: Option<Duration>,
     /// The most bytes any one linear memory of the instance may grow to.
     pub memory_bytes: usize,
     /// The most table elements any one table may grow to.
@@ -33,6 +38,7 @@ impl Default for Budget {
     fn default() -> Self {
         Budget {
             deadline: Duration::from_millis(5),
+            preemption_grace: None,
             memory_bytes: 64 << 20,
             table_elements: 20_000,
             fuel: None,

@@ -129,6 +129,19 @@ pub enum CallError {
     /// The call ran past its deadline and was interrupted.
     #[error("the policy ran past its {0:?} deadline and was interrupted")]
     Timeout(Duration),
+    /// The call's thread was preempted: the wall clock ran past the deadline and its grace while
+    /// the policy had used less CPU than the deadline. The host's fault (load), not the policy's:
+    /// never counted toward automatic rollback.
+    #[error(
+        "the call was stopped after {wall:?} on the wall clock with {cpu:?} of CPU time used: its thread \
+         was preempted (the host is overloaded; not the policy's fault)"
+    )]
+    Preempted {
+        /// CPU time the call had used.
+        cpu: Duration,
+        /// Wall-clock time it ran.
+        wall: Duration,
+    },
     /// The call used up its fuel budget.
     #[error("the policy used up its fuel budget of {0} units")]
     OutOfFuel(u64),
@@ -158,6 +171,12 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Whether the failure is the policy's own, the kind that counts toward automatic rollback:
+    /// not when the host could not give the call a slot or the CPU it needed.
+    pub fn is_policy_fault(&self) -> bool {
+        !matches!(self, CallError::Capacity(_) | CallError::Preempted { .. })
+    }
+
     /// The short reason code responses, logs and metrics use.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -168,6 +187,7 @@ impl CallError {
             CallError::InvalidOutput(_) => "invalid-output",
             CallError::Policy(_) => "error",
             CallError::Capacity(_) => "capacity",
+            CallError::Preempted { .. } => "preempted",
         }
     }
 }

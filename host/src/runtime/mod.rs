@@ -14,7 +14,8 @@
 //!    leaves. No state survives from one request to the next.
 //!
 //! One concern a file: `engine` (the [`Runtime`]: engine settings, loading and checking
-//! components), `contract` (the contract versions served, and calling a 0.1.0 component), `policy` (a loaded version, its per-call instance and how a failed call is
+//! components), `contract` (the contract versions served, and calling a 0.1.0 component),
+//! `deadline` (a call's deadline on its CPU time, telling a slow policy from a preempted thread), `policy` (a loaded version, its per-call instance and how a failed call is
 //! classified), `budget` (what one call may spend, and the limiter that enforces its memory and
 //! table caps), `validate` (the checks on a policy's answer), `metadata` (what a policy says about
 //! itself, and a version's digest), `error` (why a load or a call failed) and `imports` (the host
@@ -24,6 +25,7 @@
 
 mod budget;
 mod contract;
+mod deadline;
 mod engine;
 mod error;
 mod imports;

@@ -11,6 +11,7 @@ use wasmtime::{Engine, Store, Trap};
 use super::bindings::relish::policy::host::LogLevel;
 use super::bindings::{Ranker as RankerWorld, RankerPre};
 use super::contract::{ExportsV0_1, PreV0_1};
+use super::deadline::Stop;
 use super::imports::CallState;
 use super::imports::log::bounded;
 use super::{Budget, CallError, Contract, Digest, Metadata, PolicyError, Ranking, types};
@@ -105,7 +106,11 @@ impl PolicyPre {
         let mut store = Store::new(&self.engine, CallState::new(budget));
         store.limiter(|state| &mut state.limits);
         if self.epochs {
-            store.epoch_deadline_trap();
+            let tick = self.tick;
+            store.epoch_deadline_callback(move |mut store| match store.data_mut().clock.check(tick) {
+                Ok(ticks) => Ok(wasmtime::UpdateDeadline::Continue(ticks)),
+                Err(_) => Err(Trap::Interrupt.into()),
+            });
             store.set_epoch_deadline(self.ticks(budget));
         }
         // With metering compiled in, a budget without fuel runs unmetered (the deadline still
@@ -125,7 +130,7 @@ impl PolicyPre {
             Ok(ranker) => ranker,
             Err(error) => return Err(classify(error, &store, budget)),
         };
-        Ok(PolicyInstance { policy: self.clone(), store, ranker, budget: budget.clone() })
+        Ok(PolicyInstance { policy: self.clone(), store, ranker, budget: budget.clone(), fresh: true })
     }
 
     fn ticks(&self, budget: &Budget) -> u64 {
@@ -156,6 +161,8 @@ pub struct PolicyInstance {
     store: Store<CallState>,
     ranker: Exports,
     budget: Budget,
+    /// No call yet: the deadline and its clocks started with the store, just now.
+    fresh: bool,
 }
 
 impl PolicyInstance {
@@ -190,8 +197,14 @@ impl PolicyInstance {
     }
 
     fn restart_deadline(&mut self) {
+        // The first call runs on the deadline the store started with (one read of the CPU clock
+        // per call, not two).
+        if std::mem::take(&mut self.fresh) {
+            return;
+        }
         if self.policy.epochs {
             let ticks = self.policy.ticks(&self.budget);
+            self.store.data_mut().clock.restart();
             self.store.set_epoch_deadline(ticks);
         }
     }
@@ -216,9 +229,10 @@ fn classify(error: wasmtime::Error, store: &Store<CallState>, budget: &Budget) -
     if state.log.log_overflow {
         return CallError::LogLimit(budget.log_lines);
     }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => return CallError::Timeout(budget.deadline),
-        Some(Trap::OutOfFuel) => return CallError::OutOfFuel(budget.fuel.unwrap_or(0)),
+    match (state.clock.stopped, error.downcast_ref::<Trap>()) {
+        (Some(Stop::Preempted { cpu, wall }), _) => return CallError::Preempted { cpu, wall },
+        (Some(Stop::Deadline), _) | (_, Some(Trap::Interrupt)) => return CallError::Timeout(budget.deadline),
+        (_, Some(Trap::OutOfFuel)) => return CallError::OutOfFuel(budget.fuel.unwrap_or(0)),
         _ => {}
     }
     let detail = describe_trap(&error);

@@ -291,8 +291,12 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SurfaceSettings {
-    /// The call deadline in milliseconds.
+    /// The call deadline in milliseconds, on the policy's CPU time.
     pub deadline_ms: Option<f64>,
+    /// How much longer than the deadline, on the wall clock, a call whose thread was preempted
+    /// may run before it is stopped as `preempted` (the host's fault), in milliseconds; default:
+    /// the deadline again.
+    pub preemption_grace_ms: Option<f64>,
     /// The memory cap per call in MiB.
     pub memory_mb: Option<usize>,
     /// A deterministic instruction budget (needs `engine.fuel`).
@@ -552,6 +556,11 @@ impl Config {
         {
             return Err(error(format!("{key}.deadline_ms"), format!("{ms} is outside 0.1..=10000")));
         }
+        if let Some(ms) = settings.preemption_grace_ms
+            && !(0.0..=10_000.0).contains(&ms)
+        {
+            return Err(error(format!("{key}.preemption_grace_ms"), format!("{ms} is outside 0..=10000")));
+        }
         if let Some(mb) = settings.memory_mb
             && (mb == 0 || mb > self.engine.max_memory_mb)
         {
@@ -766,6 +775,10 @@ impl Config {
             fallback,
             budget: Budget {
                 deadline: deadline_ms.map_or(default_budget.deadline, |ms| Duration::from_secs_f64(ms / 1000.0)),
+                preemption_grace: own
+                    .preemption_grace_ms
+                    .or(defaults.preemption_grace_ms)
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
                 memory_bytes: own.memory_mb.or(defaults.memory_mb).map_or(default_budget.memory_bytes, |mb| mb << 20),
                 fuel: own.fuel.or(defaults.fuel),
                 log_lines: own.log_lines.or(defaults.log_lines).unwrap_or(default_budget.log_lines),
@@ -929,6 +942,12 @@ mod tests {
     fn a_bad_value_names_its_key() {
         let error = Config::from_toml("[surfaces.banners]\ndeadline_ms = 0\n").unwrap_err();
         assert_eq!(error.key, "surfaces.banners.deadline_ms", "{error}");
+        let error = Config::from_toml("[surfaces.banners]\npreemption_grace_ms = -1\n").unwrap_err();
+        assert_eq!(error.key, "surfaces.banners.preemption_grace_ms", "{error}");
+        assert!(error.to_string().contains("0..=10000"), "{error}");
+        let good = Config::from_toml("[surfaces.banners]\ndeadline_ms = 4\npreemption_grace_ms = 6\n").unwrap();
+        let budget = good.resolve("banners", good.surfaces.get("banners")).budget;
+        assert_eq!(budget.preemption_grace, Some(Duration::from_millis(6)));
         let error = Config::from_toml("[surfaces.banners]\npolicy = \"../evil\"\n").unwrap_err();
         assert_eq!(error.key, "surfaces.banners.policy", "{error}");
         let error = Config::from_toml("[defaults]\nfuel = 1000\n").unwrap_err();

@@ -5,8 +5,10 @@
 //! `window` calls reach `threshold` (with at least `min_calls` calls seen), it trips once and
 //! sends an [`Alarm`], which the server turns into a change of the control plane: the arm is taken
 //! out of the plan, or a one-arm plan is rolled back to the previous healthy revision, and the
-//! revision is marked failed. Only the policy's own faults count: a full instance pool or a
-//! surface over its concurrency limit is the host's problem, not the revision's.
+//! revision is marked failed. Only the policy's own faults count
+//! ([`CallError::is_policy_fault`](crate::runtime::CallError::is_policy_fault)): a full instance
+//! pool, a surface over its concurrency limit, or a call whose thread was preempted past its
+//! wall-clock grace is the host's problem, not the revision's.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

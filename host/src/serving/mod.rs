@@ -378,8 +378,9 @@ impl Binding {
         };
         let result = arm.bound.ranker.rank(request, &self.budget);
         if let Some(health) = &arm.health {
-            // A full instance pool is the host's problem, not the revision's: it does not count.
-            if !matches!(result, Err(CallError::Capacity(_))) {
+            // A full instance pool or a preempted thread is the host's problem, not the
+            // revision's: it does not count.
+            if result.as_ref().err().is_none_or(CallError::is_policy_fault) {
                 health.record(result.is_ok());
             }
         }

@@ -148,3 +148,81 @@ async fn the_fallback_version_is_fixed_at_startup_and_cannot_be_deleted_while_it
     assert_eq!(admin(&server, "DELETE", "/v1/policies/tagger/versions/2.0.0", "").await.status, StatusCode::OK);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_starved_of_cpu_answers_every_request_and_never_rolls_back_a_healthy_version() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let bundled = util::bundled(dir.path(), &["popularity"], &[]);
+    // A strict rollback: two failures in a window of ten calls would roll `discovery` back.
+    let toml = format!(
+        "[server]\nbundled_dir = {:?}\n[surfaces.discovery]\npolicy = \"popularity\"\ndeadline_ms = 2\n\
+         rollback_min_calls = 5\nrollback_window = 10\nrollback_failure_rate = 0.2\n",
+        bundled.display().to_string()
+    );
+    std::fs::write(dir.path().join("relish.toml"), toml).unwrap();
+    let (port, admin_port) = (util::free_port(), util::free_port());
+    let server = util::TestServer {
+        handle: None,
+        base: format!("http://127.0.0.1:{port}"),
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let mut host = util::spawn(dir.path(), port, admin_port);
+    util::ready(&server, &mut host).await;
+    let before = admin(&server, "GET", "/v1/surfaces/discovery", "").await.json();
+
+    // Saturate it, certainly: the host on one CPU where two busy threads of normal priority run,
+    // and every thread of it but the epoch ticker (a saturated host's ticker still ticks: it
+    // sleeps and wakes at its own priority) under SCHED_IDLE.
+    let allowed = rustix::thread::sched_getaffinity(None).unwrap();
+    let cpu = (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| allowed.is_set(c)).unwrap();
+    let pid = host.id().to_string();
+    let run = |tool: &str, args: &[&str]| {
+        let done = std::process::Command::new(tool).args(args).output().expect("taskset and chrt (util-linux)");
+        assert!(done.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&done.stderr));
+    };
+    run("taskset", &["-a", "-p", "-c", &cpu.to_string(), &pid]);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if name.trim() != "relish-epoch" {
+            run("chrt", &["--idle", "-p", "0", task.file_name().unwrap().to_str().unwrap()]);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut one = rustix::thread::CpuSet::new();
+                one.set(cpu);
+                rustix::thread::sched_setaffinity(None, &one).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    // Eight calls: enough for the strict rollback above to trip, were preemption a failure.
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(rank(&server, "discovery", THREE).await.status);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "every request answered: {statuses:?}");
+
+    let scrape = String::from_utf8_lossy(&get(&server, "/metrics").await.body).into_owned();
+    let fallbacks = |reason| metric(&scrape, "relish_fallbacks_total", &[("surface", "discovery"), ("reason", reason)]);
+    assert!(fallbacks("preempted") > 0.0, "some calls were preempted, and said so:\n{scrape}");
+    assert_eq!(fallbacks("timeout"), 0.0, "none was blamed on the policy");
+    assert_eq!(metric(&scrape, "relish_auto_rollbacks_total", &[("surface", "discovery")]), 0.0);
+    let after = admin(&server, "GET", "/v1/surfaces/discovery", "").await.json();
+    assert_eq!(after["revision"], before["revision"], "the plan never changed: {after}");
+    assert_eq!(after["arms"][0]["health"]["failures"], 0, "preemption is not a failure of the version: {after}");
+    host.kill();
+}

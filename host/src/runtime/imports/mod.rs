@@ -9,10 +9,13 @@ pub(super) mod types;
 use self::log::LogState;
 use super::Budget;
 use super::budget::Limits;
+use super::deadline::Clock;
 
-/// Per-call store data: limits and the log buffer.
+/// Per-call store data: limits, the deadline's clocks and the log buffer.
 pub(super) struct CallState {
     pub(super) limits: Limits,
+    /// The call's CPU and wall clocks (see [`super::deadline`]).
+    pub(super) clock: Clock,
     /// The `relish:policy/host` import's state (see [`log`]).
     pub(super) log: LogState,
 }
@@ -25,6 +28,7 @@ impl CallState {
                 table_elements: budget.table_elements,
                 memory_refused: false,
             },
+            clock: Clock::start(budget),
             log: LogState::new(budget),
         }
     }
