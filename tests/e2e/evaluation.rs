@@ -39,39 +39,24 @@ fn request() -> String {
     )
 }
 
-/// SplitMix64: the simulation's own randomness, seeded per run.
-struct Draws(u64);
-
-impl Draws {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// One run: `DECISIONS` logged decisions with their clicks, as records and a rewards file.
 fn simulate(run: u64, binding: &Arc<Binding>, metrics: &Arc<Metrics>, dir: &std::path::Path) -> (Vec<Record>, Rewards) {
     let template = decode(&request());
     let settings = Arc::new(LogSettings { threshold: 10_000, mask: BTreeMap::new() });
-    let mut draws = Draws(run.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0xabad_cafe);
+    // The simulation's own randomness, seeded per run (the SDK's generator; nothing to do with
+    // the policy's, which comes from each request's seed).
+    let mut draws = relish_guest::Rng::from_seed(run ^ 0xabad_cafe);
     let mut records = Vec::new();
     let mut rewards = String::from("decision_id,item_id,reward\n");
     for i in 0..DECISIONS {
         let mut request = template.clone();
-        request.seed = draws.next();
+        request.seed = draws.next_u64();
         let decision = binding.decide(request, Some(&format!("user-{run}-{i}")), metrics);
         assert!(decision.failure.is_none(), "the logged policy answers");
         let record = Entry::new(&decision, format!("d-{run}-{i}"), settings.clone()).into_record("simulation-hash-key");
         for (k, item) in record.answer.ids.iter().enumerate() {
             let banner = BANNERS.iter().position(|(id, ..)| id == item).unwrap();
-            if draws.uniform() < EXAMINED[k] * CLICK_RATE[banner] {
+            if draws.f64() < EXAMINED[k] * CLICK_RATE[banner] {
                 rewards.push_str(&format!("{},{item},1\n", record.id));
             }
         }

@@ -405,15 +405,8 @@ fn bootstrap<const N: usize>(n: usize, statistics: impl Fn(&[usize]) -> [f64; N]
     if n == 0 {
         return values.map(|value| Estimate { value, low: value, high: value });
     }
-    let mut state = 0x005e_ed0f_0be5_u64;
-    let mut next = || {
-        // SplitMix64.
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut random = <rand_xoshiro::SplitMix64 as rand_core::SeedableRng>::seed_from_u64(0x005e_ed0f_0be5);
+    let mut next = || rand_core::Rng::next_u64(&mut random);
     let mut sample = vec![0; n];
     let mut resampled: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(RESAMPLES));
     for _ in 0..RESAMPLES {

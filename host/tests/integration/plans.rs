@@ -234,13 +234,12 @@ async fn a_shadow_that_loops_or_traps_never_alters_an_answer_and_is_counted() {
             assert!(
                 metric(&scrape, "relish_shadow_calls_total", &[("shadow", "panic@0.1.0"), ("outcome", "trap")]) > 0.0
             );
-            assert!(
-                metric(
-                    &scrape,
-                    "relish_shadow_calls_total",
-                    &[("shadow", "infinite-loop@0.1.0"), ("outcome", "timeout")]
-                ) > 0.0
-            );
+            // Stopped by its deadline: a timeout, or, when the shadow threads (idle priority)
+            // got too little CPU on a busy machine, preempted.
+            let stopped = |outcome| {
+                metric(&scrape, "relish_shadow_calls_total", &[("shadow", "infinite-loop@0.1.0"), ("outcome", outcome)])
+            };
+            assert!(stopped("timeout") + stopped("preempted") > 0.0, "{scrape}");
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
