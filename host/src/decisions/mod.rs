@@ -245,7 +245,7 @@ impl Entry {
                 version: a.bound.version.clone(),
                 digest: a.bound.digest.to_string(),
             }),
-            contract: arm.map_or(runtime::Contract::V0_2, |a| a.bound.contract),
+            contract: contract_of(decision),
             bucket: decision.assignment.bucket,
             sticky: decision.assignment.sticky,
             request: decision.request.clone(),
@@ -282,6 +282,22 @@ impl Entry {
     /// The record the writer makes of it: masked as its settings say, hashing with `hash_key`.
     pub fn into_record(self, hash_key: &str) -> Record {
         to_record(self, hash_key)
+    }
+}
+
+/// The contract of what answered: the arm's policy; when a fallback answered, the fallback
+/// policy's; the host's own input order answers as the current contract does (no propensities:
+/// it does not randomise).
+fn contract_of(decision: &Decision) -> runtime::Contract {
+    match (&decision.failure, decision.arm()) {
+        (None, Some(arm)) => arm.bound.contract,
+        (Some(failure), _) => decision
+            .binding
+            .fallback
+            .as_ref()
+            .filter(|fallback| fallback.name == failure.answered_by)
+            .map_or(runtime::Contract::V0_2, |fallback| fallback.contract),
+        (None, None) => runtime::Contract::V0_2,
     }
 }
 

@@ -19,9 +19,11 @@
 //! report is reproducible), and each slot with Kish's effective sample size `(Σw)² / Σw²`. The
 //! logged policy's own observed reward is beside them.
 //!
-//! An estimate needs the logged propensities, so decisions without them (made through contract
-//! 0.1.0) are refused, as are slots where the logged policy was certain (propensity 1) of an item
-//! the candidate would replace: the log holds nothing about what the candidate's item earns there.
+//! An estimate needs the logged propensities, so a surface with decisions without them (made
+//! through contract 0.1.0, or edited out of range) gets no estimate, nor does one where the
+//! logged policy was certain (propensity 1) of an item the candidate would replace in some slot
+//! evaluated (the log holds nothing about what the candidate's item earns there), nor one where
+//! the candidate's call failed on some decision; each says why.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -90,8 +92,17 @@ impl Rewards {
                     );
                 }
             }
-            for (index, row) in reader.deserialize::<Line>().enumerate() {
-                add(index + 2, row.map_err(|e| e.to_string()), &mut rewards);
+            for row in reader.records() {
+                match row {
+                    Ok(row) => {
+                        let line = row.position().map_or(0, |p| p.line() as usize);
+                        add(line, row.deserialize::<Line>(Some(&headers)).map_err(|e| e.to_string()), &mut rewards);
+                    }
+                    Err(error) => {
+                        let line = error.position().map_or(0, |p| p.line() as usize);
+                        add(line, Err(error.to_string()), &mut rewards);
+                    }
+                }
             }
         } else {
             for (index, line) in text.lines().enumerate() {
@@ -151,8 +162,9 @@ pub struct Observation {
     pub logged: Vec<String>,
     /// The logged propensity of each, or why there are none.
     pub propensities: Result<Vec<f64>, String>,
-    /// For each slot, the candidate's distribution over items (item id, probability).
-    pub target: Vec<Vec<(String, f64)>>,
+    /// For each slot, the candidate's distribution over items (item id, probability), or why
+    /// its call failed.
+    pub target: Result<Vec<Vec<(String, f64)>>, String>,
 }
 
 /// An estimate with its interval.
@@ -279,6 +291,18 @@ fn evaluate_surface(
         slots: Vec::new(),
         refused: None,
     };
+    let failed: Vec<&&Observation> = observations.iter().filter(|o| o.target.is_err()).collect();
+    if let Some(first) = failed.first() {
+        evaluation.refused = Some(format!(
+            "the candidate failed on {} of {} decisions (for example {}: {}): an estimate without them would \
+             describe only the requests it can answer",
+            failed.len(),
+            observations.len(),
+            first.id,
+            first.target.as_ref().err().map_or("", String::as_str)
+        ));
+        return evaluation;
+    }
     let missing: Vec<&&Observation> = observations.iter().filter(|o| o.propensities.is_err()).collect();
     if let Some(first) = missing.first() {
         evaluation.refused = Some(format!(
@@ -317,7 +341,7 @@ fn evaluate_surface(
             let slots = (0..positions)
                 .map(|k| {
                     let item = o.logged.get(k)?;
-                    let target = o.target.get(k).map_or(&[][..], Vec::as_slice);
+                    let target = o.target.as_ref().ok().and_then(|t| t.get(k)).map_or(&[][..], Vec::as_slice);
                     let p = propensities.get(k).copied().unwrap_or(1.0);
                     let pi = target.iter().filter(|(b, _)| b == item).map(|(_, p)| p).sum::<f64>();
                     if p >= 1.0 && pi < 1.0 - 1e-9 {
@@ -367,17 +391,21 @@ fn evaluate_surface(
         .iter()
         .map(|row| row.slots.iter().flatten().map(|s| s.direct + s.weight * (s.reward - s.q_logged)).sum())
         .collect();
+    // A slot only some answers have (answers differ in length) counts, as in IPS and DR, for the
+    // share of decisions that have it.
     let snips = |sample: &[usize]| -> f64 {
-        let mut sums = vec![(0.0, 0.0); positions];
+        let mut sums = vec![(0.0, 0.0, 0usize); positions];
         for &i in sample {
             for (sum, slot) in sums.iter_mut().zip(&rows[i].slots) {
                 if let Some(s) = slot {
                     sum.0 += s.weight * s.reward;
                     sum.1 += s.weight;
+                    sum.2 += 1;
                 }
             }
         }
-        sums.iter().map(|&(num, den)| if den > 0.0 { num / den } else { 0.0 }).sum()
+        let n = sample.len().max(1) as f64;
+        sums.iter().map(|&(num, den, with)| if den > 0.0 { num / den * with as f64 / n } else { 0.0 }).sum()
     };
     let [ips, snips, dr] = bootstrap(rows.len(), |sample| {
         [mean(sample.iter().map(|&i| ips[i])), snips(sample), mean(sample.iter().map(|&i| dr[i]))]
@@ -437,7 +465,7 @@ mod tests {
             surface: "banners".to_owned(),
             logged: logged.iter().map(|s| (*s).to_owned()).collect(),
             propensities: Ok(propensities.to_vec()),
-            target: target.iter().map(|item| vec![((*item).to_owned(), 1.0)]).collect(),
+            target: Ok(target.iter().map(|item| vec![((*item).to_owned(), 1.0)]).collect()),
         }
     }
 
@@ -458,13 +486,20 @@ mod tests {
         // Two decisions, one slot: the candidate agrees on the first (p = 0.5, clicked) and not on
         // the second (p = 0.25, clicked).
         let observations = [observation("a", &["x"], &[0.5], &["x"]), observation("b", &["y"], &[0.25], &["x"])];
-        let rewards = rewards(&[("a", "x", 1.0), ("b", "y", 1.0)]);
-        let evaluation = &evaluate(&observations, &rewards, None)[0];
+        let clicks = rewards(&[("a", "x", 1.0), ("b", "y", 1.0)]);
+        let evaluation = &evaluate(&observations, &clicks, None)[0];
         assert_eq!(evaluation.logged.value, 1.0);
         assert_eq!(evaluation.ips.unwrap().value, (2.0 * 1.0 + 0.0) / 2.0);
         assert_eq!(evaluation.snips.unwrap().value, 2.0 / 2.0);
         // ESS of weights (2, 0): 4 / 4.
         assert_eq!(evaluation.slots[0].ess, 1.0);
+        // A slot only one of the two answers has counts for half the decisions in SNIPS too.
+        let uneven =
+            [observation("a", &["x", "y"], &[0.5, 0.5], &["x", "y"]), observation("b", &["x"], &[0.5], &["x"])];
+        let uneven_rewards = rewards(&[("a", "y", 1.0)]);
+        let evaluation = &evaluate(&uneven, &uneven_rewards, None)[0];
+        assert_eq!(evaluation.snips.unwrap().value, 0.5, "slot 2: 1 earned of 1 weighted, in half the decisions");
+        assert_eq!(evaluation.ips.unwrap().value, 1.0, "(2 × 1) / 2 decisions");
         let dr = evaluation.dr.unwrap().value;
         assert!(dr.is_finite() && evaluation.refused.is_none(), "{dr}");
     }
@@ -477,6 +512,15 @@ mod tests {
         let refused = evaluation.refused.as_deref().unwrap();
         assert!(refused.contains("1 of 2 decisions have no propensities") && refused.contains("old"), "{refused}");
         assert!(evaluation.ips.is_none());
+
+        let mut failed = observation("f", &["x"], &[0.5], &["x"]);
+        failed.target = Err("the replay failed (timeout)".to_owned());
+        let evaluation = &evaluate(&[failed, observation("ok", &["x"], &[0.5], &["x"])], &Rewards::default(), None)[0];
+        let refused = evaluation.refused.as_deref().unwrap();
+        assert!(
+            refused.contains("the candidate failed on 1 of 2 decisions") && refused.contains("timeout"),
+            "{refused}"
+        );
 
         let certain = [observation("c", &["x", "y"], &[0.5, 1.0], &["x", "z"])];
         let evaluation = &evaluate(&certain, &Rewards::default(), None)[0];

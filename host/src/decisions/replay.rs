@@ -154,6 +154,8 @@ enum Outcome {
     Differs(String),
     Skipped(String),
     Compared(Agreement, Option<Observation>),
+    /// A candidate's call failed, with `--rewards`.
+    Failed(String, Observation),
 }
 
 /// Replays the decisions of `logs`. Bad lines and torn tails are reported per file, decisions
@@ -236,6 +238,10 @@ pub fn replay_records(
                 report.differing.push(Difference { id: record.id.clone(), surface: record.surface.clone(), what })
             }
             Outcome::Skipped(reason) => report.skipped.push(Skipped { id: record.id.clone(), reason }),
+            Outcome::Failed(what, observation) => {
+                observations.push(observation);
+                report.differing.push(Difference { id: record.id.clone(), surface: record.surface.clone(), what })
+            }
             Outcome::Compared(agreement, observation) => {
                 observations.extend(observation);
                 let arm = record.arm.as_ref().map_or("none", |a| a.name.as_str()).to_owned();
@@ -309,7 +315,15 @@ fn replay_one(
     let key = record.request.user_id.clone();
     let decision = binding.decide(request, key.as_deref(), metrics);
     if let Some(failure) = &decision.failure {
-        return Outcome::Differs(format!("the replay failed ({}): {}", failure.reason, failure.detail));
+        let what = format!("the replay failed ({}): {}", failure.reason, failure.detail);
+        if candidate && options.rewards.is_some() {
+            // Still an observation: leaving the decision out would bias the estimates towards
+            // the requests the candidate can answer. Its surface is refused, saying why.
+            let mut observation = observe(record, &binding, &decision, options, metrics);
+            observation.target = Err(what.clone());
+            return Outcome::Failed(what, observation);
+        }
+        return Outcome::Differs(what);
     }
     let ranking = &decision.ranking;
     if candidate {
@@ -343,12 +357,17 @@ fn observe(
     options: &ReplayOptions,
     metrics: &Arc<Metrics>,
 ) -> Observation {
+    let logged = &record.answer.propensities;
     let propensities = if record.contract == crate::runtime::Contract::V0_1.name() {
         Err(format!("made through {}, which has no propensities", record.contract))
-    } else if record.answer.propensities.is_empty() {
+    } else if logged.is_empty() {
         Ok(vec![1.0; record.answer.ids.len()])
+    } else if logged.len() != record.answer.ids.len() {
+        Err(format!("{} propensities for {} items", logged.len(), record.answer.ids.len()))
+    } else if let Some(bad) = logged.iter().find(|p| !(**p > 0.0 && **p <= 1.0)) {
+        Err(format!("the propensity {bad} is not in (0, 1]"))
     } else {
-        Ok(record.answer.propensities.iter().map(|&p| f64::from(p)).collect())
+        Ok(logged.iter().map(|&p| f64::from(p)).collect())
     };
     let request = &decision.request;
     let id = |index: u32| -> String {
@@ -356,7 +375,7 @@ fn observe(
         request.candidates.ids.data[offsets[index as usize] as usize..offsets[index as usize + 1] as usize].to_owned()
     };
     let ranking = &decision.ranking;
-    let target = if !ranking.has_propensities() {
+    let target = Ok(if !ranking.has_propensities() {
         ranking.order().iter().map(|&i| vec![(id(i), 1.0)]).collect()
     } else {
         let mut counts: Vec<HashMap<String, usize>> = Vec::new();
@@ -383,7 +402,7 @@ fn observe(
                 slot
             })
             .collect()
-    };
+    });
     Observation {
         id: record.id.clone(),
         surface: record.surface.clone(),

@@ -155,7 +155,9 @@ impl Ranker for PolicyPre {
     }
 }
 
-/// A live policy instance (see [`PolicyPre::instance`]).
+/// A live policy instance (see [`PolicyPre::instance`]). Call it on the thread that made it:
+/// its deadline counts that thread's CPU time (see `runtime::deadline`); the first call's
+/// deadline runs from when the instance was made, instantiation included.
 pub struct PolicyInstance {
     policy: PolicyPre,
     store: Store<CallState>,

@@ -289,6 +289,15 @@ impl<'o> Builder<'o> {
         };
         let surface_given = self.surface.is_some();
         let n = self.candidates();
+        if let Some((first, second)) = duplicate_id(&self.ids) {
+            let path = match shape {
+                Shape::Rows => format!("candidates[{second}].id"),
+                Shape::Columns => format!("candidates.ids[{second}]"),
+            };
+            let id = &self.ids.data[self.ids.offsets[second] as usize..self.ids.offsets[second + 1] as usize];
+            let message = format!("`{id}` is also the id of candidate {first}: each candidate may appear once");
+            return Err(invalid(&path, message));
+        }
         let surface = match (self.options.surface, self.surface) {
             (Some(url), Some(body)) if url != body => {
                 return Err(invalid("surface", format!("the body says `{body}` but the URL says `{url}`")));
@@ -389,4 +398,21 @@ pub(super) fn degrees(value: Option<f64>, bound: f64) -> Result<Option<f64>, Str
         Some(v) if !(-bound..=bound).contains(&v) => Err(format!("{v} is outside -{bound}..={bound}")),
         other => Ok(other),
     }
+}
+
+/// The first candidate whose id an earlier one has: (the earlier's index, its index). A page
+/// must not show one venue twice, and an answer names candidates by index, so two candidates of
+/// one id could both be in it. The std hasher (randomly keyed SipHash): the ids are the caller's,
+/// so a hash they could aim collisions at would make this quadratic.
+fn duplicate_id(ids: &types::StringColumn) -> Option<(usize, usize)> {
+    let n = ids.offsets.len().saturating_sub(1);
+    let mut seen: StdHashMap<&str, usize> = StdHashMap::with_capacity(n);
+    for i in 0..n {
+        let id = &ids.data[ids.offsets[i] as usize..ids.offsets[i + 1] as usize];
+        if let Some(&first) = seen.get(id) {
+            return Some((first, i));
+        }
+        seen.insert(id, i);
+    }
+    None
 }

@@ -569,6 +569,12 @@ mod tests {
             (r#"{"candidates": [{"id": "a"}, 7]}"#, "candidates[1]", "invalid type: integer"),
             (r#"{"candidates": [{"id": "a", "features": [1]}]}"#, "candidates[0].features", "invalid type: sequence"),
             (r#"{"candidates": {"ids": ["a", 2]}}"#, "candidates.ids[1]", "invalid type: integer"),
+            (
+                r#"{"candidates": [{"id": "a"}, {"id": "b"}, {"id": "a"}]}"#,
+                "candidates[2].id",
+                "`a` is also the id of candidate 0: each candidate may appear once",
+            ),
+            (r#"{"candidates": {"ids": ["x", "x"]}}"#, "candidates.ids[1]", "`x` is also the id of candidate 0"),
             (r#"{"candidates": null}"#, "candidates", "invalid type: null"),
             (r#"{"candidates": "a,b"}"#, "candidates", "invalid type: string"),
             (r#"{"surface": "discovery"}"#, "candidates", "missing field `candidates`"),

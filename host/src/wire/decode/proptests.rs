@@ -273,14 +273,12 @@ fn model(n: std::ops::Range<usize>) -> impl Strategy<Value = Model> {
         prop::collection::vec(("[a-z0-9]{1,4}", tags()), 0..4),
         prop::collection::vec(candidate, n),
     )
-        .prop_map(|(request_id, seed, limit, user_id, user_features, cart, candidates)| Model {
-            request_id,
-            seed,
-            limit,
-            user_id,
-            user_features,
-            cart,
-            candidates,
+        .prop_map(|(request_id, seed, limit, user_id, user_features, cart, mut candidates)| {
+            // Candidate ids are distinct (a repeated one is refused): `#` is not in their alphabet.
+            for (i, candidate) in candidates.iter_mut().enumerate() {
+                candidate.id = format!("{}#{i}", candidate.id);
+            }
+            Model { request_id, seed, limit, user_id, user_features, cart, candidates }
         })
 }
 
