@@ -547,6 +547,9 @@ fn serve(path: Option<PathBuf>, check: bool) -> anyhow::Result<ExitCode> {
     };
     config.apply_env(|name| std::env::var(name).ok())?;
     if check {
+        // Everything `serve` refuses before it binds a port: the configuration (above) and the
+        // admin tokens it resolves from it and the environment.
+        relish_host::server::admin::Tokens::from_config(&config.admin, |name| std::env::var(name).ok())?;
         println!("configuration OK");
         for surface in config.surfaces() {
             let policy = surface.policy.map_or("(from the registry)".to_owned(), |p| p.name);

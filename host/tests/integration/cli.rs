@@ -96,3 +96,22 @@ fn rank_answers_in_input_order_and_exits_2_when_the_policy_fails() {
     let (ok, _, _, err) = relish(&["rank", "--policy", &popularity, "--request", &bad], &relish_tests::root());
     assert!(!ok && err.contains("discovery-evening.json.missing"), "{err}");
 }
+
+#[test]
+fn serve_check_refuses_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |token: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_relish"))
+            .args(["serve", "--check"])
+            .env("RELISH_ADMIN_TOKEN", token)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (ok, stderr) = check("short");
+    assert!(!ok, "a token `serve` refuses fails the check");
+    assert!(stderr.contains("RELISH_ADMIN_TOKEN") && stderr.contains("at least 16 characters"), "{stderr}");
+    let (ok, stderr) = check("a-long-enough-admin-secret");
+    assert!(ok, "{stderr}");
+}
