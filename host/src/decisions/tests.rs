@@ -179,6 +179,39 @@ fn records_are_written_rotated_and_read_back_and_a_torn_tail_is_counted() {
     assert!(report.torn, "{report:?}");
     assert!(report.records < 50);
 
+    // A log the previous host wrote: gzip, format 1 (features as numbers and nulls), contract
+    // 0.1.0, no propensities or shadow results. It is listed, reads, and its requests rebuild
+    // bit for bit.
+    let mut zst = String::new();
+    zstd::Decoder::new(File::open(&files[0]).unwrap()).unwrap().read_to_string(&mut zst).unwrap();
+    let old_line = {
+        let mut value: serde_json::Value = serde_json::from_str(zst.lines().next().unwrap()).unwrap();
+        let numbers: Vec<serde_json::Value> = request
+            .candidates
+            .features
+            .iter()
+            .map(|v| if v.is_nan() { serde_json::Value::Null } else { serde_json::json!(v) })
+            .collect();
+        value["format"] = serde_json::json!(1);
+        value["contract"] = serde_json::json!("relish:policy@0.1.0");
+        value["request"]["features"] = serde_json::Value::Array(numbers);
+        value.as_object_mut().unwrap().remove("shadow_results");
+        value.to_string()
+    };
+    let previous = dir.path().join("decisions-20261130T000000000Z-7-1.jsonl.gz");
+    let mut gzip = flate2::write::GzEncoder::new(File::create(&previous).unwrap(), flate2::Compression::fast());
+    gzip.write_all(format!("{old_line}\n").as_bytes()).unwrap();
+    gzip.finish().unwrap();
+    assert_eq!(log_files(dir.path())[0], previous);
+    let mut old_records = Vec::new();
+    assert_eq!(read(&previous, |r| old_records.push(r)).unwrap().records, 1);
+    let rebuilt = old_records[0].request.to_request().unwrap();
+    let bits = |r: &types::Request| r.candidates.features.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&rebuilt), bits(&request));
+    assert_eq!(old_records[0].contract, "relish:policy@0.1.0");
+    assert!(old_records[0].answer.propensities.is_empty());
+    std::fs::remove_file(&previous).unwrap();
+
     // A gzip file, as hosts before zstd wrote, reads too, and counts as a log file.
     let mut text = String::new();
     zstd::Decoder::new(File::open(&files[0]).unwrap()).unwrap().read_to_string(&mut text).unwrap();

@@ -47,6 +47,9 @@ pub(super) struct Clock {
     wall_start: Instant,
     deadline: Duration,
     wall_limit: Duration,
+    /// The engine's epoch tick (here rather than captured by the epoch callback, which then
+    /// captures nothing and is boxed without an allocation, once per call).
+    pub(super) tick: Duration,
     /// Why the call was stopped, once it was.
     pub(super) stopped: Option<Stop>,
 }
@@ -58,9 +61,10 @@ fn thread_cpu() -> Duration {
 }
 
 impl Clock {
-    /// A clock starting now, on this thread.
-    pub(super) fn start(budget: &Budget) -> Self {
+    /// A clock starting now, on this thread, for an engine ticking every `tick`.
+    pub(super) fn start(budget: &Budget, tick: Duration) -> Self {
         Clock {
+            tick,
             cpu_start: thread_cpu(),
             wall_start: Instant::now(),
             deadline: budget.deadline,
@@ -77,7 +81,8 @@ impl Clock {
     }
 
     /// At an epoch deadline: the ticks to go on for, or why the call stops.
-    pub(super) fn check(&mut self, tick: Duration) -> Result<u64, Stop> {
+    pub(super) fn check(&mut self) -> Result<u64, Stop> {
+        let tick = self.tick;
         let cpu = thread_cpu().saturating_sub(self.cpu_start);
         let wall = self.wall_start.elapsed();
         let stop = if cpu >= self.deadline {

@@ -103,11 +103,10 @@ impl PolicyPre {
     /// A live instance for several calls. Only for benchmarks and tools: state left in the
     /// instance by one call is visible to the next, which a server must never allow between users.
     pub fn instance(&self, budget: &Budget) -> Result<PolicyInstance, CallError> {
-        let mut store = Store::new(&self.engine, CallState::new(budget));
+        let mut store = Store::new(&self.engine, CallState::new(budget, self.tick));
         store.limiter(|state| &mut state.limits);
         if self.epochs {
-            let tick = self.tick;
-            store.epoch_deadline_callback(move |mut store| match store.data_mut().clock.check(tick) {
+            store.epoch_deadline_callback(|mut store| match store.data_mut().clock.check() {
                 Ok(ticks) => Ok(wasmtime::UpdateDeadline::Continue(ticks)),
                 Err(_) => Err(Trap::Interrupt.into()),
             });

@@ -21,14 +21,14 @@ pub(super) struct CallState {
 }
 
 impl CallState {
-    pub(super) fn new(budget: &Budget) -> Self {
+    pub(super) fn new(budget: &Budget, tick: std::time::Duration) -> Self {
         CallState {
             limits: Limits {
                 memory_bytes: budget.memory_bytes,
                 table_elements: budget.table_elements,
                 memory_refused: false,
             },
-            clock: Clock::start(budget),
+            clock: Clock::start(budget, tick),
             log: LogState::new(budget),
         }
     }
