@@ -335,9 +335,13 @@ impl Registry {
             });
         }
         let digest = Digest::of(bytes);
-        if let Some(existing) = self.state().versions.get(&(policy.to_owned(), version.to_owned())) {
-            return same_or_conflict(existing, digest).map(|put| Prepare::Stored(Box::new(put)));
+        let existing = self.state().versions.get(&(policy.to_owned(), version.to_owned())).cloned();
+        if let Some(existing) = existing.as_ref().filter(|existing| existing.digest == digest) {
+            return Ok(Prepare::Stored(Box::new(Put::Unchanged(existing.clone()))));
         }
+        // Other bytes under a stored version are a conflict, but only once they are a usable
+        // component of this name and version: a truncated or corrupt upload is refused as what it
+        // is (and counted), whatever version it names.
         let (loaded, artifact) = self.runtime.load_and_serialize(bytes).map_err(|source| Error::InvalidComponent {
             policy: policy.to_owned(),
             version: version.to_owned(),
@@ -354,6 +358,9 @@ impl Registry {
                     declared_path: format!("{}@{}", metadata.name, metadata.version),
                 });
             }
+        }
+        if let Some(existing) = existing {
+            return same_or_conflict(&existing, digest).map(|put| Prepare::Stored(Box::new(put)));
         }
         Ok(Prepare::Ready(Box::new(Prepared {
             policy: policy.to_owned(),

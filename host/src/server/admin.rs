@@ -145,7 +145,7 @@ fn registry_error(admin: &Admin, e: &registry::Error) -> HttpResponse {
     let code = match status.as_u16() {
         404 => "not_found",
         409 => "conflict",
-        413 => "too_large",
+        413 => "payload_too_large",
         422 => "rejected",
         _ => "internal",
     };
@@ -269,13 +269,56 @@ async fn blocking(
     }
 }
 
-async fn read_body(admin: &Admin, request: Request<Incoming>, limit: usize) -> Result<Bytes, HttpResponse> {
+/// What an admin endpoint takes as its body.
+#[derive(Clone, Copy)]
+enum Media {
+    /// A component: `application/wasm` or `application/octet-stream`.
+    Component,
+    /// A JSON document: `application/json`.
+    Json,
+}
+
+impl Media {
+    fn accepts(self) -> &'static [&'static str] {
+        match self {
+            Media::Component => &["application/wasm", "application/octet-stream"],
+            Media::Json => &["application/json"],
+        }
+    }
+}
+
+/// Refuses a body whose `content-type` is not what the endpoint takes (`415`, naming both). A
+/// body without one is taken as what the endpoint expects (RFC 9110, 8.3): `curl --data-binary`
+/// sends `application/x-www-form-urlencoded`, which is refused, so the error says what to send.
+fn check_media(admin: &Admin, headers: &hyper::HeaderMap, media: Media) -> Option<HttpResponse> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let given = value.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    if media.accepts().iter().any(|accepted| given.eq_ignore_ascii_case(accepted)) {
+        return None;
+    }
+    let message = format!(
+        "this endpoint takes `content-type: {}`, not `{}`",
+        media.accepts().join("` or `"),
+        String::from_utf8_lossy(value.as_bytes())
+    );
+    Some(fail(admin, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", &message))
+}
+
+async fn read_body(
+    admin: &Admin,
+    request: Request<Incoming>,
+    limit: usize,
+    media: Media,
+) -> Result<Bytes, HttpResponse> {
+    if let Some(refused) = check_media(admin, request.headers(), media) {
+        return Err(refused);
+    }
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(fail(
             admin,
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            "payload_too_large",
             &format!("the body is over {limit} bytes"),
         ));
     }
@@ -288,9 +331,12 @@ async fn read_body(admin: &Admin, request: Request<Incoming>, limit: usize) -> R
             &format!("the body did not arrive within {timeout:?}"),
         )),
         Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(fail(admin, StatusCode::PAYLOAD_TOO_LARGE, "too_large", &format!("the body is over {limit} bytes")))
-        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(fail(
+            admin,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("the body is over {limit} bytes"),
+        )),
         Ok(Err(e)) => {
             Err(fail(admin, StatusCode::BAD_REQUEST, "unreadable_body", &format!("could not read the body: {e}")))
         }
@@ -312,7 +358,7 @@ async fn upload(
     token: Token,
 ) -> HttpResponse {
     let limit = admin.state.config.admin.max_upload_bytes;
-    let bytes = match read_body(&admin, request, limit).await {
+    let bytes = match read_body(&admin, request, limit, Media::Component).await {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
@@ -485,7 +531,7 @@ fn change_error(admin: &Admin, e: &ChangeError) -> HttpResponse {
         403 => "forbidden",
         404 => "not_found",
         409 => "conflict",
-        413 => "too_large",
+        413 => "payload_too_large",
         422 => "rejected",
         _ => "internal",
     };
@@ -497,7 +543,7 @@ fn change_error(admin: &Admin, e: &ChangeError) -> HttpResponse {
 }
 
 async fn set_plan(admin: Arc<Admin>, request: Request<Incoming>, surface: String, token: Token) -> HttpResponse {
-    let body = match read_body(&admin, request, 64 << 10).await {
+    let body = match read_body(&admin, request, 64 << 10, Media::Json).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -516,7 +562,7 @@ async fn set_plan(admin: Arc<Admin>, request: Request<Incoming>, surface: String
 }
 
 async fn activate(admin: Arc<Admin>, request: Request<Incoming>, surface: String, token: Token) -> HttpResponse {
-    let body = match read_body(&admin, request, 64 << 10).await {
+    let body = match read_body(&admin, request, 64 << 10, Media::Json).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -530,7 +576,7 @@ async fn activate(admin: Arc<Admin>, request: Request<Incoming>, surface: String
 }
 
 async fn rollback(admin: Arc<Admin>, request: Request<Incoming>, surface: String, token: Token) -> HttpResponse {
-    let body = match read_body(&admin, request, 64 << 10).await {
+    let body = match read_body(&admin, request, 64 << 10, Media::Json).await {
         Ok(body) => body,
         Err(response) => return response,
     };

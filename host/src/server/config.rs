@@ -194,6 +194,10 @@ pub struct ServerConfig {
     /// How long a client may take to send a request's headers, and then its body, in seconds
     /// (slow-client protection: a stalled upload never holds a slot for long).
     pub read_timeout_secs: u64,
+    /// How long an idle keep-alive connection (no byte of a next request yet) stays open, in
+    /// seconds: longer than a proxy's upstream keep-alive (nginx `keepalive_timeout`, 60 s by
+    /// default), so that the proxy closes first and never sends on a connection closed under it.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -207,6 +211,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             log_format: LogFormat::Human,
             read_timeout_secs: 10,
+            idle_timeout_secs: 75,
         }
     }
 }
@@ -457,6 +462,12 @@ impl Config {
         }
         if s.read_timeout_secs == 0 {
             return Err(error("server.read_timeout_secs", "must be at least 1"));
+        }
+        if s.idle_timeout_secs < s.read_timeout_secs {
+            return Err(error(
+                "server.idle_timeout_secs",
+                format!("must be at least server.read_timeout_secs ({})", s.read_timeout_secs),
+            ));
         }
         if s.max_concurrency == 0 {
             return Err(error("server.max_concurrency", "must be at least 1"));
@@ -952,6 +963,11 @@ mod tests {
         assert_eq!(error.key, "surfaces.banners.policy", "{error}");
         let error = Config::from_toml("[defaults]\nfuel = 1000\n").unwrap_err();
         assert_eq!(error.key, "defaults.fuel", "{error}");
+        let error = Config::from_toml("[server]\nread_timeout_secs = 20\nidle_timeout_secs = 15\n").unwrap_err();
+        assert_eq!(error.key, "server.idle_timeout_secs", "{error}");
+        assert!(error.to_string().contains("read_timeout_secs (20)"), "{error}");
+        let good = Config::from_toml("[server]\nread_timeout_secs = 20\nidle_timeout_secs = 20\n").unwrap();
+        assert_eq!(good.server.idle_timeout_secs, 20);
         let error = Config::from_toml("[server]\nlisten = \"nowhere\"\n").unwrap_err();
         assert!(error.to_string().contains("listen") || error.to_string().contains("address"), "{error}");
     }

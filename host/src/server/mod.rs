@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod conn;
 pub mod http;
 
 use std::collections::HashMap;
@@ -335,15 +336,19 @@ pub async fn start_with_natives(
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
-    let read_timeout = Duration::from_secs(state.config.server.read_timeout_secs);
+    let timeouts = Timeouts {
+        read: Duration::from_secs(state.config.server.read_timeout_secs),
+        idle: Duration::from_secs(state.config.server.idle_timeout_secs),
+        grace,
+    };
 
     let data_state = state.clone();
-    let data = serve(listener, shutdown_receiver.clone(), grace, read_timeout, move |request| {
+    let data = serve(listener, shutdown_receiver.clone(), timeouts, state.metrics.clone(), move |request| {
         let state = data_state.clone();
         async move { Ok::<_, Infallible>(http::handle(state, request).await) }
     });
     let admin_state = Arc::new(admin::Admin::new(state.clone(), tokens));
-    let admin = serve(admin_listener, shutdown_receiver.clone(), grace, read_timeout, move |request| {
+    let admin = serve(admin_listener, shutdown_receiver.clone(), timeouts, state.metrics.clone(), move |request| {
         let admin = admin_state.clone();
         async move { Ok::<_, Infallible>(admin::handle(admin, request).await) }
     });
@@ -388,22 +393,36 @@ pub async fn start_with_natives(
     }
 }
 
+/// A listener's timeouts.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    /// For a request's head (from its first byte) and then its body; for a new connection's
+    /// first byte.
+    read: Duration,
+    /// For a keep-alive connection between requests.
+    idle: Duration,
+    /// How long shutdown drains connections.
+    grace: Duration,
+}
+
 /// Serves one listener until shutdown, then drains its connections for up to `grace`.
 async fn serve<F, Fut>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-    read_timeout: Duration,
+    timeouts: Timeouts,
+    metrics: Arc<Metrics>,
     handler: F,
 ) where
     F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<http::HttpResponse, Infallible>> + Send + 'static,
 {
+    let Timeouts { read: read_timeout, idle, grace } = timeouts;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Slow-loris protection: a client must send its first byte (below) and then its headers
-    // within the timeout (the body has its own timeout in the handlers). HTTP/2 pings a quiet
-    // connection and closes it when the peer stops answering.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout);
+    // within the timeout (the body has its own timeout in the handlers); between requests a
+    // connection may be idle for `idle` (the connection's own timer, `conn::HeadTimer`). HTTP/2
+    // pings a quiet connection and closes it when the peer stops answering.
+    builder.http1().header_read_timeout(read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -423,16 +442,19 @@ async fn serve<F, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (handler, builder, watcher) = (handler.clone(), builder.clone(), graceful.watcher());
+                let (handler, mut builder, watcher) = (handler.clone(), builder.clone(), graceful.watcher());
+                let read = Arc::new(conn::Bytes::default());
+                builder.http1().timer(conn::HeadTimer::new(read.clone(), read_timeout, idle));
+                let io = conn::ConnIo::new(stream, read, metrics.clone());
                 tokio::spawn(async move {
                     // Telling HTTP/1 from HTTP/2 waits for the first bytes without a timeout of its
                     // own (hyper#3962): a connection that never speaks is closed here instead.
                     let mut first = [0u8; 1];
-                    match tokio::time::timeout(read_timeout, stream.peek(&mut first)).await {
+                    match tokio::time::timeout(read_timeout, io.get_ref().peek(&mut first)).await {
                         Ok(Ok(read)) if read > 0 => {}
                         _ => return,
                     }
-                    let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler)).into_owned();
+                    let connection = builder.serve_connection(TokioIo::new(io), service_fn(handler)).into_owned();
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!("connection ended with an error: {error}");
                     }

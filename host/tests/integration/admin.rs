@@ -134,13 +134,53 @@ async fn every_refusal_has_its_status_and_says_why() {
         StatusCode::OK
     );
 
-    // 409: other bytes under an existing version.
-    let conflict = admin(&server, "PUT", "/v1/policies/tagger/versions/1.0.0", tagger(2)).await;
+    // 409: other bytes (here: a custom section more) of a usable component under an existing
+    // version. A component that declares another version is refused for that first (422, below).
+    let mut other_bytes = tagger(1);
+    other_bytes.extend_from_slice(&[0, 6, 4, b'n', b'o', b't', b'e', 1]);
+    let conflict = admin(&server, "PUT", "/v1/policies/tagger/versions/1.0.0", other_bytes).await;
     assert_eq!(conflict.status, StatusCode::CONFLICT, "{}", String::from_utf8_lossy(&conflict.body));
 
-    // 413: over the upload limit.
+    // 422, not 409: a truncated upload under an existing version is refused as what it is, and
+    // counted as a rejected upload; the stored version is untouched.
+    let rejected = |scrape: &str| metric(scrape, "relish_upload_rejections_total", &[]);
+    let before = rejected(&get(&server, "/metrics").await.text());
+    let whole = tagger(1);
+    let truncated =
+        admin(&server, "PUT", "/v1/policies/tagger/versions/1.0.0", whole[..whole.len() / 2].to_vec()).await;
+    assert_eq!(truncated.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(&truncated.body));
+    assert_eq!(truncated.json()["error"]["code"], "rejected");
+    assert_eq!(rejected(&get(&server, "/metrics").await.text()), before + 1.0);
+    let again = admin(&server, "PUT", "/v1/policies/tagger/versions/1.0.0", whole).await;
+    assert_eq!((again.status, &again.json()["created"]), (StatusCode::OK, &serde_json::json!(false)));
+
+    // 413: over the upload limit, with the data plane's code.
     let big = admin(&server, "PUT", "/v1/policies/tagger/versions/3.0.0", vec![0u8; 300_000]).await;
     assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(big.json()["error"]["code"], "payload_too_large");
+
+    // 415: an upload must be a component and a plan JSON; no content-type is taken as meant.
+    let typed = |path: &str, content_type: &str, body: Vec<u8>| {
+        let request = hyper::Request::put(format!("{}{path}", server.admin))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", content_type)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        util::send(request)
+    };
+    let json_upload = typed("/v1/policies/tagger/versions/3.0.0", "application/json", tagger(2)).await;
+    assert_eq!(json_upload.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let message = json_upload.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("application/wasm") && message.contains("`application/json`"), "{message}");
+    let form =
+        typed("/v1/surfaces/swap/activation", "application/x-www-form-urlencoded", body.as_bytes().to_vec()).await;
+    assert_eq!(form.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(form.json()["error"]["code"], "unsupported_media_type");
+    let wasm = typed("/v1/policies/tagger/versions/1.0.0", "application/wasm", tagger(1)).await;
+    assert_eq!(wasm.status, StatusCode::OK, "{}", String::from_utf8_lossy(&wasm.body));
+    let json_plan =
+        typed("/v1/surfaces/swap/activation", "application/json; charset=utf-8", body.as_bytes().to_vec()).await;
+    assert_eq!(json_plan.status, StatusCode::OK, "{}", String::from_utf8_lossy(&json_plan.body));
 
     // 422: not a component, a component of another world, a name the metadata contradicts.
     let garbage = admin(&server, "PUT", "/v1/policies/tagger/versions/3.0.0", b"not wasm".to_vec()).await;

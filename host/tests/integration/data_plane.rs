@@ -275,3 +275,99 @@ async fn a_body_that_stalls_is_answered_408_and_frees_its_slot() {
     assert_eq!(rank(&server, "discovery", TWO).await.status, StatusCode::OK, "the slot is free again");
     server.stop().await;
 }
+
+/// Reads one HTTP/1.1 answer with a `content-length` from a kept-alive connection.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .map_or(0, |n| n.trim().parse().unwrap());
+            if received.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&received[..end + 4 + length]).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut chunk))
+            .await
+            .expect("an answer within 30 s")
+            .unwrap();
+        assert!(n > 0, "the connection closed before a whole answer: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Whether the server closes `stream` (reads to its end) within 30 s.
+async fn closes(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut rest = Vec::new();
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(30), stream.read_to_end(&mut rest)).await, Ok(Ok(_)))
+}
+
+/// A kept-alive connection survives the header timeout while idle (an nginx upstream pool keeps
+/// it for 60 s), and is closed after the idle timeout; a request head that has started must
+/// still be complete within the header timeout.
+#[tokio::test]
+async fn idle_keep_alive_connections_outlive_the_header_timeout() {
+    let toml = "[server]\nread_timeout_secs = 1\nidle_timeout_secs = 6\n";
+    let server = util::start(&["popularity"], &[], toml).await;
+    let addr = server.handle.as_ref().unwrap().addr;
+    let health = b"GET /healthz HTTP/1.1\r\nhost: relish\r\n\r\n";
+
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(health).await.unwrap();
+    assert!(read_answer(&mut kept).await.starts_with("HTTP/1.1 200"));
+    // Idle for twice the header timeout, then the next request on the same connection.
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    kept.write_all(health).await.unwrap();
+    assert!(read_answer(&mut kept).await.starts_with("HTTP/1.1 200"), "the idle connection was kept");
+
+    // A head that starts and stalls is closed after the header timeout, long before the idle one.
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    trickle.write_all(health).await.unwrap();
+    assert!(read_answer(&mut trickle).await.starts_with("HTTP/1.1 200"));
+    trickle.write_all(b"GET /healthz HTTP/1.1\r\nhost: re").await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(closes(&mut trickle).await, "a stalled head is closed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "by the header timeout, not the idle one");
+
+    // Past the idle timeout the kept connection is closed.
+    assert!(closes(&mut kept).await, "an idle connection is closed after idle_timeout_secs");
+    server.stop().await;
+}
+
+/// What hyper refuses before the host sees a request (a bad header byte, a huge target) is
+/// answered with the host's JSON error, counted, on both listeners.
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_json_errors() {
+    let server = util::start(&["popularity"], &[], "").await;
+    let handle = server.handle.as_ref().unwrap();
+    let long = format!("GET /{} HTTP/1.1\r\nhost: relish\r\n\r\n", "a".repeat(100_000));
+    let cases: [(&[u8], &str, &str); 3] = [
+        (b"GET /healthz HTTP/1.1\r\nhost: relish\r\nx-bad: a\x01b\r\n\r\n", "400", "malformed_http"),
+        (b"GET /healthz HTTP/1.1\r\nhost: relish\r\nbad header: x\r\n\r\n", "400", "malformed_http"),
+        (long.as_bytes(), "414", "uri_too_long"),
+    ];
+    for addr in [handle.addr, handle.admin_addr] {
+        for (request, status, code) in cases {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(request).await.unwrap();
+            let answer = read_answer(&mut stream).await;
+            assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+            assert!(answer.contains("content-type: application/json"), "{answer}");
+            let body: serde_json::Value = serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap();
+            assert_eq!(body["error"]["code"], code);
+            assert!(body["error"]["message"].as_str().unwrap().len() > 20);
+            assert!(closes(&mut stream).await, "the connection closes after it");
+        }
+    }
+    let scrape = get(&server, "/metrics").await.text();
+    assert_eq!(metric(&scrape, "relish_rejected_requests_total", &[("reason", "malformed_http")]), 4.0);
+    assert_eq!(metric(&scrape, "relish_rejected_requests_total", &[("reason", "uri_too_long")]), 2.0);
+    // Well-formed requests on the same server are untouched, including a refused one of its own.
+    assert_eq!(get(&server, "/healthz").await.status, StatusCode::OK);
+    assert_eq!(get(&server, "/nowhere").await.json()["error"]["code"], "not_found");
+    server.stop().await;
+}

@@ -13,6 +13,7 @@ use crate::runtime::types;
 /// Its seed differs per process (address-space randomisation) and per map, so a body cannot aim
 /// for collisions it can predict, and the limits bound how many names one body brings.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Everything the decoder has read so far.
 pub(super) struct Builder<'o> {
@@ -29,8 +30,8 @@ pub(super) struct Builder<'o> {
     pub(super) limit: Option<u32>,
     pub(super) user_id: Option<String>,
     user_features: types::Features,
-    /// Position of each user feature name in `user_features`, so a repeated name costs one lookup.
-    user_index: HashMap<String, u32>,
+    /// Every user feature name read (those given `null` too), so a repeated one costs one lookup.
+    user_names: HashSet<String>,
     pub(super) context: Context,
     pub(super) cart: Option<types::Cart>,
     pub(super) shape: Option<Shape>,
@@ -39,6 +40,9 @@ pub(super) struct Builder<'o> {
     pub(super) feature_names: Vec<String>,
     /// The row shape's matrix as it is read.
     pub(super) rows: RowMatrix,
+    /// By column, the row (plus one) that last gave it a value: a feature named twice in one
+    /// candidate is found with one compare.
+    row_marks: Vec<u32>,
     /// The columnar shape's matrix, as sent.
     pub(super) matrix: Option<Vec<f32>>,
     tags: Interner,
@@ -151,7 +155,7 @@ impl<'o> Builder<'o> {
             limit: None,
             user_id: None,
             user_features: types::Features { names: Vec::new(), values: Vec::new() },
-            user_index: HashMap::default(),
+            user_names: HashSet::default(),
             context: Context::default(),
             cart: None,
             shape: None,
@@ -159,6 +163,7 @@ impl<'o> Builder<'o> {
             columns: HashMap::default(),
             feature_names: Vec::new(),
             rows: RowMatrix::default(),
+            row_marks: Vec::new(),
             matrix: None,
             tags: Interner::default(),
             candidate_tags: None,
@@ -241,20 +246,37 @@ impl<'o> Builder<'o> {
         self.column(name).map(drop)
     }
 
-    /// Sets user feature `name`; a repeated name keeps the last value.
+    /// Sets user feature `name` (NaN, from `null`: named but left out). A name may appear once,
+    /// as a top-level field may: a repeated one is refused.
     pub(super) fn user_feature(&mut self, name: &str, value: f32) -> Result<(), String> {
-        let features = &mut self.user_features;
-        if let Some(&i) = self.user_index.get(name) {
-            features.values[i as usize] = value;
-            return Ok(());
+        if self.user_names.contains(name) {
+            return Err(repeated_feature(name, "the user's features"));
         }
-        if features.names.len() >= self.options.max_features {
+        if self.user_names.len() >= self.options.max_features {
             let message = format!("too many user features: at most {} allowed", self.options.max_features);
             return Err(self.too_large(message));
         }
-        self.user_index.insert(name.to_owned(), features.names.len() as u32);
-        features.names.push(name.to_owned());
-        features.values.push(value);
+        self.user_names.insert(name.to_owned());
+        if value.is_nan() {
+            return Ok(());
+        }
+        self.user_features.names.push(name.to_owned());
+        self.user_features.values.push(value);
+        Ok(())
+    }
+
+    /// Marks feature `column` as given by candidate `row`; an error when that candidate gave it
+    /// already (row shape).
+    pub(super) fn mark_row_feature(&mut self, row: u32, column: u32) -> Result<(), String> {
+        let column = column as usize;
+        if column >= self.row_marks.len() {
+            self.row_marks.resize(column + 1, 0);
+        }
+        let mark = row + 1;
+        if self.row_marks[column] == mark {
+            return Err(repeated_feature(&self.feature_names[column], "this candidate's features"));
+        }
+        self.row_marks[column] = mark;
         Ok(())
     }
 
@@ -404,6 +426,11 @@ pub(super) fn degrees(value: Option<f64>, bound: f64) -> Result<Option<f64>, Str
 /// must not show one venue twice, and an answer names candidates by index, so two candidates of
 /// one id could both be in it. The std hasher (randomly keyed SipHash): the ids are the caller's,
 /// so a hash they could aim collisions at would make this quadratic.
+/// The message for a feature named twice in one object (`where`).
+fn repeated_feature(name: &str, place: &str) -> String {
+    format!("duplicate feature `{name}`: a feature may appear once in {place}")
+}
+
 fn duplicate_id(ids: &types::StringColumn) -> Option<(usize, usize)> {
     let n = ids.offsets.len().saturating_sub(1);
     let mut seen: StdHashMap<&str, usize> = StdHashMap::with_capacity(n);

@@ -167,8 +167,65 @@ pub fn decode(body: &[u8], options: &DecodeOptions<'_>) -> Result<Decoded, Decod
         Some(path) => path.to_owned(),
         None => locate(body, options),
     };
-    let message = if error.is_eof() { format!("the body ends early ({error})") } else { error.to_string() };
+    let message = if error.is_eof() {
+        format!("the body ends early ({error})")
+    } else {
+        explain(body, &error).unwrap_or_else(|| error.to_string())
+    };
     Err(DecodeError { kind, path, message })
+}
+
+/// A clearer message than serde_json's for two mistakes its messages do not name: a `NaN` or
+/// `Infinity` literal (which JavaScript's `JSON.stringify` never writes, but other encoders do)
+/// reads "expected value", and a lone UTF-16 surrogate escape reads "unexpected end of hex
+/// escape" or, for a trailing one, "lone leading surrogate".
+fn explain(body: &[u8], error: &serde_json::Error) -> Option<String> {
+    if !error.is_syntax() || error.line() == 0 {
+        return None;
+    }
+    let line_start = if error.line() == 1 {
+        0
+    } else {
+        body.iter().enumerate().filter(|&(_, &b)| b == b'\n').nth(error.line() - 2)?.0 + 1
+    };
+    // serde_json's column is 1-based, on the byte where it stopped: a literal's first letter,
+    // the letter after a `-`, or the byte after a string escape.
+    let at = (line_start + error.column()).checked_sub(1)?.min(body.len());
+    let (line, column) = (error.line(), error.column());
+    let window = &body[at.saturating_sub(1)..];
+    let literal = [0, 1].into_iter().find_map(|skip| {
+        let rest = window.get(skip..)?;
+        ["-Infinity", "-NaN", "Infinity", "NaN"].into_iter().find(|literal| rest.starts_with(literal.as_bytes()))
+    });
+    if let Some(literal) = literal {
+        return Some(format!(
+            "`{literal}` is not a JSON number (JSON has no NaN or infinities): send `null` for a missing value, \
+             at line {line} column {column}"
+        ));
+    }
+    // A surrogate among the last two `\u` escapes before the error is the cause.
+    if !error.to_string().contains("hex escape") {
+        return None;
+    }
+    let before = &body[at.saturating_sub(14)..(at + 1).min(body.len())];
+    let mut escapes = before
+        .windows(6)
+        .rev()
+        .filter(|w| w.starts_with(b"\\u"))
+        .filter_map(|w| u16::from_str_radix(std::str::from_utf8(&w[2..]).ok()?, 16).ok());
+    let (last, previous) = (escapes.next()?, escapes.next());
+    let (code, kind) = match (last, previous) {
+        (0xD800..=0xDBFF, _) => (last, "a high surrogate not followed by a low one (`\\uDC00`..`\\uDFFF`)"),
+        (0xDC00..=0xDFFF, _) => (last, "a low surrogate without a high one before it (`\\uD800`..`\\uDBFF`)"),
+        (_, Some(high @ 0xD800..=0xDBFF)) => {
+            (high, "a high surrogate not followed by a low one (`\\uDC00`..`\\uDFFF`)")
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "a lone surrogate `\\u{code:04x}` in a string: {kind}; JSON strings must be valid Unicode, at line {line} \
+         column {column}"
+    ))
 }
 
 /// Parses again with path tracking to say where the first parse failed; empty for the whole
@@ -321,12 +378,6 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_candidate_feature_keeps_the_last_value_that_is_not_null() {
-        let request = ok(r#"{"candidates": [{"id": "a", "features": {"x": 1, "x": 2, "x": null}}]}"#);
-        assert_eq!(request.candidates.features, [2.0]);
-    }
-
-    #[test]
     fn booleans_are_one_and_zero() {
         let request = ok(r#"{"user": {"features": {"vip": true}},
             "candidates": [{"id": "a", "features": {"open": true, "promo": false}}]}"#);
@@ -391,12 +442,87 @@ mod tests {
     }
 
     #[test]
-    fn user_features_skip_null_and_keep_the_last_duplicate() {
-        let request = ok(r#"{"user": {"id": "u", "features": {"a": 1, "b": null, "c": 3, "a": 4, "c": null}},
-            "candidates": []}"#);
+    fn user_features_skip_null() {
+        let request = ok(r#"{"user": {"id": "u", "features": {"a": 1, "b": null, "c": 3}}, "candidates": []}"#);
         assert_eq!(request.user_features.names, ["a", "c"]);
-        assert_eq!(request.user_features.values, [4.0, 3.0]);
+        assert_eq!(request.user_features.values, [1.0, 3.0]);
         assert_eq!(request.context.user_id.as_deref(), Some("u"));
+    }
+
+    /// `NaN`/`Infinity` literals and lone surrogates are named as such, with where they are.
+    #[test]
+    fn non_json_numbers_and_lone_surrogates_are_named() {
+        let cases = [
+            (
+                r#"{"candidates": [{"id": "a", "features": {"x": NaN}}]}"#,
+                "candidates[0].features.x",
+                "`NaN` is not a JSON number",
+            ),
+            (
+                r#"{"candidates": [{"id": "a", "features": {"x": Infinity}}]}"#,
+                "candidates[0].features.x",
+                "`Infinity` is not",
+            ),
+            (
+                r#"{"candidates": [{"id": "a", "features": {"x": -Infinity}}]}"#,
+                "candidates[0].features.x",
+                "`-Infinity` is not",
+            ),
+            (
+                r#"{"user": {"features": {"x":
+                NaN}}, "candidates": []}"#,
+                "user.features.x",
+                "`NaN` is not a JSON number",
+            ),
+            (r#"{"candidates": [{"id": "a\ud800"}]}"#, "candidates[0].id", "lone surrogate `\\ud800`"),
+            (
+                r#"{"candidates": [{"id": "a\ud800\u0041"}]}"#,
+                "candidates[0].id",
+                "lone surrogate `\\ud800` in a string: a high",
+            ),
+            (
+                r#"{"candidates": [{"id": "a\udc00"}]}"#,
+                "candidates[0].id",
+                "lone surrogate `\\udc00` in a string: a low",
+            ),
+        ];
+        for (body, path, needle) in cases {
+            rejects(body, &options(), DecodeErrorKind::Invalid, path, needle);
+        }
+        // Neither is mistaken for the other: a pair is fine, a short escape keeps serde_json's words.
+        let request = ok(r#"{"candidates": [{"id": "\ud83c\udf55"}]}"#);
+        assert_eq!(ids(&request), ["\u{1f355}"]);
+        rejects(
+            r#"{"candidates": [{"id": "\u12"}]}"#,
+            &options(),
+            DecodeErrorKind::Invalid,
+            "candidates[0].id",
+            "invalid escape",
+        );
+    }
+
+    /// One rule for every object of the request: a key may appear once. A feature named twice is
+    /// refused like a repeated top-level field, at the path of its second value, `null` included.
+    #[test]
+    fn a_repeated_feature_is_rejected_naming_it() {
+        let cases = [
+            (r#"{"user": {"features": {"a": 1, "c": 3, "a": 4}}, "candidates": []}"#, "user.features.a"),
+            (r#"{"user": {"features": {"a": null, "a": 4}}, "candidates": []}"#, "user.features.a"),
+            (r#"{"user": {"features": {"a": 1, "a": null}}, "candidates": []}"#, "user.features.a"),
+            (
+                r#"{"candidates": [{"id": "x", "features": {"a": 1, "b": 2}}, {"id": "y", "features": {"b": 1, "a": 2, "b": 3}}]}"#,
+                "candidates[1].features.b",
+            ),
+            (r#"{"candidates": [{"id": "x", "features": {"a": null, "a": 2}}]}"#, "candidates[0].features.a"),
+        ];
+        for (body, path) in cases {
+            rejects(body, &options(), DecodeErrorKind::Invalid, path, "duplicate feature");
+        }
+        // The same name in two candidates, or in the user's and a candidate's, is no repeat.
+        let request = ok(r#"{"user": {"features": {"a": 1}},
+            "candidates": [{"id": "x", "features": {"a": 1}}, {"id": "y", "features": {"a": 2}}]}"#);
+        assert_eq!(request.candidates.feature_names, ["a"]);
+        assert_eq!(request.candidates.features, [1.0, 2.0]);
     }
 
     #[test]
@@ -613,7 +739,7 @@ mod tests {
         );
         let values = r#"{"candidates": {"features": [1, 2, 3, 4, 5]}}"#;
         rejects(values, &small(), DecodeErrorKind::TooLarge, "candidates.features", "too many feature values");
-        let user = r#"{"user": {"features": {"a": 1, "b": 2, "a": 3, "c": 4}}, "candidates": []}"#;
+        let user = r#"{"user": {"features": {"a": 1, "b": 2, "c": 4}}, "candidates": []}"#;
         rejects(user, &small(), DecodeErrorKind::TooLarge, "user.features.c", "too many user features");
     }
 

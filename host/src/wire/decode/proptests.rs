@@ -252,8 +252,13 @@ fn feature() -> impl Strategy<Value = Feature> {
     ]
 }
 
+/// Distinct names (a repeated one is refused; `a_repeated_feature_is_rejected_naming_it`).
 fn features() -> impl Strategy<Value = Vec<(&'static str, Feature)>> {
-    prop::collection::vec((select(&FEATURES[..]), feature()), 0..8)
+    prop::collection::vec((select(&FEATURES[..]), feature()), 0..8).prop_map(|mut features| {
+        let mut seen = std::collections::HashSet::new();
+        features.retain(|(name, _)| seen.insert(*name));
+        features
+    })
 }
 
 fn tags() -> impl Strategy<Value = Vec<&'static str>> {

@@ -147,7 +147,7 @@ impl<'de> DeserializeSeed<'de> for UserFeatureSeed<'_, '_, '_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         let Value(value) = de::Deserialize::deserialize(deserializer)?;
-        if value.is_nan() { Ok(()) } else { self.builder.user_feature(self.name, value).map_err(de::Error::custom) }
+        self.builder.user_feature(self.name, value).map_err(de::Error::custom)
     }
 }
 

@@ -102,7 +102,7 @@ impl<'de> Visitor<'de> for RowFeaturesSeed<'_, '_> {
         // The column is found (or added) as the key is read, so that a feature past the limit is
         // reported at its own path.
         while let Some(column) = map.next_key_seed(StrSeed::new("a feature name", |name| b.column_at(name, next)))? {
-            let Value(value) = map.next_value()?;
+            let Value(value) = map.next_value_seed(RowValueSeed { builder: b, row: self.row, column })?;
             if !value.is_nan() {
                 b.rows.set(self.row, column, value);
             }
@@ -110,5 +110,22 @@ impl<'de> Visitor<'de> for RowFeaturesSeed<'_, '_> {
         }
         b.rows.end_row(b.feature_names.len());
         Ok(())
+    }
+}
+
+/// One value of a candidate's features, refused when the candidate named its feature already
+/// (read as the value, so that the error's path ends in the feature's name).
+struct RowValueSeed<'b, 'o> {
+    builder: &'b mut Builder<'o>,
+    row: u32,
+    column: u32,
+}
+
+impl<'de> DeserializeSeed<'de> for RowValueSeed<'_, '_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        let value = <Value as de::Deserialize>::deserialize(deserializer)?;
+        self.builder.mark_row_feature(self.row, self.column).map_err(de::Error::custom)?;
+        Ok(value)
     }
 }
