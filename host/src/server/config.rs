@@ -198,6 +198,12 @@ pub struct ServerConfig {
     /// seconds: longer than a proxy's upstream keep-alive (nginx `keepalive_timeout`, 60 s by
     /// default), so that the proxy closes first and never sends on a connection closed under it.
     pub idle_timeout_secs: u64,
+    /// Decisions that may hold a thread longer than this (their surface's deadline plus the
+    /// preemption grace, twice with a fallback policy), in milliseconds, run on the blocking pool
+    /// instead of the runtime's workers, so that a slow surface cannot occupy every worker and
+    /// stall `/healthz`, the admin API and the other surfaces; shorter ones run inline, where a
+    /// thread hand-off would cost more than they do. 0: every decision off the workers.
+    pub inline_decision_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -212,6 +218,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Human,
             read_timeout_secs: 10,
             idle_timeout_secs: 75,
+            inline_decision_ms: 25,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! `/metrics`.
 //!
 //! A rank request is decoded, answered and encoded on the connection's task: the work is tens to
-//! hundreds of microseconds of CPU, which a thread hand-off would only add to. Every error answer
+//! hundreds of microseconds of CPU, which a thread hand-off would only add to. A surface whose
+//! decisions may take longer than `server.inline_decision_ms` (a long deadline) is decided on the
+//! blocking pool, so that its calls never hold every worker. Every error answer
 //! is JSON naming the problem; a policy failure is never an error answer (see [`crate::serving`]).
 
 use std::sync::Arc;
@@ -290,7 +292,23 @@ async fn rank_in_span(
     // A signed-in user's id assigns the arm; else the caller's `bucket_key`; else the seed.
     let key = decoded.request.context.user_id.clone().or_else(|| decoded.bucket_key.take());
 
-    let mut decision = binding.decide(decoded.request, key.as_deref(), &state.metrics);
+    let mut decision = if binding.longest_decision() > Duration::from_millis(state.config.server.inline_decision_ms) {
+        // A slow surface's calls leave the workers free for everything else.
+        let (worker, metrics, key) = (binding.clone(), state.metrics.clone(), key.clone());
+        let request = decoded.request;
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| worker.decide(request, key.as_deref(), &metrics)))
+            .await
+        {
+            Ok(decision) => decision,
+            Err(failed) => {
+                let message = format!("the decision failed: {failed}");
+                return error(state, StatusCode::INTERNAL_SERVER_ERROR, "internal", &message, None, id);
+            }
+        }
+    } else {
+        binding.decide(decoded.request, key.as_deref(), &state.metrics)
+    };
     decision.features = features;
     let logged = log_decision(state, &decision, key.as_deref());
 

@@ -21,7 +21,7 @@ pub mod shadow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -459,6 +459,13 @@ impl Binding {
             features: None,
             log: None,
         }
+    }
+
+    /// The longest a decision may hold its thread on the wall clock: the arm's call to its
+    /// deadline plus the preemption grace, and as long again for the fallback policy's.
+    pub fn longest_decision(&self) -> Duration {
+        let call = self.budget.deadline + self.budget.preemption_grace.unwrap_or(self.budget.deadline);
+        if self.fallback.is_some() { call * 2 } else { call }
     }
 
     /// `policy@version` of every arm, in plan order.

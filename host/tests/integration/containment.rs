@@ -226,3 +226,47 @@ async fn a_host_starved_of_cpu_answers_every_request_and_never_rolls_back_a_heal
     assert_eq!(after["arms"][0]["health"]["failures"], 0, "preemption is not a failure of the version: {after}");
     host.kill();
 }
+
+/// A surface with a long deadline whose every call is stuck in a loop to it: with more such
+/// calls in flight than the runtime has workers, `/healthz`, the admin API and another surface
+/// still answer while all of them are stuck (its decisions run off the workers, since they may
+/// take longer than `server.inline_decision_ms`), and the stuck ones are answered by fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_admin_and_other_surfaces_answer_while_a_slow_surface_is_stuck() {
+    let toml = "[surfaces.stuck]\npolicy = \"infinite-loop\"\nfallback = \"popularity\"\ndeadline_ms = 1500\n\
+                preemption_grace_ms = 1500\nauto_rollback = false\n[surfaces.other]\npolicy = \"popularity\"\n";
+    let server = std::sync::Arc::new(util::start(&["popularity"], &["infinite-loop"], toml).await);
+    let stuck: Vec<_> = (0..6)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move { rank(&server, "stuck", THREE).await })
+        })
+        .collect();
+    // Every stuck request is in its call (the fallback answers only after the deadline).
+    let inflight = |scrape: &str| metric(scrape, "relish_inflight_requests", &[]);
+    let mut scrape = String::new();
+    for _ in 0..500 {
+        scrape = get(&server, "/metrics").await.text();
+        if inflight(&scrape) >= 6.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(inflight(&scrape), 6.0, "six stuck requests in flight");
+    let health = get(&server, "/healthz").await;
+    let surfaces = admin(&server, "GET", "/v1/surfaces/stuck", "").await;
+    let other = rank(&server, "other", THREE).await;
+    assert!(stuck.iter().all(|request| !request.is_finished()), "answered while every stuck call still runs");
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(surfaces.status, StatusCode::OK);
+    assert_eq!((other.status, &other.json()["fallback"]), (StatusCode::OK, &Value::Null));
+    for request in stuck {
+        let answer = request.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        let answer = answer.json();
+        let reason = answer["fallback"]["reason"].as_str().unwrap().to_owned();
+        assert!(reason == "timeout" || reason == "preempted", "{answer}");
+        assert_eq!(answer["fallback"]["answered_by"], "popularity", "{answer}");
+    }
+    std::sync::Arc::into_inner(server).expect("the requests are done").stop().await;
+}
