@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use relish_host::builder::{self, BuildOptions};
 use relish_host::server::{
     self,
@@ -190,8 +190,26 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// What `relish --version` says: the release, and what it serves and reads.
+fn version() -> String {
+    let contracts: Vec<&str> = relish_host::runtime::Contract::ALL.iter().map(|c| c.name()).collect();
+    let formats: Vec<String> = relish_host::decisions::record::FORMATS.iter().map(u32::to_string).collect();
+    format!(
+        "{}\ncontracts: {} (policies built against any of them load)\ndecision log formats: {} (writes {})",
+        env!("CARGO_PKG_VERSION"),
+        contracts.join(", "),
+        formats.join(", "),
+        relish_host::decisions::record::FORMAT,
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let version: &'static str = Box::leak(version().into_boxed_str());
+    let matches = Cli::command().version(version).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     if !matches!(cli.command, Command::Serve { .. }) {
         init_logging(LogFormat::Human);
     }

@@ -115,3 +115,21 @@ fn serve_check_refuses_what_serve_would_refuse() {
     let (ok, stderr) = check("a-long-enough-admin-secret");
     assert!(ok, "{stderr}");
 }
+
+#[test]
+fn version_names_the_contracts_served_and_the_log_formats_read() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--version", "-V"] {
+        let (ok, _, stdout, stderr) = relish(&[flag], dir.path());
+        assert!(ok, "{stderr}");
+        assert!(stdout.starts_with(&format!("relish {}\n", env!("CARGO_PKG_VERSION"))), "{stdout}");
+        for contract in relish_host::runtime::Contract::ALL {
+            assert!(stdout.contains(contract.name()), "{flag} names {contract}: {stdout}");
+        }
+        assert!(stdout.contains("decision log formats: 1, 2"), "{stdout}");
+    }
+    // The arguments are still checked as before.
+    let (ok, code, _, stderr) = relish(&["serve", "--no-such-flag"], dir.path());
+    assert!(!ok && code == 2, "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+}
