@@ -133,3 +133,33 @@ fn version_names_the_contracts_served_and_the_log_formats_read() {
     assert!(!ok && code == 2, "{stderr}");
     assert!(stderr.contains("--no-such-flag"), "{stderr}");
 }
+
+/// The systemd unit in `host/systemd/` is one systemd accepts, with the security options of a
+/// network service that writes only its data directory (exposure at most 2.0 of 10 in
+/// `systemd-analyze security`), and it checks the configuration before it starts.
+#[test]
+fn the_systemd_unit_verifies_and_is_locked_down() {
+    let unit = std::fs::read_to_string(relish_tests::root().join("host/systemd/relish.service")).unwrap();
+    assert!(unit.contains("\nExecStartPre=/usr/local/bin/relish serve --check\n"), "checks before it starts");
+    for option in ["NoNewPrivileges=yes", "ProtectSystem=strict", "StateDirectory=relish", "User=relish"] {
+        assert!(unit.contains(option), "{option}");
+    }
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("systemd-analyze is not installed: the unit's text was checked, systemd's verdict was not");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relish.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/relish", env!("CARGO_BIN_EXE_relish"))).unwrap();
+    let verify = Command::new("systemd-analyze").args(["verify"]).arg(&path).output().unwrap();
+    let said = String::from_utf8_lossy(&verify.stderr).into_owned() + &String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    assert!(security.status.success(), "exposure over 2.0: {report}");
+    assert!(report.contains("Overall exposure level for relish.service"), "{report}");
+}
