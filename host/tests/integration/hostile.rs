@@ -93,9 +93,9 @@ async fn every_hostile_guest_costs_fallback_answers_never_the_host() {
     let toml = format!(
         "[server]\nbundled_dir = {:?}\n\
          [defaults]\ndeadline_ms = 5000\nmemory_mb = 64\nfallback = \"popularity\"\nauto_rollback = false\n\
-         [surfaces.hostile-infinite-loop]\npolicy = \"popularity\"\ndeadline_ms = 250\n\
+         [surfaces.hostile-infinite-loop]\npolicy = \"popularity\"\ndeadline_ms = 250\npreemption_grace_ms = 5000\n\
          [surfaces.discovery]\npolicy = \"popularity\"\ndeadline_ms = 5000\n\
-         [surfaces.banners]\npolicy = \"popularity\"\nmax_concurrency = 1\ndeadline_ms = 250\n",
+         [surfaces.banners]\npolicy = \"popularity\"\nmax_concurrency = 1\ndeadline_ms = 250\npreemption_grace_ms = 5000\n",
         bundled.display().to_string()
     );
     std::fs::write(dir.path().join("relish.toml"), toml).unwrap();
@@ -184,7 +184,11 @@ async fn every_hostile_guest_costs_fallback_answers_never_the_host() {
         assert_eq!(ids(&answer), POPULARITY_ORDER);
         reasons.push(answer["fallback"]["reason"].as_str().unwrap().to_owned());
     }
-    assert!(reasons.iter().all(|r| r == "timeout" || r == "overloaded"), "{reasons:?}");
+    // A loop that got under half its deadline of CPU by the end of the grace (a starved CI
+    // machine: found there once, with a grace equal to the deadline) is the host's fault and is
+    // answered as `preempted`: still the fallback, never the host.
+    let expected = ["timeout", "overloaded", "preempted"];
+    assert!(reasons.iter().all(|r| expected.contains(&r.as_str())), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "overloaded"), "the limit turned calls away: {reasons:?}");
 
     stop.store(true, Ordering::Relaxed);
