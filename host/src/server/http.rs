@@ -20,7 +20,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::State;
-use crate::serving::Decision;
+use crate::serving::{Decision, shadow};
 use crate::wire::{self, DecodeErrorKind, DecodeOptions};
 
 /// The response type of every handler.
@@ -181,12 +181,13 @@ impl Drop for Inflight<'_> {
 }
 
 async fn rank(state: Arc<State>, request: Request<Incoming>, surface: String) -> HttpResponse {
+    let received = Instant::now();
     let caller_id = caller_request_id(request.headers());
     let span = tracing::info_span!("rank", surface = %surface, request_id = tracing::field::Empty);
     if let Some(id) = &caller_id {
         span.record("request_id", id.as_str());
     }
-    rank_in_span(&state, request, &surface, caller_id).instrument(span).await
+    rank_in_span(&state, request, &surface, caller_id, received).instrument(span).await
 }
 
 async fn rank_in_span(
@@ -194,8 +195,8 @@ async fn rank_in_span(
     request: Request<Incoming>,
     surface: &str,
     caller_id: Option<String>,
+    received: Instant,
 ) -> HttpResponse {
-    let received = Instant::now();
     let id = caller_id.as_deref();
     if !state.ready.load(Ordering::Acquire) {
         let mut response =
@@ -292,6 +293,7 @@ async fn rank_in_span(
     // A signed-in user's id assigns the arm; else the caller's `bucket_key`; else the seed.
     let key = decoded.request.context.user_id.clone().or_else(|| decoded.bucket_key.take());
 
+    let mut shadow_wakes = None;
     let mut decision = if binding.longest_decision() > Duration::from_millis(state.config.server.inline_decision_ms) {
         // A slow surface's calls leave the workers free for everything else.
         let (worker, metrics, key) = (binding.clone(), state.metrics.clone(), key.clone());
@@ -307,7 +309,10 @@ async fn rank_in_span(
             }
         }
     } else {
-        binding.decide(decoded.request, key.as_deref(), &state.metrics)
+        let (decision, wakes) =
+            shadow::deferring_wakes(|| binding.decide(decoded.request, key.as_deref(), &state.metrics));
+        shadow_wakes = Some(wakes);
+        decision
     };
     decision.features = features;
     let logged = log_decision(state, &decision, key.as_deref());
@@ -350,6 +355,11 @@ async fn rank_in_span(
     headers.insert("server-timing", HeaderValue::from_str(&timing).expect("ASCII"));
     let metrics = decision.arm().map_or(&decision.binding.unplanned, |arm| &arm.metrics);
     metrics.request_seconds.observe(received.elapsed().as_secs_f64());
+    // The shadow threads are woken by a task of their own, which runs once this connection's
+    // task has written the answer and waits for the next request.
+    if let Some(wakes) = shadow_wakes.filter(shadow::Wakes::owed) {
+        tokio::spawn(async move { drop(wakes) });
+    }
     http
 }
 
