@@ -32,7 +32,7 @@ fn config(dir: &Path, surfaces: &str) -> Config {
     config.server.listen = ([127, 0, 0, 1], 0).into();
     config.admin.listen = ([127, 0, 0, 1], 0).into();
     config.server.data_dir = dir.join("data");
-    config.server.bundled_dir = dir.join("bundled");
+    config.server.bundled_dir = Some(dir.join("bundled"));
     config.admin.tokens.push(TokenConfig {
         name: "bench".into(),
         secret: Some(TOKEN.into()),

@@ -13,17 +13,15 @@
 //! and its own target directory, so it never waits on a host build's lock.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::runtime::Digest;
 
-/// The default target: no WASI, so no clock, entropy or I/O.
-pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
-/// The cargo profile the wasm build uses, defined on the command line (see [`profile_args`]).
-const PROFILE: &str = "relish-policy";
+mod wasm;
+
+pub use wasm::{BUNDLED, WASM_TARGET, ensure_target};
 
 /// What to build.
 #[derive(Debug, Clone, Default)]
@@ -85,84 +83,22 @@ struct Dependency {
     name: String,
 }
 
-fn cargo() -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // A caller running under `cargo test` or a build script may have these set for its own target;
-    // they must not leak into the wasm build.
-    for var in ["CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
-        command.env_remove(var);
-    }
-    command
-}
-
-/// The initial linear memory of a policy, in bytes. The host gives every call a fresh instance
-/// from a pool; when a call grows its memory past the initial size, wasmtime has to `mprotect` the
-/// new pages on the way in and again when the slot is reset, and each `mprotect` in a
-/// multi-threaded process is a TLB shootdown on every core. Starting with room for a typical
-/// request (the 1 MiB stack, the request copied in, the policy's working vectors) keeps the hot
-/// path free of those system calls; pages are only touched when used.
-const INITIAL_MEMORY: usize = 4 << 20;
-
-/// The cargo `--config` arguments that define the wasm profile: optimised, one codegen unit and
-/// link-time optimisation (the SDK's small functions inline into the policy), no debug info but
-/// the name section kept, so traps show function names; and the initial memory size (see
-/// [`INITIAL_MEMORY`]), appended to any rustflags the crate's own cargo configuration sets.
-fn profile_args(target: &str) -> Vec<String> {
-    let link = format!("target.{target}.rustflags=[\"-C\", \"link-arg=--initial-memory={INITIAL_MEMORY}\"]");
-    [
-        "inherits=\"release\"",
-        "opt-level=3",
-        "lto=true",
-        "codegen-units=1",
-        "debug=false",
-        "strip=\"debuginfo\"",
-        "panic=\"abort\"",
-        "incremental=false",
-    ]
-    .iter()
-    .map(|setting| format!("profile.{PROFILE}.{setting}"))
-    .chain((target == WASM_TARGET).then_some(link))
-    .flat_map(|config| ["--config".to_owned(), config])
-    .collect()
-}
-
-/// Makes sure `rustup` has the target installed; a no-op without rustup (cargo then reports a
-/// missing target itself).
-pub fn ensure_target(target: &str) -> anyhow::Result<()> {
-    let Ok(output) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
-        return Ok(());
-    };
-    if String::from_utf8_lossy(&output.stdout).lines().any(|line| line.trim() == target) {
-        return Ok(());
-    }
-    eprintln!("relish build: installing the {target} target with rustup");
-    let status = Command::new("rustup").args(["target", "add", target]).status()?;
-    if !status.success() {
-        bail!("`rustup target add {target}` failed ({status})");
-    }
-    Ok(())
-}
-
 /// Builds policy packages into components.
 pub fn build(options: &BuildOptions) -> anyhow::Result<Vec<Built>> {
     let target = options.target.as_deref().unwrap_or(WASM_TARGET);
     let metadata = cargo_metadata(options.manifest_path.as_deref())?;
     let packages = select(&metadata, &options.packages)?;
-    ensure_target(target)?;
+    ensure_target(target).map_err(anyhow::Error::msg)?;
 
     let wasm_target_dir = metadata.target_directory.join("wasm");
     let out_dir = options.out_dir.clone().unwrap_or_else(|| metadata.target_directory.join("policies"));
-    let mut command = cargo();
-    command.arg("build").args(["--target", target, "--profile", PROFILE]).arg("--target-dir").arg(&wasm_target_dir);
-    command.args(profile_args(target));
+    let names: Vec<String> = packages.iter().map(|(package, _)| package.clone()).collect();
+    let mut command = wasm::build_command(target, &wasm_target_dir, &names);
     if let Some(manifest) = &options.manifest_path {
         command.arg("--manifest-path").arg(manifest);
     }
     if options.quiet {
         command.arg("--quiet");
-    }
-    for (package, _) in &packages {
-        command.args(["-p", package]);
     }
     let status = command.status().context("running cargo")?;
     if !status.success() {
@@ -172,7 +108,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Vec<Built>> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut built = Vec::new();
     for (package, lib) in packages {
-        let core_module = wasm_target_dir.join(target).join(PROFILE).join(format!("{}.wasm", lib.replace('-', "_")));
+        let core_module = wasm::core_module(&wasm_target_dir, target, &lib);
         let bytes = std::fs::read(&core_module).with_context(|| format!("reading {}", core_module.display()))?;
         let component = if wasmparser::Parser::is_component(&bytes) {
             bytes
@@ -200,7 +136,7 @@ pub fn encode(core_module: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 fn cargo_metadata(manifest_path: Option<&Path>) -> anyhow::Result<Metadata> {
-    let mut command = cargo();
+    let mut command = wasm::cargo();
     command.args(["metadata", "--format-version", "1", "--no-deps"]);
     if let Some(manifest) = manifest_path {
         command.arg("--manifest-path").arg(manifest);
@@ -244,4 +180,24 @@ fn select(metadata: &Metadata, wanted: &[String]) -> anyhow::Result<Vec<(String,
             Ok((name.clone(), lib))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_binary_carries_every_policy_of_the_workspace() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let metadata = cargo_metadata(Some(&manifest)).unwrap();
+        let mut workspace: Vec<String> = select(&metadata, &[])
+            .unwrap()
+            .into_iter()
+            .map(|(package, _)| package.strip_prefix("relish-policy-").unwrap_or(&package).to_owned())
+            .collect();
+        workspace.sort();
+        let mut bundled = BUNDLED.map(str::to_owned).to_vec();
+        bundled.sort();
+        assert_eq!(bundled, workspace, "builder::wasm::BUNDLED lists the policy packages under policies/");
+    }
 }

@@ -15,10 +15,13 @@
 //!   shadow) and returns a `Decision`, with no HTTP in it.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`builder`]: `relish build`, which compiles policy crates to components with no WASI imports.
+//! - [`bundled`]: the bundled policies, built into the binary.
+//! - [`scaffold`]: `relish new`, a policy crate with the SDK this binary was built with.
 //! - [`fallback`]: the answer when a policy fails: a page never fails because a policy did.
 //! - [`server`]: `relish serve`, the HTTP data plane and the admin API, on top of the two above.
 
 pub mod builder;
+pub mod bundled;
 pub mod control;
 pub mod decisions;
 pub mod fallback;
@@ -27,6 +30,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
+pub mod scaffold;
 pub mod server;
 pub mod serving;
 pub mod wire;

@@ -35,7 +35,7 @@ struct Cli {
 enum Command {
     /// Serve the ranking API (and the admin API on its own address).
     ///
-    /// Without `--config` it serves the bundled policies from `target/policies` on the standard
+    /// Without `--config` it serves the bundled policies (built into this binary) on the standard
     /// surfaces, and (run from the repository) `discovery` fills what ids-only requests leave out
     /// from `tests/fixtures/features.jsonl`. `RELISH_LISTEN`, `RELISH_ADMIN_LISTEN`, `RELISH_DATA_DIR`, `RELISH_LOG_FORMAT`,
     /// `RELISH_FLEET_NATS` and `RELISH_ADMIN_TOKEN` override the file.
@@ -46,6 +46,18 @@ enum Command {
         /// Check the configuration and exit.
         #[arg(long)]
         check: bool,
+    },
+    /// Start a policy crate: `NAME/` with the policy, a native test, a request of the surface, and
+    /// the guest SDK this binary was built with (so it builds with nothing but Rust).
+    New {
+        /// The policy's name (a-z, 0-9, `-`, `_`); the crate is `relish-policy-NAME`.
+        name: String,
+        /// The standard surface it ranks (its request goes to `requests/SURFACE.json`).
+        #[arg(long)]
+        surface: String,
+        /// Where to create `NAME/` (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// Manage stored policy versions through the admin API.
     Policy {
@@ -237,6 +249,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             build(BuildOptions { manifest_path, packages, out_dir, target: None, quiet: false }, !no_verify)
         }
         Command::Inspect { file, json } => inspect(&file, json),
+        Command::New { name, surface, dir } => {
+            let made = relish_host::scaffold::new_policy(&dir, &name, &surface)?;
+            println!("created {} (policy `{name}` for `{surface}`); next:", made.display());
+            println!("  cd {}", made.display());
+            println!("  cargo test");
+            println!("  relish build");
+            println!("  relish rank --policy target/policies/{name}.wasm --request requests/{surface}.json");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay {
             logs,
             data_dir,

@@ -179,9 +179,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where the registry keeps versions and activations (`RELISH_DATA_DIR`).
     pub data_dir: PathBuf,
-    /// Where `relish build` puts the bundled policies; surfaces without an activation are
-    /// bound from here at startup.
-    pub bundled_dir: PathBuf,
+    /// Where surfaces without a plan find their configured policies the first time, as
+    /// `<name>.wasm` (what `relish build` writes to `target/policies`); unset, the policies built
+    /// into this binary ([`crate::bundled`]).
+    pub bundled_dir: Option<PathBuf>,
     /// The largest request body, in bytes (`413` beyond).
     pub max_body_bytes: usize,
     /// Rank requests in flight at once; beyond it the server answers `503` with `Retry-After`
@@ -206,12 +207,46 @@ pub struct ServerConfig {
     pub inline_decision_ms: u64,
 }
 
+impl ServerConfig {
+    /// The bundled policy `name` and where it came from (for messages): `bundled_dir/<name>.wasm`
+    /// if a directory is set, else this binary's. `None` if there is no such policy.
+    pub fn bundled_policy(&self, name: &str) -> Option<(String, anyhow::Result<Vec<u8>>)> {
+        let Some(dir) = &self.bundled_dir else {
+            return crate::bundled::component(name).map(|bytes| (format!("the bundled policy `{name}`"), bytes));
+        };
+        let path = dir.join(format!("{name}.wasm"));
+        match std::fs::read(&path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            read => {
+                let bytes = read.map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()));
+                Some((path.display().to_string(), bytes))
+            }
+        }
+    }
+
+    /// Whether there is a bundled policy `name` ([`ServerConfig::bundled_policy`]).
+    pub fn has_bundled_policy(&self, name: &str) -> bool {
+        match &self.bundled_dir {
+            Some(dir) => dir.join(format!("{name}.wasm")).exists(),
+            None => crate::bundled::contains(name),
+        }
+    }
+
+    /// Where bundled policies come from, for messages.
+    pub fn bundled_source(&self) -> String {
+        match &self.bundled_dir {
+            Some(dir) => dir.display().to_string(),
+            None => "the policies built into this binary".to_owned(),
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: ([127, 0, 0, 1], 8080).into(),
             data_dir: PathBuf::from("relish-data"),
-            bundled_dir: PathBuf::from("target/policies"),
+            bundled_dir: None,
             max_body_bytes: 8 << 20,
             max_concurrency: 512,
             shutdown_grace_secs: 30,
@@ -688,8 +723,7 @@ impl Config {
         STANDARD_SURFACES
             .iter()
             .map(|&name| {
-                let bundled = self.server.bundled_dir.join(format!("{name}.wasm")).exists();
-                let policy = if bundled { name } else { "popularity" };
+                let policy = if self.server.has_bundled_policy(name) { name } else { "popularity" };
                 (name.to_owned(), SurfaceConfig { policy: Some(policy.to_owned()), ..SurfaceConfig::default() })
             })
             .collect()

@@ -80,20 +80,20 @@ impl State {
 /// Makes sure a policy reference names a stored version, storing the bundled component of that
 /// name first if the registry does not have it. Returns the version.
 fn ensure_stored(state: &State, registry: &Registry, policy: &PolicyRef) -> anyhow::Result<String> {
-    let bundled = state.config.server.bundled_dir.join(format!("{}.wasm", policy.name));
-    if let Ok(bytes) = std::fs::read(&bundled) {
+    if let Some((bundled, bytes)) = state.config.server.bundled_policy(&policy.name) {
+        let bytes = bytes?;
         let digest = Digest::of(&bytes);
         let stored = registry.versions().into_iter().find(|v| v.digest == digest);
         let version = match stored {
             Some(info) => Some(info.version),
             None => {
-                let loaded = state.runtime.load(&bytes).with_context(|| format!("loading {}", bundled.display()))?;
+                let loaded = state.runtime.load(&bytes).with_context(|| format!("loading {bundled}"))?;
                 let metadata = loaded.metadata();
                 match registry.put_version(&metadata.name, &metadata.version, &bytes, "bundled") {
                     Ok(put) => Some(put.version().version.clone()),
                     Err(error) => {
                         tracing::warn!(
-                            file = %bundled.display(),
+                            from = %bundled,
                             "not storing the bundled policy: {error} (bump its version to ship a change)"
                         );
                         None
@@ -121,7 +121,7 @@ fn ensure_stored(state: &State, registry: &Registry, policy: &PolicyRef) -> anyh
             anyhow!(
                 "no policy `{}` in the registry or in {} (run `relish build`, or push it with `relish policy push`)",
                 policy.name,
-                state.config.server.bundled_dir.display()
+                state.config.server.bundled_source()
             )
         })
 }

@@ -54,7 +54,7 @@ pub fn config(dir: &Path, bundled: &Path, toml: &str) -> Config {
     config.server.listen = ([127, 0, 0, 1], 0).into();
     config.admin.listen = ([127, 0, 0, 1], 0).into();
     config.server.data_dir = dir.join("data");
-    config.server.bundled_dir = bundled.to_path_buf();
+    config.server.bundled_dir = Some(bundled.to_path_buf());
     config.server.shutdown_grace_secs = 10;
     config.admin.tokens.push(relish_host::server::config::TokenConfig {
         name: "test".into(),
@@ -196,7 +196,7 @@ pub fn ids(answer: &Value) -> Vec<String> {
 
 /// A `relish` process started by [`spawn`]. It is killed (SIGKILL) when dropped, so a test that
 /// fails half-way leaves no host running.
-pub struct Host(Child);
+pub struct Host(pub Child);
 
 impl Host {
     /// The process id.

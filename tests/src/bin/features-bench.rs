@@ -177,7 +177,7 @@ policy = "discovery"
     config.server.listen = ([127, 0, 0, 1], 0).into();
     config.admin.listen = ([127, 0, 0, 1], 0).into();
     config.server.data_dir = dir.join("data");
-    config.server.bundled_dir = bundled.to_path_buf();
+    config.server.bundled_dir = Some(bundled.to_path_buf());
     Ok(config)
 }
 

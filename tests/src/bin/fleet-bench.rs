@@ -60,7 +60,7 @@ hosts_bucket = "{prefix}-hosts"
     config.server.listen = ([127, 0, 0, 1], 0).into();
     config.admin.listen = ([127, 0, 0, 1], 0).into();
     config.server.data_dir = dir.join(format!("data-{host}"));
-    config.server.bundled_dir = bundled.to_path_buf();
+    config.server.bundled_dir = Some(bundled.to_path_buf());
     config.admin.tokens.push(TokenConfig {
         name: "bench".into(),
         secret: Some(TOKEN.into()),

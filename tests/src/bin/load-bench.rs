@@ -223,7 +223,7 @@ async fn measure(
     config.server.listen = ([127, 0, 0, 1], 0).into();
     config.admin.listen = ([127, 0, 0, 1], 0).into();
     config.server.data_dir = dir.join(format!("data-{}", mode.replace([' ', ',', '%', '+'], "")));
-    config.server.bundled_dir = bundled.to_path_buf();
+    config.server.bundled_dir = Some(bundled.to_path_buf());
     const TOKEN: &str = "load-bench-token-0123456789";
     config.admin.tokens.push(relish_host::server::config::TokenConfig {
         name: "bench".into(),
