@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release -p relish-tests --bin load-bench            # 10 s per case
 //! cargo run --release -p relish-tests --bin load-bench -- 30      # 30 s per case
+//! cargo run --release -p relish-tests --bin load-bench -- 10 50   # only 50 candidates
 //! ```
 //!
 //! For 50 and 500 candidates (20 features each, the row shape), it starts the server in wasm mode
@@ -52,6 +53,8 @@ struct Run {
 
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args().nth(1).map_or(Ok(10), |s| s.parse())?;
+    let sizes: Vec<usize> = std::env::args().skip(2).map(|s| s.parse()).collect::<Result<_, _>>()?;
+    let sizes = if sizes.is_empty() { vec![50, 500] } else { sizes };
     bench::check_wrk()?;
     let (dir, bundled) = bench::bundled(&["discovery", "popularity"])?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -59,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     println!("| candidates | mode | requests/s | p50 ms | p99 ms | parse µs | policy µs | encode µs |");
     println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut summary = Vec::new();
-    for candidates in [50, 500] {
+    for candidates in sizes {
         let body = synthetic::venues(candidates, 7, false).to_string();
         let body_path = dir.path().join(format!("body-{candidates}.json"));
         std::fs::write(&body_path, &body)?;
