@@ -13,7 +13,7 @@
 //!   sticky arms and shadows, activations, rollbacks), applied in one place.
 //! - [`serving`]: the pipeline that answers a request (plan → arm → call → validate → fallback →
 //!   shadow) and returns a `Decision`, with no HTTP in it.
-//! - [`metrics`]: the Prometheus metrics.
+//! - [`metrics`]: the Prometheus metrics; [`telemetry`]: OpenTelemetry traces over OTLP.
 //! - [`builder`]: `relish build`, which compiles policy crates to components with no WASI imports.
 //! - [`bundled`]: the bundled policies, built into the binary.
 //! - [`scaffold`]: `relish new`, a policy crate with the SDK this binary was built with.
@@ -33,4 +33,5 @@ pub mod runtime;
 pub mod scaffold;
 pub mod server;
 pub mod serving;
+pub mod telemetry;
 pub mod wire;

@@ -18,6 +18,9 @@
 //! | `PUT` | `/v1/surfaces/{surface}/activation` (`{"policy", "version", "params"}`: a one-arm plan) | deploy, surface |
 //! | `POST` | `/v1/surfaces/{surface}/rollback` (`{"reason"}`, optional) | deploy, surface |
 //! | `GET` | `/v1/fleet` (the fleet's hosts and how far behind each is; `404` on a host that stands alone) | read |
+//! | `GET` | `/v1/whoami` (the token's name, role and surfaces) | read |
+//! | `GET` | `/v1/ops/series?after=<unix ms>` (the ops page's live series, [`super::ops`]) | read |
+//! | `GET` | `/`, `/ops.js`, `/ops.css`: the ops page, without a token (it does nothing without one) | none |
 //!
 //! On a fleet host every change is written to the fleet and applied by every host from there
 //! ([`crate::fleet`]); while the fleet's NATS cannot be reached, changes are refused with `503`
@@ -38,6 +41,7 @@ use tracing::Instrument;
 use super::State;
 use super::config::{AdminConfig, Role};
 use super::http::{HttpResponse, error, json};
+use super::ops::{self, Series};
 use crate::control::plan::Revision;
 use crate::control::{Applied, Change, ChangeError, PlanSpec};
 use crate::fleet::FleetError;
@@ -123,12 +127,13 @@ impl Tokens {
 pub struct Admin {
     state: Arc<State>,
     tokens: Tokens,
+    series: Arc<Series>,
 }
 
 impl Admin {
-    /// The admin API over the server's state.
-    pub fn new(state: Arc<State>, tokens: Tokens) -> Self {
-        Admin { state, tokens }
+    /// The admin API over the server's state, with the ops page's series.
+    pub fn new(state: Arc<State>, tokens: Tokens, series: Arc<Series>) -> Self {
+        Admin { state, tokens, series }
     }
 }
 
@@ -154,6 +159,11 @@ fn registry_error(admin: &Admin, e: &registry::Error) -> HttpResponse {
 
 /// Routes one admin request.
 pub async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> HttpResponse {
+    if request.method() == Method::GET
+        && let Some(page) = ops::asset(request.uri().path())
+    {
+        return page;
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -199,6 +209,8 @@ async fn dispatch(admin: Arc<Admin>, request: Request<Incoming>, token: Token) -
             submit(admin, change).await
         }
         (&Method::GET, ["v1", "fleet"]) => fleet_status(&admin).await,
+        (&Method::GET, ["v1", "whoami"]) => whoami(&token),
+        (&Method::GET, ["v1", "ops", "series"]) => series(&admin, request.uri().query()),
         (&Method::GET, ["v1", "surfaces"]) => list_surfaces(&admin),
         (&Method::GET, ["v1", "surfaces", surface]) => show_surface(&admin, surface),
         (&Method::PUT, ["v1", "surfaces", surface, "plan"]) => {
@@ -222,14 +234,52 @@ async fn dispatch(admin: Arc<Admin>, request: Request<Incoming>, token: Token) -
             let surface = surface.to_string();
             rollback(admin, request, surface, token).await
         }
-        (_, ["v1", "policies"] | ["v1", "surfaces"] | ["v1", "surfaces", _] | ["v1", "fleet"]) => {
-            method_not_allowed(&admin, "GET")
-        }
+        (
+            _,
+            ["v1", "policies"]
+            | ["v1", "surfaces"]
+            | ["v1", "surfaces", _]
+            | ["v1", "fleet"]
+            | ["v1", "whoami"]
+            | ["v1", "ops", "series"],
+        ) => method_not_allowed(&admin, "GET"),
         (_, ["v1", "policies", _, "versions", _]) => method_not_allowed(&admin, "GET, PUT, DELETE"),
         (_, ["v1", "surfaces", _, "activation"] | ["v1", "surfaces", _, "plan"]) => method_not_allowed(&admin, "PUT"),
         (_, ["v1", "surfaces", _, "rollback"]) => method_not_allowed(&admin, "POST"),
         _ => fail(&admin, StatusCode::NOT_FOUND, "not_found", &format!("no admin endpoint `{path}`")),
     }
+}
+
+/// The presented token: what the ops page shows and which actions it offers.
+fn whoami(token: &Token) -> HttpResponse {
+    let role = match token.role {
+        Role::Read => "read",
+        Role::Deploy => "deploy",
+    };
+    ok(StatusCode::OK, &serde_json::json!({ "name": token.name, "role": role, "surfaces": token.surfaces }))
+}
+
+/// The ops page's series, the points after `?after=<unix ms>` if given.
+fn series(admin: &Admin, query: Option<&str>) -> HttpResponse {
+    let mut after = None;
+    for (key, value) in
+        query.unwrap_or("").split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
+    {
+        match key {
+            "after" => match value.parse::<i64>() {
+                Ok(ms) => after = Some(ms),
+                Err(_) => {
+                    let message = format!("`after` is `{value}`, not a time in Unix milliseconds");
+                    return fail(admin, StatusCode::BAD_REQUEST, "bad_query", &message);
+                }
+            },
+            other => {
+                let message = format!("unknown query parameter `{other}` (known: after)");
+                return fail(admin, StatusCode::BAD_REQUEST, "bad_query", &message);
+            }
+        }
+    }
+    json(StatusCode::OK, admin.series.json(after))
 }
 
 fn method_not_allowed(admin: &Admin, allow: &'static str) -> HttpResponse {

@@ -91,6 +91,9 @@ pub struct Config {
     /// The decision log (written only for surfaces with a `log_sample`).
     #[serde(default)]
     pub decision_log: crate::decisions::LogConfig,
+    /// OpenTelemetry traces (exported only with an endpoint).
+    #[serde(default)]
+    pub traces: crate::telemetry::TracesConfig,
 }
 
 /// `[features]`: the feature stores surfaces look features up in, by name.
@@ -493,11 +496,13 @@ impl Config {
                 other => return Err(error("RELISH_LOG_FORMAT", format!("`{other}` is not `human` or `json`"))),
             };
         }
+        self.traces.apply_env(&env);
         self.validate()
     }
 
     /// Checks values serde cannot: ranges, names, references.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.traces.validate().map_err(|(key, message)| error(format!("traces.{key}"), message))?;
         let s = &self.server;
         if s.max_body_bytes < 1024 {
             return Err(error("server.max_body_bytes", "must be at least 1024"));

@@ -16,11 +16,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use opentelemetry::KeyValue;
 use serde::Serialize;
 use tracing::Instrument;
 
 use super::State;
 use crate::serving::{Decision, shadow};
+use crate::telemetry::RequestTrace;
 use crate::wire::{self, DecodeErrorKind, DecodeOptions};
 
 /// The response type of every handler.
@@ -187,7 +189,13 @@ async fn rank(state: Arc<State>, request: Request<Incoming>, surface: String) ->
     if let Some(id) = &caller_id {
         span.record("request_id", id.as_str());
     }
-    rank_in_span(&state, request, &surface, caller_id, received).instrument(span).await
+    let trace = state.tracing.as_ref().map(|tracing| tracing.begin(&surface, request.headers(), received));
+    let mut response =
+        rank_in_span(&state, request, &surface, caller_id, received, trace.as_ref()).instrument(span).await;
+    if let Some(trace) = trace {
+        trace.finish(response.status(), response.headers_mut());
+    }
+    response
 }
 
 async fn rank_in_span(
@@ -196,6 +204,7 @@ async fn rank_in_span(
     surface: &str,
     caller_id: Option<String>,
     received: Instant,
+    trace: Option<&RequestTrace>,
 ) -> HttpResponse {
     let id = caller_id.as_deref();
     if !state.ready.load(Ordering::Acquire) {
@@ -272,6 +281,15 @@ async fn rank_in_span(
         tracing::Span::current().record("request_id", decoded.request.request_id.as_str());
     }
     let parse_us = parse_started.elapsed().as_micros() as u64;
+    if let Some(trace) = trace {
+        trace.annotate(vec![KeyValue::new("relish.request_id", decoded.request.request_id.clone())]);
+        let candidates = decoded.request.candidates.ids.offsets.len().saturating_sub(1) as i64;
+        let attributes = vec![
+            KeyValue::new("http.request.body.size", body.len() as i64),
+            KeyValue::new("relish.candidates", candidates),
+        ];
+        trace.stage("decode", parse_started, attributes);
+    }
     let features = match &binding.features {
         Some(source) => {
             if let Some(field) = source.refuses(&decoded.request) {
@@ -282,9 +300,22 @@ async fn rank_in_span(
                 );
                 return error(state, StatusCode::BAD_REQUEST, "inline_features", &message, Some(field), id);
             }
+            let lookup_started = Instant::now();
             let report = source.fill(&mut decoded.request).await;
             if let Some(reason) = report.incomplete() {
                 state.metrics.feature_incomplete(surface, reason);
+            }
+            if let Some(trace) = trace {
+                let mut attributes = vec![
+                    KeyValue::new("relish.feature_store", report.store.clone()),
+                    KeyValue::new("relish.features.hits", i64::from(report.hits)),
+                    KeyValue::new("relish.features.misses", i64::from(report.misses)),
+                    KeyValue::new("relish.features.stale", i64::from(report.stale)),
+                ];
+                if let Some(error) = report.error {
+                    attributes.push(KeyValue::new("relish.features.error", error));
+                }
+                trace.stage("features", lookup_started, attributes);
             }
             Some(report)
         }
@@ -294,6 +325,7 @@ async fn rank_in_span(
     let key = decoded.request.context.user_id.clone().or_else(|| decoded.bucket_key.take());
 
     let mut shadow_wakes = None;
+    let decide_started = Instant::now();
     let mut decision = if binding.longest_decision() > Duration::from_millis(state.config.server.inline_decision_ms) {
         // A slow surface's calls leave the workers free for everything else.
         let (worker, metrics, key) = (binding.clone(), state.metrics.clone(), key.clone());
@@ -315,11 +347,17 @@ async fn rank_in_span(
         decision
     };
     decision.features = features;
+    if let Some(trace) = trace {
+        trace.stage("policy", decide_started, policy_attributes(&decision));
+    }
     let logged = log_decision(state, &decision, key.as_deref());
 
     let encode_started = Instant::now();
     let body = decision.response(received.elapsed().as_micros() as u64).to_json();
     let encode_us = encode_started.elapsed().as_micros() as u64;
+    if let Some(trace) = trace {
+        trace.stage("encode", encode_started, vec![KeyValue::new("http.response.body.size", body.len() as i64)]);
+    }
     let request = &decision.request;
     let mut http = json(StatusCode::OK, body);
     let headers = http.headers_mut();
@@ -361,6 +399,27 @@ async fn rank_in_span(
         tokio::spawn(async move { drop(wakes) });
     }
     http
+}
+
+/// The `policy` span's attributes: what served the request, and the fallback if one answered.
+fn policy_attributes(decision: &Decision) -> Vec<KeyValue> {
+    let binding = &decision.binding;
+    let mut attributes = vec![
+        KeyValue::new("relish.surface", binding.surface.clone()),
+        KeyValue::new("relish.plan.revision", binding.revision as i64),
+        KeyValue::new("relish.policy.call_us", decision.policy_us as i64),
+    ];
+    if let Some(arm) = decision.arm() {
+        attributes.push(KeyValue::new("relish.arm", arm.name.clone()));
+        attributes.push(KeyValue::new("relish.policy", arm.bound.name.clone()));
+        attributes.push(KeyValue::new("relish.policy.version", arm.bound.version.clone()));
+    }
+    if let Some(failure) = &decision.failure {
+        attributes.push(KeyValue::new("relish.fallback", failure.reason));
+        attributes.push(KeyValue::new("relish.fallback.answered_by", failure.answered_by.clone()));
+    }
+    attributes.push(KeyValue::new("relish.shadows", decision.shadows as i64));
+    attributes
 }
 
 /// Hands a sampled decision to the decision log (off the response path: the request is shared,

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod ops;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -63,6 +64,8 @@ pub struct State {
     pub fleet: Option<Arc<Fleet>>,
     /// The decision log (`None`: no surface logs).
     pub decisions: Option<Arc<DecisionLog>>,
+    /// OpenTelemetry traces (`None`: no endpoint configured).
+    pub tracing: Option<Arc<crate::telemetry::Tracing>>,
 }
 
 impl State {
@@ -244,6 +247,10 @@ impl Handle {
                 let _ = stream.await;
             }
         }
+        // And what they traced is sent (the exporter's thread blocks on the endpoint).
+        if let Some(tracing) = self.state.tracing.clone() {
+            let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+        }
     }
 }
 
@@ -320,7 +327,9 @@ pub async fn start_with_natives(
         }
         false => None,
     };
+    let tracing = crate::telemetry::Tracing::start(&config.traces, metrics.registry())?;
     let state = Arc::new(State {
+        tracing,
         decisions,
         fleet,
         runtime,
@@ -347,7 +356,8 @@ pub async fn start_with_natives(
         let state = data_state.clone();
         async move { Ok::<_, Infallible>(http::handle(state, request).await) }
     });
-    let admin_state = Arc::new(admin::Admin::new(state.clone(), tokens));
+    let series = ops::Series::start(state.metrics.registry().clone(), shutdown_receiver.clone());
+    let admin_state = Arc::new(admin::Admin::new(state.clone(), tokens, series));
     let admin = serve(admin_listener, shutdown_receiver.clone(), timeouts, state.metrics.clone(), move |request| {
         let admin = admin_state.clone();
         async move { Ok::<_, Infallible>(admin::handle(admin, request).await) }

@@ -15,4 +15,6 @@ mod features;
 mod fleet;
 mod hostile;
 mod lifecycle;
+mod ops_page;
 mod plans;
+mod traces;

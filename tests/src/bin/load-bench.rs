@@ -19,6 +19,8 @@
 //! free, so a slow answer cannot hide the requests queued behind it (coordinated omission): the
 //! client never waits for an answer before sending. A closed loop (`wrk -c1`) keeps one request in flight and the server busy all the time: beside
 //! `wrk` and the shadow thread, that is three busy threads on two cores, no headroom at all.
+//! Then, the same way, the wasm server exporting a trace of every request over OTLP/HTTP to an
+//! endpoint in this process that takes and drops them ([`otlp_sink`]): what tracing costs.
 //! Needs `wrk` (Debian: `apt-get install wrk`).
 
 use std::collections::HashMap;
@@ -59,6 +61,7 @@ fn main() -> anyhow::Result<()> {
     let (dir, bundled) = bench::bundled(&["discovery", "popularity"])?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let wasm_runtime = Runtime::new(RuntimeConfig::default())?;
+    let (sink, exports) = runtime.block_on(otlp_sink())?;
     println!("| candidates | mode | requests/s | p50 ms | p99 ms | parse µs | policy µs | encode µs |");
     println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut summary = Vec::new();
@@ -67,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         let body_path = dir.path().join(format!("body-{candidates}.json"));
         std::fs::write(&body_path, &body)?;
         let mut runs = HashMap::new();
-        for mode in ["native", "wasm", "wasm + decision log 100 %"] {
+        for mode in ["native", "wasm", "wasm + decision log 100 %", "wasm + traces 100 %"] {
             let natives: HashMap<String, Arc<dyn Ranker>> = if mode == "native" {
                 HashMap::from([
                     ("discovery".to_owned(), Arc::new(Native::<Discovery>::new()) as Arc<dyn Ranker>),
@@ -85,7 +88,12 @@ fn main() -> anyhow::Result<()> {
                 &body_path,
                 seconds,
                 mode,
-                Load { client: Client::Wrk { connections: 32 }, shadow: false, log: mode.contains("log") },
+                Load {
+                    client: Client::Wrk { connections: 32 },
+                    shadow: false,
+                    log: mode.contains("log"),
+                    traces: mode.contains("traces").then_some(sink.as_str()),
+                },
             ))?;
             println!(
                 "| {candidates} | {mode} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
@@ -99,12 +107,13 @@ fn main() -> anyhow::Result<()> {
         // Alternated, three times each: on a shared machine a neighbour's burst or the state the
         // previous case left decides one run's tail; the median of three alternated runs does not
         // favour either mode.
-        let mut open: [Vec<Run>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let mut open: [Vec<Run>; 4] = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for round in 0..3 {
-            for (index, mode, shadow, log) in [
-                (0, "wasm, open loop", false, false),
-                (1, "wasm + 100 % shadow, open loop", true, false),
-                (2, "wasm + decision log 100 %, open loop", false, true),
+            for (index, mode, shadow, log, traces) in [
+                (0, "wasm, open loop", false, false, false),
+                (1, "wasm + 100 % shadow, open loop", true, false, false),
+                (2, "wasm + decision log 100 %, open loop", false, true, false),
+                (3, "wasm + traces 100 %, open loop", false, false, true),
             ] {
                 let run = runtime.block_on(measure(
                     dir.path(),
@@ -115,7 +124,7 @@ fn main() -> anyhow::Result<()> {
                     &body_path,
                     seconds,
                     mode,
-                    Load { client: Client::OpenLoop { rate }, shadow, log },
+                    Load { client: Client::OpenLoop { rate }, shadow, log, traces: traces.then_some(sink.as_str()) },
                 ))?;
                 println!(
                     "| {candidates} | {mode}, {rate} req/s, round {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
@@ -130,7 +139,7 @@ fn main() -> anyhow::Result<()> {
                 open[index].push(run);
             }
         }
-        let [light, shadow, light_logged] = open.map(|mut runs| {
+        let [light, shadow, light_logged, light_traced] = open.map(|mut runs| {
             let median = |runs: &mut Vec<Run>, key: fn(&Run) -> f64| {
                 runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
                 key(&runs[runs.len() / 2])
@@ -143,7 +152,16 @@ fn main() -> anyhow::Result<()> {
         runs.insert("light", light);
         runs.insert("shadow", shadow);
         runs.insert("light, logged", light_logged);
+        runs.insert("light, traced", light_traced);
         let (light, shadow, light_logged) = (&runs["light"], &runs["shadow"], &runs["light, logged"]);
+        let light_traced = &runs["light, traced"];
+        summary.push(format!(
+            "{candidates} candidates, with headroom (medians of 3 alternated runs): tracing every request (5 spans, \
+             OTLP/HTTP) gives p50 x{:.2}, p99 x{:.2}, requests/s x{:.2}",
+            light_traced.p50_ms / light.p50_ms,
+            light_traced.p99_ms / light.p99_ms,
+            light_traced.requests_per_second / light.requests_per_second,
+        ));
         summary.push(format!(
             "{candidates} candidates, with headroom (medians of 3 alternated runs): logging every decision gives p50 x{:.2}, \
              p99 x{:.2}, requests/s x{:.2} ({:.0} records written, {:.0} dropped, in one of the runs)",
@@ -160,6 +178,12 @@ fn main() -> anyhow::Result<()> {
             shadow.requests_per_second / light.requests_per_second
         ));
         let (wasm, native, logged) = (&runs["wasm"], &runs["native"], &runs["wasm + decision log 100 %"]);
+        let traced = &runs["wasm + traces 100 %"];
+        summary.push(format!(
+            "{candidates} candidates: tracing every request gives requests/s x{:.2}, p99 x{:.2} against no endpoint",
+            traced.requests_per_second / wasm.requests_per_second,
+            traced.p99_ms / wasm.p99_ms,
+        ));
         summary.push(format!(
             "{candidates} candidates: logging every decision gives requests/s x{:.2}, p99 x{:.2} against no logging \
              ({:.0} records written by the end of the run, {:.0} dropped at the queue)",
@@ -180,6 +204,7 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     println!();
+    println!("{} OTLP exports received by the sink", exports.load(std::sync::atomic::Ordering::Relaxed));
     for line in summary {
         println!("{line}");
     }
@@ -187,13 +212,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// How a case loads the server.
-struct Load {
+struct Load<'a> {
     /// What sends the requests.
     client: Client,
     /// Whether the surface's plan runs a 100 % shadow of its own version.
     shadow: bool,
     /// Whether every decision is logged (`log_sample = 1.0`).
     log: bool,
+    /// The OTLP endpoint every request is traced to, if any.
+    traces: Option<&'a str>,
 }
 
 /// What sends a case's requests.
@@ -216,7 +243,7 @@ async fn measure(
     body_path: &std::path::Path,
     seconds: u64,
     mode: &str,
-    load: Load,
+    load: Load<'_>,
 ) -> anyhow::Result<Run> {
     let log = if load.log { "log_sample = 1.0\n" } else { "" };
     let mut config = Config::from_toml(&format!(
@@ -227,6 +254,7 @@ async fn measure(
     config.admin.listen = ([127, 0, 0, 1], 0).into();
     config.server.data_dir = dir.join(format!("data-{}", mode.replace([' ', ',', '%', '+'], "")));
     config.server.bundled_dir = Some(bundled.to_path_buf());
+    config.traces.otlp_endpoint = load.traces.map(str::to_owned);
     const TOKEN: &str = "load-bench-token-0123456789";
     config.admin.tokens.push(relish_host::server::config::TokenConfig {
         name: "bench".into(),
@@ -307,6 +335,37 @@ async fn measure(
         encode_us: split[2],
         bytes: body.len(),
     })
+}
+
+/// An OTLP/HTTP endpoint that reads each export whole and answers `200` (an empty
+/// `ExportTraceServiceResponse`), counting exports; its traces URL.
+async fn otlp_sink() -> anyhow::Result<(String, Arc<std::sync::atomic::AtomicU64>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/traces", listener.local_addr()?);
+    let exports = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = exports.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let counted = counted.clone();
+                async move {
+                    request.into_body().collect().await?;
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let answer = hyper::Response::builder()
+                        .header("content-type", "application/x-protobuf")
+                        .body(Full::new(Bytes::new()))
+                        .expect("a valid answer");
+                    Ok::<_, hyper::Error>(answer)
+                }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    Ok((url, exports))
 }
 
 /// An open-loop client on a thread of its own (a single-threaded tokio runtime, so it takes at
