@@ -27,6 +27,9 @@ fn main() {
     let packages: Vec<String> = wasm::BUNDLED.iter().map(|name| format!("relish-policy-{name}")).collect();
     let mut command = wasm::build_command(wasm::WASM_TARGET, &target_dir, &packages);
     command.arg("--manifest-path").arg(&manifest);
+    // Flags given for this build (cargo-fuzz's sanitizers for the fuzz targets) are for the host
+    // code, not for the policies' wasm.
+    command.env_remove("RUSTFLAGS");
     let status = command.status().expect("running cargo for the bundled policies");
     assert!(status.success(), "cargo could not build the bundled policies for {} ({status})", wasm::WASM_TARGET);
 
