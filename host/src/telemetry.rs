@@ -13,11 +13,13 @@
 //! wait when it is full. With no endpoint configured none of this exists: the request path tests
 //! one `Option`.
 //!
-//! Spans exported and failed are counted (`relish_trace_spans_total{outcome}`); the spans ended
-//! less those two are the ones queued or dropped by the processor.
+//! Spans are counted by what became of them (`relish_trace_spans_total{outcome}`): `exported`,
+//! `failed` (the endpoint refused them or did not answer) and `dropped` (the queue was full). The
+//! queue's bound is kept here ([`Bounded`]), so that every dropped span is counted; the SDK's own
+//! queue is made larger, so it never drops one unseen.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -32,6 +34,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
 };
 use prometheus::{IntCounterVec, Opts};
 use serde::Deserialize;
@@ -50,8 +53,7 @@ pub struct TracesConfig {
     pub service_name: String,
     /// How often queued spans are sent, in milliseconds.
     pub flush_ms: u64,
-    /// Finished spans waiting to be sent; more are dropped (and so missing from the count of
-    /// exported spans).
+    /// Finished spans waiting to be sent; more are dropped (counted as `dropped`).
     pub queue_spans: usize,
     /// How long one export may take, in milliseconds.
     pub export_timeout_ms: u64,
@@ -149,17 +151,33 @@ impl Tracing {
             .build()
             .with_context(|| format!("the OTLP exporter for {endpoint}"))?;
         let spans = IntCounterVec::new(
-            Opts::new("relish_trace_spans_total", "Spans sent to the OTLP endpoint, by outcome (exported or failed)."),
+            Opts::new(
+                "relish_trace_spans_total",
+                "Finished spans by outcome: exported, failed (the endpoint did not take them), dropped (the queue was full).",
+            ),
             &["outcome"],
         )
         .expect("a valid metric");
         registry.register(Box::new(spans.clone())).context("registering relish_trace_spans_total")?;
-        let exporter = Counted { inner: exporter, spans, endpoint: endpoint.clone(), failing: AtomicBool::new(false) };
+        let queued = Arc::new(AtomicUsize::new(0));
+        let exporter = Counted {
+            inner: exporter,
+            spans: spans.clone(),
+            queued: queued.clone(),
+            endpoint: endpoint.clone(),
+            failing: AtomicBool::new(false),
+        };
+        // Room for a batch being exported beside a full queue: the SDK never drops a span itself.
         let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(config.queue_spans)
+            .with_max_queue_size(config.queue_spans * 2 + 512)
             .with_scheduled_delay(Duration::from_millis(config.flush_ms))
             .build();
-        let processor = BatchSpanProcessor::new(exporter, batch);
+        let processor = Bounded {
+            inner: BatchSpanProcessor::new(exporter, batch),
+            queued,
+            limit: config.queue_spans,
+            dropped: spans.with_label_values(&["dropped"]),
+        };
         let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)));
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
@@ -268,11 +286,51 @@ impl Extractor for Headers<'_> {
     }
 }
 
+/// The batch processor behind a bound of our own: a finished span beyond `limit` waiting to be
+/// sent is dropped here and counted, never waited for.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor,
+    /// Spans handed to the processor and not yet through an export.
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    dropped: prometheus::IntCounter,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.limit {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.dropped.inc();
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 /// The exporter, counting what it sends and saying (once per outage) when the endpoint fails.
 #[derive(Debug)]
 struct Counted<E> {
     inner: E,
     spans: IntCounterVec,
+    /// [`Bounded::queued`]: a batch leaves it once exported or failed.
+    queued: Arc<AtomicUsize>,
     endpoint: String,
     failing: AtomicBool,
 }
@@ -281,6 +339,7 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let count = batch.len() as u64;
         let result = self.inner.export(batch).await;
+        self.queued.fetch_sub(count as usize, Ordering::Relaxed);
         match &result {
             Ok(()) => {
                 self.spans.with_label_values(&["exported"]).inc_by(count);
