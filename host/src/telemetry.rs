@@ -1,6 +1,7 @@
 //! OpenTelemetry traces of rank requests, exported over OTLP/HTTP (protobuf).
 //!
-//! Each rank request is one server span, `POST /v1/rank/{surface}`, with a child span per stage:
+//! Each rank request is one server span, named by its route `POST /v1/rank/{surface}` (the surface
+//! is its `relish.surface` attribute), with a child span per stage:
 //! `decode`, `features` (when the surface looks features up), `policy` (surface, arm, policy,
 //! version, plan revision, and the fallback's reason and policy when one answered) and `encode`.
 //! A W3C `traceparent` (and `tracestate`) from the edge caller makes the request span its child,
@@ -196,7 +197,9 @@ impl Tracing {
         let start = SystemTime::now() - received.elapsed();
         let span = self
             .tracer
-            .span_builder(format!("POST /v1/rank/{surface}"))
+            // The route, not the path: a span name stays one of a few however many surface names
+            // callers send (a backend indexes names; the surface is an attribute).
+            .span_builder("POST /v1/rank/{surface}")
             .with_kind(SpanKind::Server)
             .with_start_time(start)
             .with_attributes([

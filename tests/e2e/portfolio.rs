@@ -8,19 +8,6 @@ use relish_host::runtime::{Ranking, types};
 use relish_tests::{budget, decode, fixture, ids, policy, synthetic};
 use serde_json::{Value, json};
 
-/// Every bundled policy.
-const POLICIES: [&str; 9] = [
-    "popularity",
-    "discovery",
-    "category",
-    "venue-items",
-    "cart-cross-sell",
-    "banners",
-    "brands",
-    "food-categories",
-    "discovery-gbdt",
-];
-
 fn answer(name: &str, request: &types::Request) -> Ranking {
     policy(name).rank(request, &budget()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -395,7 +382,7 @@ fn every_policy_answers_randomized_requests_within_the_contract() {
         let json = synthetic::any(seed);
         let request = decode(&json.to_string());
         let n = request.candidates.ids.offsets.len() - 1;
-        for name in POLICIES {
+        for name in relish_host::builder::BUNDLED {
             let ranking = policy(name)
                 .rank(&request, &budget())
                 .unwrap_or_else(|e| panic!("{name}, seed {seed} ({n} candidates, limit {}): {e}", request.limit));

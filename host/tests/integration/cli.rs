@@ -47,12 +47,7 @@ async fn the_readmes_first_policy_steps_work_as_written_outside_the_repository()
     );
     std::fs::write(host_dir.join("relish.toml"), toml).unwrap();
     let (port, admin_port) = (util::free_port(), util::free_port());
-    let server = util::TestServer {
-        handle: None,
-        base: format!("http://127.0.0.1:{port}"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let server = util::TestServer::at(port, admin_port);
     let mut host = util::spawn(&host_dir, port, admin_port);
     util::ready(&server, &mut host).await;
 
@@ -199,12 +194,7 @@ async fn the_binary_alone_serves_every_standard_surface_with_its_own_policy() {
         .spawn()
         .unwrap();
     let mut host = util::Host(child);
-    let server = util::TestServer {
-        handle: None,
-        base: format!("http://127.0.0.1:{port}"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let server = util::TestServer::at(port, admin_port);
     util::ready(&server, &mut host).await;
     let requests = [
         ("discovery", "discovery-evening.json"),

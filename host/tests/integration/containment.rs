@@ -165,12 +165,7 @@ async fn a_host_starved_of_cpu_answers_every_request_and_never_rolls_back_a_heal
     );
     std::fs::write(dir.path().join("relish.toml"), toml).unwrap();
     let (port, admin_port) = (util::free_port(), util::free_port());
-    let server = util::TestServer {
-        handle: None,
-        base: format!("http://127.0.0.1:{port}"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let server = util::TestServer::at(port, admin_port);
     let mut host = util::spawn(dir.path(), port, admin_port);
     util::ready(&server, &mut host).await;
     let before = admin(&server, "GET", "/v1/surfaces/discovery", "").await.json();

@@ -57,12 +57,7 @@ async fn a_host_killed_mid_change_restarts_with_a_consistent_registry() {
     );
     std::fs::write(dir.path().join("relish.toml"), toml).unwrap();
     let (port, admin_port) = (free_port(), free_port());
-    let server = || TestServer {
-        handle: None,
-        base: format!("http://127.0.0.1:{port}"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let server = || TestServer::at(port, admin_port);
 
     // Kill points spread over the churn: early, in the middle of compiles and fsyncs, late.
     let mut changes = 0;

@@ -110,12 +110,7 @@ async fn a_host_killed_while_logging_leaves_a_log_that_reads_back() {
     );
     std::fs::write(dir.path().join("relish.toml"), toml).unwrap();
     let (port, admin_port) = (free_port(), free_port());
-    let server = util::TestServer {
-        handle: None,
-        base: format!("http://127.0.0.1:{port}"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let server = util::TestServer::at(port, admin_port);
     let mut child = spawn(dir.path(), port, admin_port);
     ready(&server, &mut child).await;
     let mut answered = 0;

@@ -607,12 +607,7 @@ async fn a_host_killed_during_changes_restarts_consistent_and_catches_up() {
     let toml = format!("[server]\nbundled_dir = {:?}\n{}", bundled.display().to_string(), buckets.toml("p", 10));
     std::fs::write(dir.path().join("relish.toml"), toml).unwrap();
     let (port, admin_port) = (free_port(), free_port());
-    let process = || TestServer {
-        handle: None,
-        base: format!("http://127.0.0.1:{port}"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let process = || TestServer::at(port, admin_port);
     let mut child = spawn(dir.path(), port, admin_port);
     ready(&process(), &mut child).await;
 

@@ -155,7 +155,7 @@ async fn spans_reach_the_otlp_endpoint_in_the_callers_trace_with_what_served_the
     assert_eq!((trace_id.as_str(), flags.as_str()), ("4bf92f3577b34da6a3ce929d0e0e4736", "01"));
 
     let spans = trace(&received, &trace_id, 5).await;
-    let root = named(&spans, "POST /v1/rank/discovery");
+    let root = named(&spans, "POST /v1/rank/{surface}");
     assert_eq!(hex::encode(&root.span_id), root_id, "traceresponse names the request span");
     assert_eq!(hex::encode(&root.parent_span_id), "00f067aa0ba902b7", "the caller's span is its parent");
     assert_eq!(root.trace_state, "edge=7f", "the caller's tracestate goes on");
@@ -191,7 +191,8 @@ async fn spans_reach_the_otlp_endpoint_in_the_callers_trace_with_what_served_the
         let (trace_id, root_id, _) = parts(answer.header("traceresponse").unwrap());
         assert_ne!(trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         let spans = trace(&received, &trace_id, 4).await;
-        let root = named(&spans, "POST /v1/rank/banners");
+        let root = named(&spans, "POST /v1/rank/{surface}");
+        assert_eq!(attribute(root, "relish.surface").as_deref(), Some("banners"));
         assert!(root.parent_span_id.is_empty(), "a root span: {headers:?}");
         let policy = named(&spans, "policy");
         assert_eq!(hex::encode(&policy.parent_span_id), root_id);

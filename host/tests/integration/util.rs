@@ -90,6 +90,16 @@ pub async fn start_config(dir: tempfile::TempDir, config: Config) -> TestServer 
 }
 
 impl TestServer {
+    /// A server in another process (see [`spawn`]) on these ports.
+    pub fn at(port: u16, admin_port: u16) -> TestServer {
+        TestServer {
+            handle: None,
+            base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(mut self) {
         if let Some(handle) = self.handle.take() {
