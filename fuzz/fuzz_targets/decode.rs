@@ -1,26 +1,45 @@
 //! Feeds arbitrary bytes to the request decoder. It must never panic, stall or overflow its
 //! stack; an accepted body must decode to a request that keeps every promise the contract makes
 //! a policy (`wire::check_request`) and stays within the limits; a rejected one must say why.
+//! And the differential check: whatever the single-pass fast path accepts, the serde decoder
+//! accepts with the same request, bit for bit.
 //!
 //! Small limits, so that the fuzzer reaches them with short inputs.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use relish_host::wire::{self, DecodeErrorKind, DecodeOptions};
+use relish_wire::{self as wire, DecodeErrorKind, DecodeOptions};
 
-const OPTIONS: DecodeOptions<'static> =
-    DecodeOptions {
-        surface: None,
-        now_unix_ms: 1_795_867_200_000,
-        max_candidates: 64,
-        max_features: 16,
-        max_values: 1024,
-        max_tags: 8,
-        request_id: None,
-    };
+const OPTIONS: DecodeOptions<'static> = DecodeOptions {
+    surface: None,
+    now_unix_ms: 1_795_867_200_000,
+    max_candidates: 64,
+    max_features: 16,
+    max_values: 1024,
+    max_tags: 8,
+    // Not a fresh UUID per decode, so that both paths give the same request.
+    request_id: Some("fuzz"),
+};
 
 fuzz_target!(|body: &[u8]| {
+    if let Some(fast) = wire::decode_fast(body, &OPTIONS) {
+        let slow = match wire::decode_with_serde(body, &OPTIONS) {
+            Ok(slow) => slow,
+            Err(error) => panic!("the fast path accepted a body serde refuses: {error}"),
+        };
+        assert_eq!(format!("{:?}", fast.request), format!("{:?}", slow.request));
+        let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fast.request.candidates.features), bits(&slow.request.candidates.features));
+        assert_eq!(bits(&fast.request.user_features.values), bits(&slow.request.user_features.values));
+        let degrees =
+            |r: &wire::types::Request| (r.context.latitude.map(f64::to_bits), r.context.longitude.map(f64::to_bits));
+        assert_eq!(degrees(&fast.request), degrees(&slow.request));
+        assert_eq!(
+            (fast.shape, fast.surface_given, &fast.bucket_key),
+            (slow.shape, slow.surface_given, &slow.bucket_key)
+        );
+    }
     match wire::decode(body, &OPTIONS) {
         Ok(decoded) => {
             let request = &decoded.request;

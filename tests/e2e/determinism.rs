@@ -1,6 +1,6 @@
 //! The same request and version give byte-identical answers.
 
-use relish_host::wire::{Items, Response};
+use relish_host::wire::Response;
 use relish_tests::{budget, decode, guest, policy, runtime, synthetic};
 
 /// The response bytes, without `took_us` (a measurement, not part of the answer).
@@ -8,20 +8,21 @@ fn answer(policy: &relish_host::runtime::PolicyPre, json: &str) -> Vec<u8> {
     let request = decode(json);
     let ranking = policy.rank(&request, &budget()).expect("the policy answers");
     let metadata = policy.metadata();
-    Response {
+    let digest = policy.digest();
+    let response: Response<'_> = Response {
         request_id: &request.request_id,
-        items: Items { ranking: &ranking, request: &request },
+        items: ranking.items(&request.candidates.ids),
         policy: Some(relish_host::wire::PolicyRef {
             name: &metadata.name,
             version: &metadata.version,
-            digest: policy.digest(),
+            digest: &digest.0,
         }),
         arm: None,
         fallback: None,
         features: None,
         took_us: 0,
-    }
-    .to_json()
+    };
+    response.to_json()
 }
 
 #[test]

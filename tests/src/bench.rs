@@ -25,14 +25,17 @@ pub fn check_wrk() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `wrk -t1 -c{connections} -d{seconds}s` posting the JSON file `body` to `url` (a Lua script for
-/// it is written into `dir`). Fails when any answer was not a 2xx.
+/// `wrk -t1 -c{connections} -d{seconds}s` posting the file `body` to `url` (a Lua script for it is
+/// written into `dir`): as `application/x-protobuf` if its name ends in `.pb`, else as JSON. Fails
+/// when any answer was not a 2xx.
 pub fn wrk(dir: &Path, body: &Path, url: &str, connections: u32, seconds: u64) -> anyhow::Result<WrkReport> {
-    let script = dir.join(format!("post-{}.lua", body.file_stem().and_then(|s| s.to_str()).unwrap_or("body")));
+    let name = body.file_name().and_then(|s| s.to_str()).unwrap_or("body").replace('.', "-");
+    let script = dir.join(format!("post-{name}.lua"));
+    let media = if body.extension().is_some_and(|e| e == "pb") { "application/x-protobuf" } else { "application/json" };
     std::fs::write(
         &script,
         format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"content-type\"] = \"application/json\"\n\
+            "wrk.method = \"POST\"\nwrk.headers[\"content-type\"] = \"{media}\"\n\
              local f = io.open(\"{}\", \"rb\")\nwrk.body = f:read(\"*all\")\nf:close()\n",
             body.display()
         ),

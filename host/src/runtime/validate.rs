@@ -105,6 +105,18 @@ impl Ranking {
         !self.raw.propensities.is_empty()
     }
 
+    /// The answer as the response's items, with the ids of the request it answers.
+    pub fn items<'a>(&'a self, ids: &'a types::StringColumn) -> relish_wire::Items<'a> {
+        relish_wire::Items {
+            order: &self.raw.order,
+            scores: &self.raw.scores,
+            reasons: &self.raw.reasons,
+            reason_codes: &self.raw.reason_codes,
+            id_data: &ids.data,
+            id_offsets: &ids.offsets,
+        }
+    }
+
     /// Item `position`'s reason code, if any (the empty code counts as none).
     pub fn reason(&self, position: usize) -> Option<&str> {
         let code = *self.raw.reasons.get(position)?;

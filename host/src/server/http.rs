@@ -164,12 +164,25 @@ fn caller_request_id(headers: &HeaderMap) -> Option<String> {
     wire::is_request_id(value).then(|| value.to_owned())
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+/// The request forms the data plane reads, by media type.
+#[derive(Clone, Copy)]
+enum Form {
+    /// `application/json`: either JSON shape.
+    Json,
+    /// `application/x-protobuf` (or `application/protobuf`): a `relish.v1.RankRequest`.
+    Protobuf,
+}
+
+fn form(headers: &HeaderMap) -> Option<Form> {
+    let media = headers.get(header::CONTENT_TYPE)?.to_str().ok()?.split(';').next()?.trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Some(Form::Json)
+    } else if media.eq_ignore_ascii_case("application/x-protobuf") || media.eq_ignore_ascii_case("application/protobuf")
+    {
+        Some(Form::Protobuf)
+    } else {
+        None
+    }
 }
 
 /// Releases one global in-flight slot when dropped.
@@ -219,10 +232,11 @@ async fn rank_in_span(
         let message = format!("no surface `{surface}` (known: {})", known.join(", "));
         return error(state, StatusCode::NOT_FOUND, "unknown_surface", &message, None, id);
     };
-    if !is_json(request.headers()) {
-        let message = "send the request as `content-type: application/json`";
+    let Some(form) = form(request.headers()) else {
+        let message = "send the request as `content-type: application/json` (or `application/x-protobuf` with a \
+                       serialized `relish.v1.RankRequest`)";
         return error(state, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message, None, id);
-    }
+    };
     let limit = state.config.server.max_body_bytes;
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
@@ -266,7 +280,11 @@ async fn rank_in_span(
         request_id: id,
         ..DecodeOptions::default()
     };
-    let mut decoded = match wire::decode(&body, &options) {
+    let decoded = match form {
+        Form::Json => wire::decode(&body, &options),
+        Form::Protobuf => wire::decode_protobuf(&body, &options),
+    };
+    let mut decoded = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {
             let (status, code) = match e.kind {

@@ -244,15 +244,15 @@ impl Decision {
     }
 
     /// The response to send, `took_us` after the request arrived.
-    pub fn response(&self, took_us: u64) -> wire::Response<'_> {
+    pub fn response(&self, took_us: u64) -> wire::Response<'_, FeatureReport> {
         let arm = self.arm();
         wire::Response {
             request_id: &self.request.request_id,
-            items: wire::Items { ranking: &self.ranking, request: &self.request },
+            items: self.ranking.items(&self.request.candidates.ids),
             policy: arm.map(|a| wire::PolicyRef {
                 name: &a.bound.name,
                 version: &a.bound.version,
-                digest: a.bound.digest,
+                digest: &a.bound.digest.0,
             }),
             arm: arm.map(|a| wire::ArmRef {
                 index: self.assignment.arm.unwrap_or_default(),

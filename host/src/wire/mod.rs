@@ -1,14 +1,95 @@
-//! The JSON request and response: the wire format of `relish rank` and of the HTTP API.
+//! The wire format, from the `relish-wire` crate (`host/wire`), and the move of a decoded request
+//! into the contract's records.
 //!
-//! Two request shapes carry the same information (see `docs/api.md`): the row shape, one object
-//! per candidate, and the columnar shape for high-volume callers. Both decode into the contract's
-//! [`types::Request`](crate::runtime::types::Request) without an intermediate document.
+//! `relish-wire` has no WebAssembly runtime in it, so it has request types of its own: the same
+//! records, field for field, as the `wasmtime` bindings of `wit/policy.wit`. [`decode`] moves each
+//! field across (no copy), so the rest of the host sees only the bindings' [`types`].
 
-mod decode;
-mod encode;
-
-pub use decode::{
-    DecodeError, DecodeErrorKind, DecodeOptions, Decoded, MAX_TAGS, REQUEST_ID_RULE, Shape, check_request, decode,
-    derive_seed, is_request_id,
+pub use relish_wire::{
+    ArmRef, DecodeError, DecodeErrorKind, DecodeOptions, Fallback, Items, MAX_TAGS, PolicyRef, REQUEST_ID_RULE,
+    Response, Shape, derive_seed, is_request_id,
 };
-pub use encode::{ArmRef, Fallback, Items, PolicyRef, Response};
+
+use crate::runtime::types;
+use relish_wire::types as wire;
+
+/// A decoded request, in the contract's records.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The contract request, ready to pass to a policy.
+    pub request: types::Request,
+    /// The shape the caller used.
+    pub shape: Shape,
+    /// Whether the body itself named a surface (rather than only the URL).
+    pub surface_given: bool,
+    /// The caller's `bucket_key` (a device or session id for anonymous users): what assigns the
+    /// request to a plan arm when there is no `user.id`.
+    pub bucket_key: Option<String>,
+}
+
+/// Decodes a JSON request body (either shape); see [`relish_wire::decode`].
+pub fn decode(body: &[u8], options: &DecodeOptions<'_>) -> Result<Decoded, DecodeError> {
+    relish_wire::decode(body, options).map(decoded)
+}
+
+/// Decodes a protobuf `relish.v1.RankRequest`; see [`relish_wire::decode_protobuf`].
+pub fn decode_protobuf(body: &[u8], options: &DecodeOptions<'_>) -> Result<Decoded, DecodeError> {
+    relish_wire::decode_protobuf(body, options).map(decoded)
+}
+
+fn decoded(decoded: relish_wire::Decoded) -> Decoded {
+    Decoded {
+        request: request(decoded.request),
+        shape: decoded.shape,
+        surface_given: decoded.surface_given,
+        bucket_key: decoded.bucket_key,
+    }
+}
+
+/// Moves a request into the contract's records.
+pub fn request(r: wire::Request) -> types::Request {
+    types::Request {
+        surface: r.surface,
+        request_id: r.request_id,
+        time_unix_ms: r.time_unix_ms,
+        local_minute_of_day: r.local_minute_of_day,
+        local_weekday: weekday(r.local_weekday),
+        seed: r.seed,
+        context: types::Context {
+            user_id: r.context.user_id,
+            country: r.context.country,
+            city: r.context.city,
+            locale: r.context.locale,
+            latitude: r.context.latitude,
+            longitude: r.context.longitude,
+            device: r.context.device,
+            cart: types::Cart { item_ids: r.context.cart.item_ids, tags: tags(r.context.cart.tags) },
+        },
+        user_features: types::Features { names: r.user_features.names, values: r.user_features.values },
+        tag_vocabulary: r.tag_vocabulary,
+        candidates: types::Candidates {
+            ids: types::StringColumn { data: r.candidates.ids.data, offsets: r.candidates.ids.offsets },
+            feature_names: r.candidates.feature_names,
+            features: r.candidates.features,
+            tags: tags(r.candidates.tags),
+        },
+        limit: r.limit,
+        params: r.params,
+    }
+}
+
+fn tags(column: wire::TagColumn) -> types::TagColumn {
+    types::TagColumn { offsets: column.offsets, indices: column.indices }
+}
+
+fn weekday(day: wire::Weekday) -> types::Weekday {
+    match day {
+        wire::Weekday::Monday => types::Weekday::Monday,
+        wire::Weekday::Tuesday => types::Weekday::Tuesday,
+        wire::Weekday::Wednesday => types::Weekday::Wednesday,
+        wire::Weekday::Thursday => types::Weekday::Thursday,
+        wire::Weekday::Friday => types::Weekday::Friday,
+        wire::Weekday::Saturday => types::Weekday::Saturday,
+        wire::Weekday::Sunday => types::Weekday::Sunday,
+    }
+}

@@ -21,6 +21,11 @@
 //! `wrk` and the shadow thread, that is three busy threads on two cores, no headroom at all.
 //! Then, the same way, the wasm server exporting a trace of every request over OTLP/HTTP to an
 //! endpoint in this process that takes and drops them ([`otlp_sink`]): what tracing costs.
+//! Then the *floor server* ([`floor_server`]): the same hyper (auto HTTP/1 and HTTP/2, the same
+//! runtime and allocator) reading the same body, skimming it with serde_json into `IgnoredAny`
+//! and answering a fixed 1 KB response: the cheapest server that still reads the request. Its
+//! requests/s under the same `wrk` is what `relish serve` is measured against, and at 70 % of it
+//! both are measured open loop for p50 and p99.
 //! Needs `wrk` (Debian: `apt-get install wrk`).
 
 use std::collections::HashMap;
@@ -69,8 +74,16 @@ fn main() -> anyhow::Result<()> {
         let body = synthetic::venues(candidates, 7, false).to_string();
         let body_path = dir.path().join(format!("body-{candidates}.json"));
         std::fs::write(&body_path, &body)?;
+        // The same request as protobuf (`relish.v1.RankRequest`).
+        let protobuf = {
+            use prost::Message as _;
+            let options = relish_wire::DecodeOptions::default();
+            relish_wire::decode(body.as_bytes(), &options)?.to_protobuf().encode_to_vec()
+        };
+        let protobuf_path = dir.path().join(format!("body-{candidates}.pb"));
+        std::fs::write(&protobuf_path, &protobuf)?;
         let mut runs = HashMap::new();
-        for mode in ["native", "wasm", "wasm + decision log 100 %", "wasm + traces 100 %"] {
+        for mode in ["native", "wasm", "wasm, protobuf", "wasm + decision log 100 %", "wasm + traces 100 %"] {
             let natives: HashMap<String, Arc<dyn Ranker>> = if mode == "native" {
                 HashMap::from([
                     ("discovery".to_owned(), Arc::new(Native::<Discovery>::new()) as Arc<dyn Ranker>),
@@ -79,13 +92,18 @@ fn main() -> anyhow::Result<()> {
             } else {
                 HashMap::new()
             };
+            let (sent, sent_path) = if mode.contains("protobuf") {
+                (Sent { bytes: &protobuf, media: "application/x-protobuf" }, &protobuf_path)
+            } else {
+                (Sent { bytes: body.as_bytes(), media: "application/json" }, &body_path)
+            };
             let run = runtime.block_on(measure(
                 dir.path(),
                 &bundled,
                 wasm_runtime.clone(),
                 natives,
-                &body,
-                &body_path,
+                sent,
+                sent_path,
                 seconds,
                 mode,
                 Load {
@@ -101,6 +119,61 @@ fn main() -> anyhow::Result<()> {
             );
             runs.insert(mode, run);
         }
+        // The floor: the same `wrk` against a server that only reads and skims the body.
+        let floor = runtime.block_on(async {
+            let (addr, stop) = floor_server().await?;
+            let url = format!("http://{addr}/v1/rank/discovery");
+            let (dir, body_path, wrk_url) = (dir.path().to_path_buf(), body_path.clone(), url.clone());
+            let report =
+                tokio::task::spawn_blocking(move || bench::wrk(&dir, &body_path, &wrk_url, 32, seconds)).await??;
+            let rate = (report.requests_per_second * 0.7).round();
+            let (url, open_body) = (url.clone(), Bytes::from(body.clone()));
+            let at_70 = tokio::task::spawn_blocking(move || open_loop(&url, open_body, rate, seconds)).await??;
+            let _ = stop.send(());
+            anyhow::Ok((report, rate, at_70))
+        })?;
+        let (floor_report, floor_rate, floor_at_70) = floor;
+        println!(
+            "| {candidates} | floor server (skim, fixed 1 KB answer) | {:.0} | {:.2} | {:.2} | | | |",
+            floor_report.requests_per_second, floor_report.p50_ms, floor_report.p99_ms
+        );
+        println!(
+            "| {candidates} | floor server, open loop at {floor_rate} req/s (70 % of its wrk rate) | {:.0} | {:.2} | {:.2} | | | |",
+            floor_at_70.0, floor_at_70.1, floor_at_70.2
+        );
+        let wasm_at_70 = runtime.block_on(measure(
+            dir.path(),
+            &bundled,
+            wasm_runtime.clone(),
+            HashMap::new(),
+            Sent { bytes: body.as_bytes(), media: "application/json" },
+            &body_path,
+            seconds,
+            "wasm, open loop at 70 % of the floor",
+            Load { client: Client::OpenLoop { rate: floor_rate }, shadow: false, log: false, traces: None },
+        ))?;
+        println!(
+            "| {candidates} | wasm, open loop at {floor_rate} req/s (70 % of the floor's) | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
+            wasm_at_70.requests_per_second,
+            wasm_at_70.p50_ms,
+            wasm_at_70.p99_ms,
+            wasm_at_70.parse_us,
+            wasm_at_70.policy_us,
+            wasm_at_70.encode_us
+        );
+        summary.push(format!(
+            "{candidates} candidates: relish serve (wasm) / floor server requests/s = {:.2} ({:.0} vs {:.0}); at {floor_rate} \
+             req/s (70 % of the floor) p50 {:.2} vs {:.2} ms, p99 {:.2} vs {:.2} ms, {:.0} vs {:.0} answered/s",
+            runs["wasm"].requests_per_second / floor_report.requests_per_second,
+            runs["wasm"].requests_per_second,
+            floor_report.requests_per_second,
+            wasm_at_70.p50_ms,
+            floor_at_70.1,
+            wasm_at_70.p99_ms,
+            floor_at_70.2,
+            wasm_at_70.requests_per_second,
+            floor_at_70.0,
+        ));
         // A third of one core's sequential rate: the shadow's calls fit beside the answers.
         let wasm_us = runs["wasm"].parse_us + runs["wasm"].policy_us + runs["wasm"].encode_us;
         let rate = (1e6 / wasm_us / 3.0).round();
@@ -120,7 +193,7 @@ fn main() -> anyhow::Result<()> {
                     &bundled,
                     wasm_runtime.clone(),
                     HashMap::new(),
-                    &body,
+                    Sent { bytes: body.as_bytes(), media: "application/json" },
                     &body_path,
                     seconds,
                     mode,
@@ -178,6 +251,17 @@ fn main() -> anyhow::Result<()> {
             shadow.requests_per_second / light.requests_per_second
         ));
         let (wasm, native, logged) = (&runs["wasm"], &runs["native"], &runs["wasm + decision log 100 %"]);
+        let protobuf = &runs["wasm, protobuf"];
+        summary.push(format!(
+            "{candidates} candidates: protobuf ({} KB) / JSON ({} KB) requests/s = {:.2} ({:.0} vs {:.0}); parse {:.0} µs vs {:.0} µs",
+            protobuf.bytes / 1024,
+            wasm.bytes / 1024,
+            protobuf.requests_per_second / wasm.requests_per_second,
+            protobuf.requests_per_second,
+            wasm.requests_per_second,
+            protobuf.parse_us,
+            wasm.parse_us,
+        ));
         let traced = &runs["wasm + traces 100 %"];
         summary.push(format!(
             "{candidates} candidates: tracing every request gives requests/s x{:.2}, p99 x{:.2} against no endpoint",
@@ -239,7 +323,7 @@ async fn measure(
     bundled: &std::path::Path,
     wasm_runtime: Arc<Runtime>,
     natives: HashMap<String, Arc<dyn Ranker>>,
-    body: &str,
+    body: Sent<'_>,
     body_path: &std::path::Path,
     seconds: u64,
     mode: &str,
@@ -283,8 +367,8 @@ async fn measure(
     let samples = 300;
     for i in 0..samples + 50 {
         let request = hyper::Request::post(&url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_owned())))?;
+            .header("content-type", body.media)
+            .body(Full::new(Bytes::from(body.bytes.to_owned())))?;
         let response = client.request(request).await?;
         anyhow::ensure!(response.status() == 200, "the server answered {}", response.status());
         let timing = response.headers()["server-timing"].to_str()?.to_owned();
@@ -308,7 +392,7 @@ async fn measure(
             (report.requests_per_second, report.p50_ms, report.p99_ms)
         }
         Client::OpenLoop { rate } => {
-            let (url, body) = (url.clone(), Bytes::from(body.to_owned()));
+            let (url, body) = (url.clone(), Bytes::from(body.bytes.to_owned()));
             tokio::task::spawn_blocking(move || open_loop(&url, body, rate, seconds)).await??
         }
     };
@@ -333,8 +417,64 @@ async fn measure(
         parse_us: split[0],
         policy_us: split[1],
         encode_us: split[2],
-        bytes: body.len(),
+        bytes: body.bytes.len(),
     })
+}
+
+/// A request body and its media type.
+#[derive(Clone, Copy)]
+struct Sent<'a> {
+    bytes: &'a [u8],
+    media: &'static str,
+}
+
+/// The floor server on a free port, until the sender is used or dropped: hyper's auto builder
+/// (HTTP/1 and HTTP/2, as `relish serve`), each request's body read whole (at most 8 MiB, the
+/// default `max_body_bytes`), skimmed by serde_json into `IgnoredAny` (syntax checked, no value
+/// kept) and answered with the same 1 KB JSON body; `400` if the body is not JSON.
+async fn floor_server() -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let answer = Bytes::from(format!(
+        r#"{{"request_id":"floor","items":[{}]}}"#,
+        vec![r#"{"id":"venue-00","score":1.0}"#; 32].join(",")
+    ));
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted { Ok(accepted) => accepted, Err(_) => continue },
+                _ = &mut stopped => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let (builder, answer) = (builder.clone(), answer.clone());
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let answer = answer.clone();
+                async move {
+                    let body = http_body_util::Limited::new(request.into_body(), 8 << 20)
+                        .collect()
+                        .await
+                        .map_err(std::io::Error::other)?
+                        .to_bytes();
+                    let status = match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                        Ok(_) => 200,
+                        Err(_) => 400,
+                    };
+                    let response = hyper::Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Full::new(answer))
+                        .expect("a valid answer");
+                    Ok::<_, std::io::Error>(response)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Ok((addr, stop))
 }
 
 /// An OTLP/HTTP endpoint that reads each export whole and answers `200` (an empty

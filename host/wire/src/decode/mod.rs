@@ -11,6 +11,10 @@
 //! the right field, every check runs inside the seed of the value (or key) it is about: a check
 //! made in a parent's `visit_map` after the value was read would be reported at the parent.
 //!
+//! Most bodies never reach serde: [`decode`] first tries the single-pass parser in `fast`, which
+//! writes into the same [`Builder`] and hands every body it is not certain about (every wrong
+//! one included) to the serde decoder, so errors are always the serde decoder's.
+//!
 //! A file a concern: the options, the result and its errors are here; [`check_request`] is in
 //! `check`; the [`Builder`] that the seeds write into, in `builder`; the generic serde helpers, in
 //! `fields`; the request object with its user, context and cart, in `request`; the two candidate
@@ -20,12 +24,15 @@
 mod builder;
 mod check;
 mod columnar;
+mod fast;
 mod fields;
+mod protobuf;
 mod request;
 mod row;
 mod tags;
 
 pub use check::check_request;
+pub use protobuf::decode_protobuf;
 
 use std::fmt::{self, Write as _};
 
@@ -35,7 +42,7 @@ use sha2::{Digest as _, Sha256};
 use builder::Builder;
 use request::RequestSeed;
 
-use crate::runtime::types;
+use crate::types;
 
 /// Limits and host-supplied values for decoding.
 #[derive(Debug, Clone)]
@@ -76,13 +83,15 @@ impl Default for DecodeOptions<'_> {
     }
 }
 
-/// Which of the two documented request shapes a body used.
+/// Which of the documented request forms a body used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// `candidates` is an array of `{id, features, tags}` objects.
     Rows,
     /// `candidates` is an object of columns `{ids, feature_names, features, tags}`.
     Columns,
+    /// A protobuf `RankRequest` (`proto/relish/v1/rank.proto`): columns throughout.
+    Protobuf,
 }
 
 /// A decoded request.
@@ -151,7 +160,27 @@ pub fn derive_seed(request_id: &str, user_id: Option<&str>) -> u64 {
 }
 
 /// Decodes a JSON request body (either shape).
+///
+/// The same answer as [`decode_with_serde`], for every body; most valid bodies take the
+/// single-pass parser (see [`decode_fast`]) at about twice the speed.
 pub fn decode(body: &[u8], options: &DecodeOptions<'_>) -> Result<Decoded, DecodeError> {
+    match fast::decode(body, options) {
+        Some(decoded) => Ok(decoded),
+        None => decode_with_serde(body, options),
+    }
+}
+
+/// The single-pass parser alone: `Some` for a body it is certain of (the request
+/// [`decode_with_serde`] returns for it, field for field), `None` for one it leaves to serde:
+/// every invalid body, and valid ones with string escapes, numbers outside its exact range (a
+/// mantissa over 2^53 or a decimal exponent beyond ±22) or unknown fields. For tests and fuzzing;
+/// callers use [`decode`].
+pub fn decode_fast(body: &[u8], options: &DecodeOptions<'_>) -> Option<Decoded> {
+    fast::decode(body, options)
+}
+
+/// The serde decoder alone: every body, every error named by its field path.
+pub fn decode_with_serde(body: &[u8], options: &DecodeOptions<'_>) -> Result<Decoded, DecodeError> {
     let mut builder = Builder::new(options);
     let mut json = serde_json::Deserializer::from_slice(body);
     let parsed = RequestSeed(&mut builder).deserialize(&mut json).and_then(|()| json.end());

@@ -8,7 +8,7 @@ use super::Shape;
 use super::builder::{Builder, empty_tags};
 use super::fields::{Fields, StrSeed, Value, fields, next_field, nullable};
 use super::tags::{TagsSeed, close_row};
-use crate::runtime::types;
+use crate::types;
 
 /// The candidates of the row shape, one object each.
 pub(super) fn candidates<'de, A: SeqAccess<'de>>(b: &mut Builder<'_>, mut seq: A) -> Result<(), A::Error> {

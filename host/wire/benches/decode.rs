@@ -1,8 +1,12 @@
 //! Decoding a realistic ranking request, in both shapes, and encoding a response.
 //!
 //! Parsing is most of a request's cost, so this is the number to watch when touching
-//! `host/src/wire`. Run with `cargo bench -p relish-host --bench decode`; criterion prints the time
+//! `host/wire`. Run with `cargo bench -p relish-wire --bench decode`; criterion prints the time
 //! per request and the throughput in MB/s (MiB/s in criterion's units).
+//!
+//! Beside each decode, the floor it is measured against: serde_json skimming the same bytes into
+//! `IgnoredAny` (it checks the syntax and reads no value), and the full serde decoder that the
+//! fast path falls back to. Compare the three within one run.
 //!
 //! The bodies are built here by a small deterministic generator (not `relish-tests`, which depends
 //! on this crate): a discovery request with 20 features per venue, a few of them missing, one to
@@ -13,8 +17,7 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use relish_host::runtime::{Budget, Digest, Ranking, types};
-use relish_host::wire::{self, ArmRef, DecodeOptions, Items, PolicyRef, Response};
+use relish_wire::{self as wire, ArmRef, DecodeOptions, Items, PolicyRef, Response};
 
 const FEATURES: [&str; 20] = [
     "is_open",
@@ -170,9 +173,16 @@ fn decode(c: &mut Criterion) {
         for (shape, body) in [("rows", rows(n)), ("columns", columns(n))] {
             let decoded = wire::decode(body.as_bytes(), &options).expect("the benchmark body decodes");
             assert_eq!(decoded.request.candidates.feature_names.len(), FEATURES.len());
+            assert!(wire::decode_fast(body.as_bytes(), &options).is_some(), "{shape} {n} takes the fast path");
             group.throughput(Throughput::Bytes(body.len() as u64));
             group.bench_with_input(BenchmarkId::new(shape, n), body.as_bytes(), |b, body| {
                 b.iter(|| wire::decode(black_box(body), &options).expect("decodes"))
+            });
+            group.bench_with_input(BenchmarkId::new(format!("{shape}-serde"), n), body.as_bytes(), |b, body| {
+                b.iter(|| wire::decode_with_serde(black_box(body), &options).expect("decodes"))
+            });
+            group.bench_with_input(BenchmarkId::new(format!("{shape}-skim"), n), body.as_bytes(), |b, body| {
+                b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body)).expect("skims"))
             });
         }
     }
@@ -184,18 +194,24 @@ fn encode(c: &mut Criterion) {
     let mut request = wire::decode(rows(500).as_bytes(), &options).expect("the benchmark body decodes").request;
     request.limit = 50;
     // A realistic answer: 50 of the 500 venues, scores with full f32 precision, reason codes.
-    let raw = types::Ranking {
-        order: (0..50).map(|i| i * 7).collect(),
-        scores: (0..50).map(|i| 3.0 - i as f32 * 0.0517).collect(),
-        reasons: (0..50).map(|i| i % 3).collect(),
-        reason_codes: vec!["affinity".to_owned(), "reorder".to_owned(), "popular".to_owned()],
-        propensities: Vec::new(),
+    let order: Vec<u32> = (0..50).map(|i| i * 7).collect();
+    let scores: Vec<f32> = (0..50).map(|i| 3.0 - i as f32 * 0.0517).collect();
+    let reasons: Vec<u32> = (0..50).map(|i| i % 3).collect();
+    let reason_codes = ["affinity", "reorder", "popular"].map(str::to_owned);
+    let ids = &request.candidates.ids;
+    let items = Items {
+        order: &order,
+        scores: &scores,
+        reasons: &reasons,
+        reason_codes: &reason_codes,
+        id_data: &ids.data,
+        id_offsets: &ids.offsets,
     };
-    let ranking = Ranking::validate(raw, &request, &Budget::default()).expect("a valid answer");
-    let response = Response {
+    let digest = [0x5a; 32];
+    let response: Response<'_> = Response {
         request_id: &request.request_id,
-        items: Items { ranking: &ranking, request: &request },
-        policy: Some(PolicyRef { name: "discovery", version: "0.1.0", digest: Digest::of(b"bench") }),
+        items,
+        policy: Some(PolicyRef { name: "discovery", version: "0.1.0", digest: &digest }),
         arm: Some(ArmRef { index: 0, name: "discovery@0.1.0", revision: 3, bucket: 4711, sticky: true }),
         fallback: None,
         features: None,

@@ -51,8 +51,9 @@ fn small_limits() -> DecodeOptions<'static> {
 }
 
 /// Decodes and checks what any decode must hold: an accepted request keeps the contract's
-/// promises, a rejected one says what is wrong.
+/// promises, a rejected one says what is wrong, and the fast path agrees with serde.
 fn decode_checked(body: &[u8], options: &DecodeOptions<'_>) -> Result<(), TestCaseError> {
+    same_on_both_paths(body, options)?;
     match decode(body, options) {
         Ok(decoded) => {
             check_request(&decoded.request).map_err(TestCaseError::fail)?;
@@ -63,6 +64,30 @@ fn decode_checked(body: &[u8], options: &DecodeOptions<'_>) -> Result<(), TestCa
         Err(error) => prop_assert!(!error.message.is_empty(), "an empty message at `{}`", error.path),
     }
     Ok(())
+}
+
+/// The differential check: whatever the fast path accepts, the serde decoder accepts with the
+/// same request, field for field (the debug form shows every field, bit patterns aside: NaN is
+/// `NaN` there, so the matrices are compared by their bits as well).
+fn same_on_both_paths(body: &[u8], options: &DecodeOptions<'_>) -> Result<Option<Decoded>, TestCaseError> {
+    // A body without a request id gets this one on both paths, not two random UUIDs.
+    let options = DecodeOptions { request_id: Some("fallback-id"), ..options.clone() };
+    let Some(fast) = decode_fast(body, &options) else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(body);
+    let slow = decode_with_serde(body, &options)
+        .map_err(|e| TestCaseError::fail(format!("the fast path accepted what serde rejects ({e}):\n{text}")))?;
+    prop_assert_eq!(format!("{:?}", fast.request), format!("{:?}", slow.request), "{}", text);
+    prop_assert_eq!(bits(&fast.request.candidates.features), bits(&slow.request.candidates.features));
+    prop_assert_eq!(bits(&fast.request.user_features.values), bits(&slow.request.user_features.values));
+    prop_assert_eq!(fast.request.context.latitude.map(f64::to_bits), slow.request.context.latitude.map(f64::to_bits));
+    prop_assert_eq!(fast.request.context.longitude.map(f64::to_bits), slow.request.context.longitude.map(f64::to_bits));
+    prop_assert_eq!(
+        (fast.shape, fast.surface_given, &fast.bucket_key),
+        (slow.shape, slow.surface_given, &slow.bucket_key)
+    );
+    Ok(Some(fast))
 }
 
 /// Any JSON value, with object keys mostly drawn from the format's field names.
@@ -166,6 +191,7 @@ proptest! {
         let options = DecodeOptions { max_candidates: 200, max_values: 200 * 8, ..small_limits() };
         let expected = model.expected();
         for (shape, body) in [(Shape::Rows, model.rows()), (Shape::Columns, model.columns())] {
+            same_on_both_paths(body.as_bytes(), &options)?;
             let decoded = decode(body.as_bytes(), &options).map_err(|e| TestCaseError::fail(format!("{shape:?}: {e}\n{body}")))?;
             prop_assert_eq!(decoded.shape, shape);
             let got = decoded.request;
@@ -186,6 +212,109 @@ proptest! {
             prop_assert_eq!(got.seed, model.seed.unwrap_or_else(|| derive_seed(&model.request_id, model.user_id.as_deref())));
             prop_assert_eq!(&got.request_id, &model.request_id);
             prop_assert_eq!(&got.context.user_id, &model.user_id);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Bodies as callers send them (no escapes, values with a few decimals) take the fast path,
+    /// in both shapes, and it agrees with serde.
+    #[test]
+    fn plain_requests_take_the_fast_path(model in model(0..100)) {
+        let model = model.plain();
+        let options = DecodeOptions { max_candidates: 100, max_values: 100 * 8, ..small_limits() };
+        for body in [model.rows(), model.columns()] {
+            let fast = same_on_both_paths(body.as_bytes(), &options)?;
+            prop_assert!(fast.is_some(), "the fast path left a plain body to serde:\n{}", body);
+        }
+    }
+
+    /// Numbers at and past the edges of the fast path's exact range: wherever it takes them,
+    /// they decode to serde's bits.
+    #[test]
+    fn numbers_at_the_edges_agree_with_serde(
+        mantissa in prop_oneof![0u64..1000, (1u64 << 53) - 2..(1u64 << 53) + 2, any::<u64>()],
+        fraction in prop::option::of(0u32..30),
+        exponent in prop::option::of(-30i32..30),
+        negative in any::<bool>(),
+        upper in any::<bool>(),
+    ) {
+        let digits = mantissa.to_string();
+        let mut number = String::from(if negative { "-" } else { "" });
+        match fraction.map(|f| f as usize) {
+            Some(f) if f > 0 && f < digits.len() => {
+                number.push_str(&digits[..digits.len() - f]);
+                number.push('.');
+                number.push_str(&digits[digits.len() - f..]);
+            }
+            Some(f) if f > 0 => {
+                number.push_str("0.");
+                number.push_str(&"0".repeat(f - digits.len()));
+                number.push_str(&digits);
+            }
+            _ => number.push_str(&digits),
+        }
+        if let Some(e) = exponent {
+            number.push(if upper { 'E' } else { 'e' });
+            number.push_str(&e.to_string());
+        }
+        let bodies = [
+            format!(r#"{{"candidates": [{{"id": "a", "features": {{"x": {number}}}}}]}}"#),
+            format!(r#"{{"user": {{"features": {{"x": {number}}}}}, "candidates": []}}"#),
+            format!(r#"{{"candidates": {{"ids": ["a"], "feature_names": ["x"], "features": [{number}]}}}}"#),
+            format!(r#"{{"context": {{"lat": {number}, "lon": {number}}}, "candidates": []}}"#),
+            format!(r#"{{"seed": {number}, "limit": {number}, "candidates": []}}"#),
+        ];
+        for body in bodies {
+            decode_checked(body.as_bytes(), &small_limits())?;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A request sent as protobuf decodes to the request its JSON form decodes to.
+    #[test]
+    fn generated_requests_decode_to_the_same_request_from_protobuf(model in model(0..100)) {
+        use prost::Message as _;
+        let options = DecodeOptions { max_candidates: 100, max_values: 100 * 8, ..small_limits() };
+        let json = decode(model.rows().as_bytes(), &options).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let body = json.to_protobuf().encode_to_vec();
+        let decoded = decode_protobuf(&body, &options).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        check_request(&decoded.request).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(format!("{:?}", decoded.request), format!("{:?}", json.request));
+    }
+
+    /// Arbitrary bytes, and protobuf requests with a byte changed, never panic the protobuf
+    /// decoder; what it accepts keeps the contract's promises and the limits.
+    #[test]
+    fn arbitrary_protobuf_never_panics(
+        model in model(0..20),
+        bytes in prop::collection::vec(any::<u8>(), 0..256),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+    ) {
+        use prost::Message as _;
+        let options = small_limits();
+        let json = decode(model.rows().as_bytes(), &options).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut body = json.to_protobuf().encode_to_vec();
+        for (at, byte) in flips {
+            let at = at.index(body.len().max(1));
+            if let Some(b) = body.get_mut(at) {
+                *b = byte;
+            }
+        }
+        for body in [&body, &bytes] {
+            match decode_protobuf(body, &options) {
+                Ok(decoded) => {
+                    check_request(&decoded.request).map_err(TestCaseError::fail)?;
+                    prop_assert!(decoded.request.candidates.ids.offsets.len() - 1 <= options.max_candidates);
+                    prop_assert!(decoded.request.candidates.feature_names.len() <= options.max_features);
+                }
+                Err(error) => prop_assert!(!error.message.is_empty()),
+            }
         }
     }
 }
@@ -301,6 +430,34 @@ struct Expected {
 }
 
 impl Model {
+    /// The model with what the fast path leaves to serde taken out: names and ids with a quote
+    /// or a backslash (escapes), and values that JSON would write with a large exponent.
+    fn plain(mut self) -> Model {
+        // Quarters: exact in binary, so written short (the generator writes an f32 through f64).
+        let plain_value = |feature: Feature| match feature {
+            Feature::Number(v) => Feature::Number((v.clamp(-1e6, 1e6) * 4.0).round() / 4.0),
+            other => other,
+        };
+        let plain_features = |features: &mut Vec<(&'static str, Feature)>| {
+            features.retain(|(name, _)| !name.contains(['"', '\\']));
+            for (_, value) in features.iter_mut() {
+                *value = plain_value(*value);
+            }
+        };
+        plain_features(&mut self.user_features);
+        for (_, tags) in &mut self.cart {
+            tags.retain(|t| !t.contains('\\'));
+        }
+        for c in &mut self.candidates {
+            c.id = c.id.replace('"', "q");
+            plain_features(&mut c.features);
+            if let Some(tags) = &mut c.tags {
+                tags.retain(|t| !t.contains('\\'));
+            }
+        }
+        self
+    }
+
     /// Everything but the candidates; the cart comes first, so its tags come first in the
     /// vocabulary.
     fn head(&self) -> Map<String, Json> {

@@ -6,7 +6,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 use super::builder::Builder;
 use super::fields::{StrSeed, nullable};
-use crate::runtime::types;
+use crate::types;
 
 /// Closes the tag row of item `rows - 1`, adding an empty row if the item had no `tags`.
 pub(super) fn close_row(column: &mut types::TagColumn, rows: usize) {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, Timelike};
 use serde::de;
 
 use super::{DecodeError, DecodeErrorKind, DecodeOptions, Decoded, Shape, derive_seed};
-use crate::runtime::types;
+use crate::types;
 
 /// foldhash rather than SipHash: feature names and tags are hashed for every value of a request.
 /// Its seed differs per process (address-space randomisation) and per map, so a body cannot aim
@@ -314,7 +314,7 @@ impl<'o> Builder<'o> {
         if let Some((first, second)) = duplicate_id(&self.ids) {
             let path = match shape {
                 Shape::Rows => format!("candidates[{second}].id"),
-                Shape::Columns => format!("candidates.ids[{second}]"),
+                Shape::Columns | Shape::Protobuf => format!("candidates.ids[{second}]"),
             };
             let id = &self.ids.data[self.ids.offsets[second] as usize..self.ids.offsets[second + 1] as usize];
             let message = format!("`{id}` is also the id of candidate {first}: each candidate may appear once");

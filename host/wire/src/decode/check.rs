@@ -1,6 +1,6 @@
 //! [`check_request`]: the promises the contract makes a policy about a request's shape.
 
-use crate::runtime::types;
+use crate::types;
 
 /// Checks the promises the contract makes a policy about a request's shape: string and tag
 /// offsets that start at 0, never decrease and end at their data; a matrix of exactly n × d

@@ -9,7 +9,7 @@ use super::builder::{Builder, degrees, empty_tags, parse_time};
 use super::fields::{Fields, Str, Value, check, fields, next_field, nullable, optional};
 use super::tags::{TagsSeed, close_row};
 use super::{REQUEST_ID_RULE, columnar, is_request_id, row};
-use crate::runtime::types;
+use crate::types;
 
 pub(super) struct RequestSeed<'b, 'o>(pub(super) &'b mut Builder<'o>);
 

@@ -8,7 +8,7 @@ use super::Shape;
 use super::builder::{Builder, empty_tags};
 use super::fields::{EachStr, Fields, Value, fields, next_field};
 use super::tags::{TagsSeed, close_row};
-use crate::runtime::types;
+use crate::types;
 
 fields! {
     /// The columns of the columnar shape.

@@ -1,0 +1,613 @@
+//! The fast path: one pass over the body's bytes, straight into the [`Builder`], for the bodies
+//! real callers send; everything else is left to the serde decoder.
+//!
+//! serde_json's deserializer is general: every value goes through a visitor, every string through
+//! its scratch buffer, every number through a `u64`/`i64`/`f64` dispatch. The request format is
+//! fixed, so this parser knows at each byte what may come next and writes the value where it
+//! belongs. It is *conservative*: it returns `None` (and the serde decoder in `super::decode`
+//! runs on the same bytes) for every body it is not certain about, which includes every body that
+//! is wrong. It never rejects, so every error message, path and limit is the serde decoder's, and
+//! whatever it accepts, the serde decoder accepts with the very same columns; the differential
+//! tests (`proptests`) and the `decode` fuzz target hold it to that. What it leaves to serde:
+//!
+//! - strings with a backslash escape (they need unescaping; callers rarely send them);
+//! - numbers outside the exact range: an integer mantissa above 2^53 for a fraction or exponent
+//!   (or for a negative integer), or a decimal exponent beyond ±22. Inside it, `m × 10^e` and
+//!   `m / 10^-e` are single correctly rounded operations on exact values, which is what
+//!   serde_json computes as well, so the two agree bit for bit;
+//! - anything the builder refuses (a limit, a repeated feature, a duplicate id), an unknown or
+//!   repeated field, and any syntax error.
+//!
+//! The checks made on values (request id, bucket key, degrees, the RFC 3339 time) are the same
+//! functions the serde seeds call.
+
+use super::builder::{Builder, degrees, empty_tags, parse_time};
+use super::tags::close_row;
+use super::{DecodeOptions, Decoded, Shape, is_request_id};
+use crate::types;
+
+/// Decodes `body` if this path is certain of the answer; `None` leaves it to the serde decoder.
+pub(super) fn decode(body: &[u8], options: &DecodeOptions<'_>) -> Option<Decoded> {
+    // A valid body is UTF-8 throughout (outside its strings JSON is ASCII), and checking it once
+    // is much cheaper than once per string: strings are then slices between ASCII quotes.
+    let text = std::str::from_utf8(body).ok()?;
+    let mut builder = Builder::new(options);
+    let mut parser = Parser { text, body, at: 0 };
+    parser.request(&mut builder)?;
+    parser.skip_whitespace();
+    if parser.at != body.len() {
+        return None;
+    }
+    builder.finish().ok()
+}
+
+/// `None` everywhere: "not certain, let serde decide".
+type Maybe<T> = Option<T>;
+
+/// 10^0 ..= 10^22, each exact in an `f64`.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// The largest integer every smaller one of which is exact in an `f64`.
+const EXACT: u64 = 1 << 53;
+
+/// A JSON number, as serde_json hands it to a visitor.
+#[derive(Clone, Copy)]
+enum Number {
+    /// A non-negative integer (`visit_u64`).
+    U64(u64),
+    /// A negative integer (`visit_i64`).
+    I64(i64),
+    /// A number with a fraction or an exponent, or `-0` (`visit_f64`).
+    F64(f64),
+}
+
+impl Number {
+    /// As a feature value (see `fields::Value`): `None` if it does not fit an `f32`.
+    fn feature(self) -> Maybe<f32> {
+        match self {
+            Number::U64(v) => Some(v as f32),
+            Number::I64(v) => Some(v as f32),
+            Number::F64(v) => Some(v as f32).filter(|narrowed| narrowed.is_finite()),
+        }
+    }
+
+    /// As an `f64` field (serde's `f64` accepts every number).
+    fn float(self) -> f64 {
+        match self {
+            Number::U64(v) => v as f64,
+            Number::I64(v) => v as f64,
+            Number::F64(v) => v,
+        }
+    }
+}
+
+struct Parser<'b> {
+    text: &'b str,
+    /// `text`'s bytes.
+    body: &'b [u8],
+    at: usize,
+}
+
+/// The bytes that end the run of plain characters in a string: the closing quote, a backslash
+/// (an escape), and the control characters JSON forbids.
+static STOP: [bool; 256] = {
+    let mut stop = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        stop[b] = true;
+        b += 1;
+    }
+    stop[b'"' as usize] = true;
+    stop[b'\\' as usize] = true;
+    stop
+};
+
+impl<'b> Parser<'b> {
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.body.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte that is not whitespace, not consumed.
+    fn peek(&mut self) -> Maybe<u8> {
+        self.skip_whitespace();
+        self.body.get(self.at).copied()
+    }
+
+    /// Consumes `byte` if it comes next.
+    fn eat(&mut self, byte: u8) -> bool {
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Maybe<()> {
+        self.eat(byte).then_some(())
+    }
+
+    /// Consumes `null` if it comes next.
+    fn null(&mut self) -> bool {
+        if self.peek() == Some(b'n') && self.body[self.at..].starts_with(b"null") {
+            self.at += 4;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A string without escapes, borrowed from the body.
+    fn string(&mut self) -> Maybe<&'b str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        // A quote ends it; a backslash (an escape) or a control character sends it to serde.
+        let end = start + stop(&self.body[start..])?;
+        if self.body[end] != b'"' {
+            return None;
+        }
+        self.at = end + 1;
+        // Both ends are next to an ASCII quote, so on character boundaries.
+        self.text.get(start..end)
+    }
+
+    /// A string or `null`.
+    fn optional_string(&mut self) -> Maybe<Option<&'b str>> {
+        if self.null() { Some(None) } else { self.string().map(Some) }
+    }
+
+    fn digits(&mut self) -> &'b [u8] {
+        let start = self.at;
+        while let Some(b'0'..=b'9') = self.body.get(self.at) {
+            self.at += 1;
+        }
+        &self.body[start..self.at]
+    }
+
+    /// A JSON number inside the range where this path and serde_json agree exactly.
+    fn number(&mut self) -> Maybe<Number> {
+        self.skip_whitespace();
+        let negative = self.body.get(self.at) == Some(&b'-');
+        if negative {
+            self.at += 1;
+        }
+        let integer = self.digits();
+        // JSON: at least one digit, and no leading zero before another digit.
+        if integer.is_empty() || (integer.len() > 1 && integer[0] == b'0') {
+            return None;
+        }
+        let mut mantissa = accumulate(0, integer)?;
+        let mut exponent: i32 = 0;
+        let mut float = false;
+        if self.body.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            let fraction = self.digits();
+            if fraction.is_empty() || fraction.len() > 19 {
+                return None;
+            }
+            mantissa = if integer.len() + fraction.len() <= 19 {
+                fold(mantissa, fraction)
+            } else {
+                accumulate(mantissa, fraction)?
+            };
+            exponent = -(fraction.len() as i32);
+            float = true;
+        }
+        if let Some(b'e' | b'E') = self.body.get(self.at) {
+            self.at += 1;
+            let exponent_negative = self.body.get(self.at) == Some(&b'-');
+            if let Some(b'-' | b'+') = self.body.get(self.at) {
+                self.at += 1;
+            }
+            let digits = self.digits();
+            if digits.is_empty() || digits.len() > 4 {
+                return None;
+            }
+            let value = accumulate(0, digits)? as i32;
+            exponent += if exponent_negative { -value } else { value };
+            float = true;
+        }
+        if !float {
+            return Some(match (negative, mantissa) {
+                (false, m) => Number::U64(m),
+                // serde_json reads `-0` as the float -0.0.
+                (true, 0) => Number::F64(-0.0),
+                (true, m) if m <= EXACT => Number::I64(-(m as i64)),
+                (true, _) => return None,
+            });
+        }
+        if mantissa > EXACT {
+            return None;
+        }
+        let scale = *POW10.get(exponent.unsigned_abs() as usize)?;
+        let magnitude = if exponent >= 0 { mantissa as f64 * scale } else { mantissa as f64 / scale };
+        Some(Number::F64(if negative { -magnitude } else { magnitude }))
+    }
+
+    /// A non-negative integer that fits `u64` (what serde's `u64` accepts), or `null`.
+    fn optional_u64(&mut self) -> Maybe<Option<u64>> {
+        if self.null() {
+            return Some(None);
+        }
+        match self.number()? {
+            Number::U64(v) => Some(Some(v)),
+            _ => None,
+        }
+    }
+
+    /// A feature value: a number, `true`/`false` (1/0) or `null` (NaN).
+    fn value(&mut self) -> Maybe<f32> {
+        match self.peek()? {
+            b'n' => self.null().then_some(f32::NAN),
+            b't' => self.word(b"true").then_some(1.0),
+            b'f' => self.word(b"false").then_some(0.0),
+            _ => self.number()?.feature(),
+        }
+    }
+
+    fn word(&mut self, word: &[u8]) -> bool {
+        if self.body[self.at..].starts_with(word) {
+            self.at += word.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// An object's members: `member` is called with each key, positioned at its value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'b str) -> Maybe<()>) -> Maybe<()> {
+        self.expect(b'{')?;
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.expect(b':')?;
+            member(self, key)?;
+            if !self.eat(b',') {
+                return self.expect(b'}');
+            }
+        }
+    }
+
+    /// An object of fixed fields, each at most once: `member` gets the field's index in `names`.
+    fn fields(&mut self, names: &[&str], mut member: impl FnMut(&mut Self, usize) -> Maybe<()>) -> Maybe<()> {
+        let mut seen = 0u32;
+        self.object(|parser, key| {
+            let field = names.iter().position(|name| *name == key)?;
+            if seen & (1 << field) != 0 {
+                return None;
+            }
+            seen |= 1 << field;
+            member(parser, field)
+        })
+    }
+
+    /// An array's elements: `element` is called positioned at each.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Maybe<()>) -> Maybe<()> {
+        self.expect(b'[')?;
+        if self.eat(b']') {
+            return Some(());
+        }
+        loop {
+            element(self)?;
+            if !self.eat(b',') {
+                return self.expect(b']');
+            }
+        }
+    }
+
+    fn request(&mut self, b: &mut Builder<'_>) -> Maybe<()> {
+        const TOP: &[&str] = &["request_id", "bucket_key", "surface", "seed", "limit", "user", "context", "candidates"];
+        self.fields(TOP, |p, field| {
+            match field {
+                0 => match p.optional_string()? {
+                    Some(id) if !is_request_id(id) => return None,
+                    id => b.request_id = id.map(str::to_owned),
+                },
+                1 => match p.optional_string()? {
+                    Some(key) if key.is_empty() || key.len() > 256 => return None,
+                    key => b.bucket_key = key.map(str::to_owned),
+                },
+                2 => b.surface = p.optional_string()?.map(str::to_owned),
+                3 => b.seed = p.optional_u64()?,
+                4 => b.limit = p.optional_u64()?.map(u32::try_from).transpose().ok()?,
+                5 => p.user(b)?,
+                6 => p.context(b)?,
+                _ => match p.peek()? {
+                    b'[' => p.rows(b)?,
+                    b'{' => p.columns(b)?,
+                    _ => return None,
+                },
+            }
+            Some(())
+        })
+    }
+
+    fn user(&mut self, b: &mut Builder<'_>) -> Maybe<()> {
+        if self.null() {
+            return Some(());
+        }
+        self.fields(&["id", "features"], |p, field| {
+            match field {
+                0 => b.user_id = p.optional_string()?.map(str::to_owned),
+                _ if p.null() => {}
+                _ => p.object(|p, name| {
+                    let value = p.value()?;
+                    b.user_feature(name, value).ok()
+                })?,
+            }
+            Some(())
+        })
+    }
+
+    fn context(&mut self, b: &mut Builder<'_>) -> Maybe<()> {
+        if self.null() {
+            return Some(());
+        }
+        const CONTEXT: &[&str] = &["country", "city", "locale", "lat", "lon", "device", "time", "cart"];
+        self.fields(CONTEXT, |p, field| {
+            let c = &mut b.context;
+            match field {
+                0 => c.country = p.optional_string()?.map(str::to_owned),
+                1 => c.city = p.optional_string()?.map(str::to_owned),
+                2 => c.locale = p.optional_string()?.map(str::to_owned),
+                3 => c.latitude = degrees(p.optional_float()?, 90.0).ok()?,
+                4 => c.longitude = degrees(p.optional_float()?, 180.0).ok()?,
+                5 => c.device = p.optional_string()?.map(str::to_owned),
+                6 => c.time = p.optional_string()?.map(parse_time).transpose().ok()?,
+                _ => {
+                    let mut cart = types::Cart { item_ids: Vec::new(), tags: empty_tags() };
+                    if !p.null() {
+                        p.array(|p| p.cart_item(b, &mut cart))?;
+                    }
+                    b.cart = Some(cart);
+                }
+            }
+            Some(())
+        })
+    }
+
+    fn optional_float(&mut self) -> Maybe<Option<f64>> {
+        if self.null() { Some(None) } else { self.number().map(|n| Some(n.float())) }
+    }
+
+    fn cart_item(&mut self, b: &mut Builder<'_>, cart: &mut types::Cart) -> Maybe<()> {
+        if cart.item_ids.len() >= b.options.max_candidates {
+            return None;
+        }
+        let mut id = None;
+        self.fields(&["id", "tags"], |p, field| {
+            match field {
+                0 => id = Some(p.string()?.to_owned()),
+                _ => p.tags(b, &mut cart.tags)?,
+            }
+            Some(())
+        })?;
+        cart.item_ids.push(id?);
+        close_row(&mut cart.tags, cart.item_ids.len());
+        Some(())
+    }
+
+    /// One row's tags, or `null` for none; the caller closes the row.
+    fn tags(&mut self, b: &mut Builder<'_>, column: &mut types::TagColumn) -> Maybe<()> {
+        if self.null() {
+            return Some(());
+        }
+        let start = column.indices.len();
+        self.array(|p| {
+            let tag = p.string()?;
+            b.tag(column, start, tag).ok()
+        })
+    }
+
+    /// The row shape: one `{id, features, tags}` object per candidate.
+    fn rows(&mut self, b: &mut Builder<'_>) -> Maybe<()> {
+        b.shape = Some(Shape::Rows);
+        let mut tags = empty_tags();
+        self.array(|p| p.candidate(b, &mut tags))?;
+        b.candidate_tags = Some(tags);
+        Some(())
+    }
+
+    fn candidate(&mut self, b: &mut Builder<'_>, tags: &mut types::TagColumn) -> Maybe<()> {
+        b.room_for_candidate().ok()?;
+        let row = b.candidates() as u32;
+        let mut has_id = false;
+        self.fields(&["id", "features", "tags"], |p, field| {
+            match field {
+                0 => {
+                    b.push_id(p.string()?).ok()?;
+                    has_id = true;
+                }
+                1 => p.row_features(b, row)?,
+                _ => p.tags(b, tags)?,
+            }
+            Some(())
+        })?;
+        if !has_id {
+            return None;
+        }
+        close_row(tags, row as usize + 1);
+        Some(())
+    }
+
+    fn row_features(&mut self, b: &mut Builder<'_>, row: u32) -> Maybe<()> {
+        if self.null() {
+            return Some(());
+        }
+        self.expect(b'{')?;
+        if !self.eat(b'}') {
+            let mut next = 0;
+            loop {
+                let column = match self.known_key(&b.feature_names, next) {
+                    Some(column) => column,
+                    None => b.column_at(self.string()?, next).ok()?,
+                };
+                self.expect(b':')?;
+                let value = self.value()?;
+                b.mark_row_feature(row, column).ok()?;
+                if !value.is_nan() {
+                    b.rows.set(row, column, value);
+                }
+                next = column as usize + 1;
+                if !self.eat(b',') {
+                    self.expect(b'}')?;
+                    break;
+                }
+            }
+        }
+        b.rows.end_row(b.feature_names.len());
+        Some(())
+    }
+
+    /// Consumes the key `"names[guess]"` if it comes next, byte for byte: candidates usually list
+    /// their features in the same order, and one compare of the raw bytes then stands for
+    /// scanning the string and comparing it. Every known name came through [`Parser::string`], so it
+    /// has no quote, backslash or control character: equal bytes are the same key.
+    fn known_key(&mut self, names: &[String], guess: usize) -> Maybe<u32> {
+        self.skip_whitespace();
+        let name = names.get(guess)?.as_bytes();
+        let rest = self.body.get(self.at..self.at + name.len() + 2)?;
+        if rest[0] == b'"' && rest[name.len() + 1] == b'"' && &rest[1..=name.len()] == name {
+            self.at += name.len() + 2;
+            Some(guess as u32)
+        } else {
+            None
+        }
+    }
+
+    /// The columnar shape: an object of `{ids, feature_names, features, tags}` columns.
+    fn columns(&mut self, b: &mut Builder<'_>) -> Maybe<()> {
+        b.shape = Some(Shape::Columns);
+        let mut values: Option<Vec<f32>> = None;
+        let mut tags: Option<types::TagColumn> = None;
+        self.fields(&["ids", "feature_names", "features", "tags"], |p, field| {
+            match field {
+                0 => p.array(|p| b.push_id(p.string()?).ok())?,
+                1 => p.array(|p| b.new_column(p.string()?).ok())?,
+                2 => values = Some(p.matrix(b.options)?),
+                _ => tags = Some(p.tag_rows(b)?),
+            }
+            Some(())
+        })?;
+        let n = b.candidates();
+        let values = values.unwrap_or_default();
+        if Some(values.len()) != n.checked_mul(b.feature_names.len()) {
+            return None;
+        }
+        b.matrix = Some(values);
+        match tags {
+            Some(tags) if tags.offsets.len() != n + 1 => return None,
+            tags => b.candidate_tags = tags,
+        }
+        Some(())
+    }
+
+    fn matrix(&mut self, options: &DecodeOptions<'_>) -> Maybe<Vec<f32>> {
+        let cap = options.max_candidates.saturating_mul(options.max_features).min(options.max_values);
+        let mut values = Vec::new();
+        self.array(|p| {
+            let value = p.value()?;
+            if values.len() >= cap {
+                return None;
+            }
+            values.push(value);
+            Some(())
+        })?;
+        Some(values)
+    }
+
+    fn tag_rows(&mut self, b: &mut Builder<'_>) -> Maybe<types::TagColumn> {
+        let mut column = empty_tags();
+        let mut rows = 0;
+        self.array(|p| {
+            p.tags(b, &mut column)?;
+            rows += 1;
+            if rows > b.options.max_candidates {
+                return None;
+            }
+            close_row(&mut column, rows);
+            Some(())
+        })?;
+        Some(column)
+    }
+}
+
+/// The position of the first [`STOP`] byte, eight bytes at a time (SWAR: a word's bytes are
+/// compared at once with the carries of a subtraction; what serde_json's skimming does too).
+fn stop(bytes: &[u8]) -> Maybe<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // A byte's high bit in `found` is set for a quote, a backslash or a byte below 0x20 (a
+        // zero byte of `word ^ quotes`, of `word ^ backslashes`, or a byte that borrows when 0x20 is
+        // taken from it); bytes at or above 0x80 are masked by `!word`.
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+        let found = (zero(quote) | zero(backslash) | word.wrapping_sub(ONES * 0x20)) & !word & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks.remainder().iter().position(|&b| STOP[usize::from(b)]).map(|i| at + i)
+}
+
+/// `start` followed by the decimal `digits`, if it fits a `u64`.
+fn accumulate(start: u64, digits: &[u8]) -> Maybe<u64> {
+    // Nineteen digits always fit; the checks are for longer numbers only.
+    if start == 0 && digits.len() <= 19 {
+        return Some(fold(0, digits));
+    }
+    digits.iter().try_fold(start, |m, &d| m.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// `start` followed by the decimal `digits`, where the caller knows that at most nineteen digits
+/// are in all (so the result fits a `u64`).
+fn fold(start: u64, digits: &[u8]) -> u64 {
+    digits.iter().fold(start, |m, &d| m * 10 + u64::from(d - b'0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{STOP, stop};
+
+    proptest! {
+        /// The word-at-a-time scan finds what the byte-at-a-time one finds, wherever in a word.
+        #[test]
+        fn the_word_scan_finds_the_first_stop_byte(
+            bytes in prop::collection::vec(prop_oneof![any::<u8>(), 0x20u8..0x7f, Just(b'"')], 0..40),
+        ) {
+            prop_assert_eq!(stop(&bytes), bytes.iter().position(|&b| STOP[usize::from(b)]));
+        }
+    }
+
+    #[test]
+    fn every_stop_byte_is_found_at_every_position() {
+        for b in (0..=255u8).filter(|&b| STOP[usize::from(b)]) {
+            for at in 0..17 {
+                let mut bytes = vec![b'a'; 24];
+                bytes[at] = b;
+                // A high byte before it and a space (just above the controls) after it must
+                // neither hide it nor be taken for it.
+                if at > 0 {
+                    bytes[at - 1] = 0xe9;
+                }
+                bytes[at + 1] = 0x20;
+                assert_eq!(stop(&bytes), Some(at), "{b:#x} at {at}");
+            }
+        }
+    }
+}
