@@ -172,9 +172,8 @@ pub fn decode(body: &[u8], options: &DecodeOptions<'_>) -> Result<Decoded, Decod
 
 /// The single-pass parser alone: `Some` for a body it is certain of (the request
 /// [`decode_with_serde`] returns for it, field for field), `None` for one it leaves to serde:
-/// every invalid body, and valid ones with string escapes, numbers outside its exact range (a
-/// mantissa over 2^53 or a decimal exponent beyond ±22) or unknown fields. For tests and fuzzing;
-/// callers use [`decode`].
+/// every invalid body, and valid ones with string escapes or numbers of more than nineteen
+/// digits (or an exponent beyond ±308). For tests and fuzzing; callers use [`decode`].
 pub fn decode_fast(body: &[u8], options: &DecodeOptions<'_>) -> Option<Decoded> {
     fast::decode(body, options)
 }
