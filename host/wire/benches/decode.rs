@@ -185,6 +185,15 @@ fn decode(c: &mut Criterion) {
                 b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body)).expect("skims"))
             });
         }
+        // The same request as protobuf (`relish.v1.RankRequest`).
+        let protobuf = {
+            use prost::Message as _;
+            wire::decode(rows(n).as_bytes(), &options).expect("decodes").to_protobuf().encode_to_vec()
+        };
+        group.throughput(Throughput::Bytes(protobuf.len() as u64));
+        group.bench_with_input(BenchmarkId::new("protobuf", n), &protobuf[..], |b, body| {
+            b.iter(|| wire::decode_protobuf(black_box(body), &options).expect("decodes"))
+        });
     }
     group.finish();
 }

@@ -395,7 +395,7 @@ fn utc_time(unix_ms: i64) -> (i64, u16, types::Weekday) {
     (unix_ms, (time.hour() * 60 + time.minute()) as u16, weekday(time.weekday()))
 }
 
-fn weekday(day: chrono::Weekday) -> types::Weekday {
+pub(super) fn weekday(day: chrono::Weekday) -> types::Weekday {
     match day {
         chrono::Weekday::Mon => types::Weekday::Monday,
         chrono::Weekday::Tue => types::Weekday::Tuesday,
@@ -422,18 +422,18 @@ pub(super) fn degrees(value: Option<f64>, bound: f64) -> Result<Option<f64>, Str
     }
 }
 
-/// The first candidate whose id an earlier one has: (the earlier's index, its index). A page
-/// must not show one venue twice, and an answer names candidates by index, so two candidates of
-/// one id could both be in it. The std hasher (randomly keyed SipHash): the ids are the caller's,
-/// so a hash they could aim collisions at would make this quadratic.
 /// The message for a feature named twice in one object (`where`).
 fn repeated_feature(name: &str, place: &str) -> String {
     format!("duplicate feature `{name}`: a feature may appear once in {place}")
 }
 
+/// The first candidate whose id an earlier one has: (the earlier's index, its index). A page
+/// must not show one venue twice, and an answer names candidates by index, so two candidates of
+/// one id could both be in it. The ids are the caller's, so the map is randomly seeded (see
+/// [`HashMap`]): a hash they could aim collisions at would make this quadratic.
 fn duplicate_id(ids: &types::StringColumn) -> Option<(usize, usize)> {
     let n = ids.offsets.len().saturating_sub(1);
-    let mut seen: StdHashMap<&str, usize> = StdHashMap::with_capacity(n);
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity_and_hasher(n, Default::default());
     for i in 0..n {
         let id = &ids.data[ids.offsets[i] as usize..ids.offsets[i + 1] as usize];
         if let Some(&first) = seen.get(id) {

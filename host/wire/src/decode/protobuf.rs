@@ -6,7 +6,7 @@
 //! the builder, which checks limits and duplicates exactly as for JSON. Errors name the field by
 //! its protobuf path (`candidates.ids.offsets`, `user.feature_names[2]`).
 
-use chrono::{DateTime, FixedOffset, Timelike};
+use chrono::{DateTime, Datelike, FixedOffset, Timelike};
 use prost::Message as _;
 
 use super::builder::{Builder, degrees, empty_tags, parse_time};
@@ -36,11 +36,10 @@ fn invalid(path: &str, message: String) -> DecodeError {
     DecodeError { kind: DecodeErrorKind::Invalid, path: path.to_owned(), message }
 }
 
-/// A builder error at `path`: a limit if the builder says so.
-fn at(b: &mut Builder<'_>, path: impl Into<String>) -> impl FnOnce(String) -> Rejection {
-    let limit = std::mem::take(&mut b.too_large);
-    let path = path.into();
-    move |message| (limit, path, message)
+/// A builder's answer, its error as a rejection at `path` (a limit if the builder says so). The
+/// path is only written for an error.
+fn at(b: &mut Builder<'_>, result: Result<(), String>, path: impl FnOnce() -> String) -> Result<(), Rejection> {
+    result.map_err(|message| (std::mem::take(&mut b.too_large), path(), message))
 }
 
 fn bad(path: impl Into<String>, message: impl Into<String>) -> Rejection {
@@ -78,7 +77,7 @@ fn read(b: &mut Builder<'_>, message: pb::RankRequest) -> Result<(), Rejection> 
         for (i, (name, &value)) in names.iter().zip(&user.feature_values).enumerate() {
             finite(value, || format!("user.feature_values[{i}]"))?;
             let result = b.user_feature(name, value);
-            result.map_err(at(b, format!("user.feature_names[{i}]")))?;
+            at(b, result, || format!("user.feature_names[{i}]"))?;
         }
     }
     if let Some(context) = message.context {
@@ -107,11 +106,11 @@ fn read(b: &mut Builder<'_>, message: pb::RankRequest) -> Result<(), Rejection> 
     let candidates = message.candidates.unwrap_or_default();
     for (i, id) in strings(candidates.ids.as_ref(), "candidates.ids")?.into_iter().enumerate() {
         let result = b.push_id(id);
-        result.map_err(at(b, format!("candidates.ids[{i}]")))?;
+        at(b, result, || format!("candidates.ids[{i}]"))?;
     }
     for (j, name) in strings(candidates.feature_names.as_ref(), "candidates.feature_names")?.into_iter().enumerate() {
         let result = b.new_column(name);
-        result.map_err(at(b, format!("candidates.feature_names[{j}]")))?;
+        at(b, result, || format!("candidates.feature_names[{j}]"))?;
     }
     let (n, d) = (b.candidates(), b.feature_names.len());
     if Some(candidates.features.len()) != n.checked_mul(d) {
@@ -229,7 +228,7 @@ fn tags(
             return Err(bad(format!("{path}.indices (row {row_index})"), message));
         };
         let result = b.tag(column, start, tag);
-        result.map_err(at(b, format!("{path}.indices (row {row_index})")))?;
+        at(b, result, || format!("{path}.indices (row {row_index})"))?;
     }
     Ok(())
 }
@@ -259,7 +258,7 @@ impl Decoded {
                 lat: c.latitude,
                 lon: c.longitude,
                 device: c.device.clone(),
-                time: rfc3339(r.time_unix_ms, r.local_minute_of_day),
+                time: rfc3339(r.time_unix_ms, r.local_minute_of_day, r.local_weekday),
                 cart: Some(pb::Cart { item_ids: Some(pack(&c.cart.item_ids)), tags: Some(tag_column(&c.cart.tags)) }),
             }),
             candidates: Some(pb::Candidates {
@@ -289,17 +288,18 @@ fn tag_column(column: &types::TagColumn) -> pb::TagColumn {
     pb::TagColumn { offsets: column.offsets.clone(), indices: column.indices.clone() }
 }
 
-/// The request time in RFC 3339 at the UTC offset that makes its local minute of the day.
-fn rfc3339(unix_ms: i64, local_minute: u16) -> Option<String> {
+/// The request time in RFC 3339 at the UTC offset that makes its local minute of the day and
+/// weekday: of the (at most two) offsets within ±24 hours that give the local minute, the one
+/// that gives the weekday.
+fn rfc3339(unix_ms: i64, local_minute: u16, weekday: types::Weekday) -> Option<String> {
     let utc = DateTime::from_timestamp_millis(unix_ms)?;
-    let mut offset = i32::from(local_minute) - (utc.hour() * 60 + utc.minute()) as i32;
-    if offset > 14 * 60 {
-        offset -= 24 * 60;
-    } else if offset < -12 * 60 {
-        offset += 24 * 60;
-    }
-    let zone = FixedOffset::east_opt(offset * 60)?;
-    Some(utc.with_timezone(&zone).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+    let difference = i32::from(local_minute) - (utc.hour() * 60 + utc.minute()) as i32;
+    [difference, difference - 24 * 60, difference + 24 * 60].into_iter().find_map(|minutes| {
+        let zone = FixedOffset::east_opt(minutes * 60)?;
+        let local = utc.with_timezone(&zone);
+        (super::builder::weekday(local.weekday()) == weekday)
+            .then(|| local.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+    })
 }
 
 #[cfg(test)]
@@ -366,6 +366,18 @@ mod tests {
         remap(message.context.as_mut().unwrap().cart.as_mut().unwrap().tags.as_mut().unwrap());
         let decoded = decode_protobuf(&message.encode_to_vec(), &options()).expect("decodes");
         assert_eq!(format!("{:?}", decoded.request), format!("{:?}", json().request));
+    }
+
+    /// Found by the fuzzer: an offset of more than 14 hours puts the local day a day away from
+    /// the one the nearest offset would give; the protobuf form keeps the weekday.
+    #[test]
+    fn a_far_utc_offset_keeps_its_weekday_in_the_protobuf_form() {
+        for time in ["2026-11-28T18:30:00+23:00", "2026-11-28T01:30:00-23:59", "2026-11-28T18:30:00+14:00"] {
+            let body = format!(r#"{{"context": {{"time": "{time}"}}, "candidates": []}}"#);
+            let json = decode(body.as_bytes(), &options()).expect("a valid body");
+            let again = decode_protobuf(&json.to_protobuf().encode_to_vec(), &options()).expect("decodes");
+            assert_eq!(format!("{:?}", again.request), format!("{:?}", json.request), "{time}");
+        }
     }
 
     #[test]
