@@ -29,6 +29,9 @@ fn prefix(test: &str) -> String {
 async fn clean(url: &str, prefix: &str) {
     let client = redis::Client::open(url).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    // Unlinking 10,000 keys on the shared Redis of a busy machine can take longer than the
+    // client's default 500 ms response timeout; a cleanup may wait.
+    connection.set_response_timeout(std::time::Duration::from_secs(60));
     let mut cursor = 0u64;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")

@@ -13,7 +13,8 @@
 //! - strings with a backslash escape (they need unescaping; callers rarely send them);
 //! - numbers whose digits overflow a `u64` mantissa, whose exponent has more than four digits or
 //!   is below -308, or that are out of range. Every other number is computed the way serde_json
-//!   computes it (without its `float_roundtrip` feature, which nothing here enables):
+//!   computes it without its `float_roundtrip` feature (which this workspace does not enable;
+//!   if a build did, the differential tests would fail on long numbers):
 //!   `mantissa as f64`, then one multiplication or division by its table's power of ten, so the
 //!   two agree bit for bit, the 17-digit doubles JavaScript writes included;
 //! - anything the builder refuses (a limit, a repeated feature, a duplicate id), an unknown or
