@@ -48,6 +48,7 @@
 
 #[cfg(all(target_arch = "wasm32", feature = "arena"))]
 mod arena;
+mod columns;
 pub mod log;
 pub mod math;
 mod ranking;
@@ -57,6 +58,7 @@ pub mod score;
 mod spec;
 pub mod testing;
 
+pub use columns::Strings;
 pub use ranking::Ranking;
 pub use request::{Candidates, Cart, Column, Context, Daypart, Request, Tags, User, Weekday};
 pub use rng::Rng;

@@ -3,7 +3,8 @@
 use std::str::FromStr;
 
 use crate::bindings::relish::policy::types as raw;
-use crate::{RankError, RawRequest, Rng, Spec};
+use crate::columns::span;
+use crate::{RankError, RawRequest, Rng, Spec, Strings};
 
 /// One ranking request, as a policy sees it.
 ///
@@ -172,7 +173,7 @@ impl Request {
 
     /// The request's tag vocabulary: tag names and ids.
     pub fn tags(&self) -> Tags<'_> {
-        Tags { vocabulary: &self.raw.tag_vocabulary }
+        Tags { vocabulary: Strings::new(&self.raw.tag_vocabulary) }
     }
 
     /// The value of a parameter as a string: the host's configured value, else the default the
@@ -187,7 +188,9 @@ impl Request {
                 self.spec.name
             ))
         })?;
-        Ok(self.raw.params.iter().find(|(key, _)| key == name).map_or(declared.default, |(_, value)| value.as_str()))
+        let params = &self.raw.params;
+        let set = Strings::new(&params.keys).position(name).map(|i| Strings::new(&params.values).get(i));
+        Ok(set.unwrap_or(declared.default))
     }
 
     /// The value of a parameter parsed as `T` (see [`Request::param_str`]).
@@ -218,22 +221,21 @@ pub struct User<'a> {
 impl<'a> User<'a> {
     /// The signed-in user's id; `None` for anonymous visitors.
     pub fn id(&self) -> Option<&'a str> {
-        self.raw.context.user_id.as_deref()
+        let context = &self.raw.context;
+        context.user_id.map(|s| span(&context.text, s))
     }
 
     /// Whether the request carries any user features. Anonymous users and users the feature store
     /// does not know have none: policies give them their cold-start answer.
     pub fn has_features(&self) -> bool {
-        !self.raw.user_features.names.is_empty()
+        self.raw.user_features.names.offsets.len() > 1
     }
 
     /// The value of a user feature, `None` if absent (or NaN).
     pub fn feature(&self, name: &str) -> Option<f32> {
         let features = &self.raw.user_features;
-        features
-            .names
-            .iter()
-            .position(|n| n == name)
+        Strings::new(&features.names)
+            .position(name)
             .and_then(|i| features.values.get(i).copied())
             .filter(|v| !v.is_nan())
     }
@@ -241,21 +243,21 @@ impl<'a> User<'a> {
     /// Every user feature as `(name, value)`.
     pub fn features(&self) -> impl Iterator<Item = (&'a str, f32)> + 'a {
         let features = &self.raw.user_features;
-        features.names.iter().map(String::as_str).zip(features.values.iter().copied())
+        Strings::new(&features.names).iter().zip(features.values.iter().copied())
     }
 
     /// For each tag of the request's vocabulary (by tag id), the user feature `{prefix}{tag}`, for
     /// example `affinity.pizza` for prefix `affinity.`. One pass over the user's features: the
     /// way to join user-by-tag features with candidate tags without a lookup per candidate.
     pub fn features_by_tag(&self, prefix: &str) -> Vec<Option<f32>> {
-        let vocabulary = &self.raw.tag_vocabulary;
+        let vocabulary = Strings::new(&self.raw.tag_vocabulary);
         let mut by_tag = vec![None; vocabulary.len()];
         for (name, value) in self.features() {
             let Some(tag) = name.strip_prefix(prefix) else { continue };
             if value.is_nan() {
                 continue;
             }
-            if let Some(id) = vocabulary.iter().position(|t| t == tag) {
+            if let Some(id) = vocabulary.position(tag) {
                 by_tag[id] = Some(value);
             }
         }
@@ -272,17 +274,17 @@ pub struct Context<'a> {
 impl<'a> Context<'a> {
     /// The market as an ISO 3166-1 alpha-2 code.
     pub fn country(&self) -> Option<&'a str> {
-        self.raw.country.as_deref()
+        self.string(self.raw.country)
     }
 
     /// The city slug.
     pub fn city(&self) -> Option<&'a str> {
-        self.raw.city.as_deref()
+        self.string(self.raw.city)
     }
 
     /// The user's locale (BCP 47).
     pub fn locale(&self) -> Option<&'a str> {
-        self.raw.locale.as_deref()
+        self.string(self.raw.locale)
     }
 
     /// The delivery location as `(latitude, longitude)` in degrees, when both are known.
@@ -292,7 +294,11 @@ impl<'a> Context<'a> {
 
     /// The client platform.
     pub fn device(&self) -> Option<&'a str> {
-        self.raw.device.as_deref()
+        self.string(self.raw.device)
+    }
+
+    fn string(&self, field: Option<raw::Span>) -> Option<&'a str> {
+        field.map(|s| span(&self.raw.text, s))
     }
 
     /// The cart's contents.
@@ -311,23 +317,28 @@ impl<'a> Cart<'a> {
     /// The number of items in the cart.
     #[inline]
     pub fn len(&self) -> usize {
-        self.raw.item_ids.len()
+        self.ids().len()
     }
 
     /// Whether the cart is empty.
     pub fn is_empty(&self) -> bool {
-        self.raw.item_ids.is_empty()
+        self.ids().is_empty()
     }
 
     /// The id of cart item `i`.
     #[inline]
     pub fn id(&self, i: usize) -> &'a str {
-        &self.raw.item_ids[i]
+        self.ids().get(i)
+    }
+
+    /// The ids of the cart's items, in cart order.
+    pub fn ids(&self) -> Strings<'a> {
+        Strings::new(&self.raw.item_ids)
     }
 
     /// Whether an item with this id is in the cart.
     pub fn contains(&self, id: &str) -> bool {
-        self.raw.item_ids.iter().any(|item| item == id)
+        self.ids().contains(id)
     }
 
     /// The tag ids of cart item `i`.
@@ -348,7 +359,7 @@ pub struct Candidates<'a> {
 impl<'a> Candidates<'a> {
     fn new(raw: &'a raw::Candidates) -> Self {
         let n = raw.ids.offsets.len().saturating_sub(1);
-        Candidates { raw, n, d: raw.feature_names.len() }
+        Candidates { raw, n, d: Strings::new(&raw.feature_names).len() }
     }
 
     /// The number of candidates.
@@ -369,21 +380,26 @@ impl<'a> Candidates<'a> {
         &self.raw.ids.data[offsets[i] as usize..offsets[i + 1] as usize]
     }
 
+    /// Every candidate's id, in candidate order.
+    pub fn ids(&self) -> Strings<'a> {
+        Strings::new(&self.raw.ids)
+    }
+
     /// The index of the candidate with this id, if any (a linear scan).
     pub fn index_of(&self, id: &str) -> Option<usize> {
         (0..self.n).find(|&i| self.id(i) == id)
     }
 
     /// The feature column names.
-    pub fn feature_names(&self) -> &'a [String] {
-        &self.raw.feature_names
+    pub fn feature_names(&self) -> Strings<'a> {
+        Strings::new(&self.raw.feature_names)
     }
 
     /// A feature column by name. A name no candidate carries gives a column where every value is
     /// missing, so policies handle "feature not sent" and "feature unknown" the same way.
     #[inline]
     pub fn feature(&self, name: &str) -> Column<'a> {
-        let column = self.raw.feature_names.iter().position(|n| n == name);
+        let column = self.feature_names().position(name);
         Column { matrix: &self.raw.features, n: self.len(), d: self.d, column }
     }
 
@@ -468,18 +484,18 @@ impl Column<'_> {
 /// The request's tag vocabulary.
 #[derive(Clone, Copy)]
 pub struct Tags<'a> {
-    vocabulary: &'a [String],
+    vocabulary: Strings<'a>,
 }
 
 impl<'a> Tags<'a> {
     /// The id of a tag, if any candidate or cart item carries it.
     pub fn id(&self, name: &str) -> Option<u32> {
-        self.vocabulary.iter().position(|t| t == name).map(|i| i as u32)
+        self.vocabulary.position(name).map(|i| i as u32)
     }
 
     /// The name of a tag id.
     pub fn name(&self, id: u32) -> &'a str {
-        &self.vocabulary[id as usize]
+        self.vocabulary.get(id as usize)
     }
 
     /// The number of distinct tags in the request.
@@ -495,7 +511,7 @@ impl<'a> Tags<'a> {
 
     /// For every tag id, whether its name is in `names`.
     pub fn mask(&self, names: &[&str]) -> Vec<bool> {
-        self.vocabulary.iter().map(|t| names.contains(&t.as_str())).collect()
+        self.vocabulary.iter().map(|t| names.contains(&t)).collect()
     }
 }
 

@@ -30,6 +30,10 @@ pub struct RequestBuilder {
     rows: Vec<Vec<(String, f32)>>,
     tags: Vec<Vec<String>>,
     cart: Vec<(String, Vec<String>)>,
+    user_id: Option<String>,
+    country: Option<String>,
+    city: Option<String>,
+    params: Vec<(String, String)>,
 }
 
 impl RequestBuilder {
@@ -44,6 +48,7 @@ impl RequestBuilder {
                 local_weekday: raw::Weekday::Saturday,
                 seed: 0,
                 context: raw::Context {
+                    text: String::new(),
                     user_id: None,
                     country: None,
                     city: None,
@@ -51,22 +56,26 @@ impl RequestBuilder {
                     latitude: None,
                     longitude: None,
                     device: None,
-                    cart: raw::Cart { item_ids: Vec::new(), tags: empty_tags() },
+                    cart: raw::Cart { item_ids: raw::StringColumn::empty(), tags: empty_tags() },
                 },
-                user_features: raw::Features { names: Vec::new(), values: Vec::new() },
-                tag_vocabulary: Vec::new(),
+                user_features: raw::Features { names: raw::StringColumn::empty(), values: Vec::new() },
+                tag_vocabulary: raw::StringColumn::empty(),
                 candidates: raw::Candidates {
                     ids: raw::StringColumn { data: String::new(), offsets: vec![0] },
-                    feature_names: Vec::new(),
+                    feature_names: raw::StringColumn::empty(),
                     features: Vec::new(),
                     tags: empty_tags(),
                 },
                 limit: 20,
-                params: Vec::new(),
+                params: raw::Params { keys: raw::StringColumn::empty(), values: raw::StringColumn::empty() },
             },
             rows: Vec::new(),
             tags: Vec::new(),
             cart: Vec::new(),
+            user_id: None,
+            country: None,
+            city: None,
+            params: Vec::new(),
         }
     }
 
@@ -78,13 +87,13 @@ impl RequestBuilder {
 
     /// Sets the signed-in user's id.
     pub fn user(mut self, id: &str) -> Self {
-        self.request.context.user_id = Some(id.to_owned());
+        self.user_id = Some(id.to_owned());
         self
     }
 
     /// Adds a user feature.
     pub fn user_feature(mut self, name: &str, value: f32) -> Self {
-        self.request.user_features.names.push(name.to_owned());
+        self.request.user_features.names.push(name);
         self.request.user_features.values.push(value);
         self
     }
@@ -110,15 +119,15 @@ impl RequestBuilder {
 
     /// Sets a policy parameter.
     pub fn param(mut self, key: &str, value: &str) -> Self {
-        self.request.params.retain(|(k, _)| k != key);
-        self.request.params.push((key.to_owned(), value.to_owned()));
+        self.params.retain(|(k, _)| k != key);
+        self.params.push((key.to_owned(), value.to_owned()));
         self
     }
 
     /// Sets the market and city.
     pub fn location(mut self, country: &str, city: &str) -> Self {
-        self.request.context.country = Some(country.to_owned());
-        self.request.context.city = Some(city.to_owned());
+        self.country = Some(country.to_owned());
+        self.city = Some(city.to_owned());
         self
     }
 
@@ -140,7 +149,7 @@ impl RequestBuilder {
 
     /// The finished raw request.
     pub fn build(self) -> RawRequest {
-        let RequestBuilder { mut request, rows, tags, cart } = self;
+        let RequestBuilder { mut request, rows, tags, cart, user_id, country, city, params } = self;
         let mut names: Vec<String> = Vec::new();
         for row in &rows {
             for (name, _) in row {
@@ -157,6 +166,20 @@ impl RequestBuilder {
                 matrix[i * d + j] = *value;
             }
         }
+        let context = &mut request.context;
+        let mut put = |value: Option<String>| {
+            value.map(|value| {
+                let start = context.text.len() as u32;
+                context.text.push_str(&value);
+                raw::Span { start, end: context.text.len() as u32 }
+            })
+        };
+        let (user_id, country, city) = (put(user_id), put(country), put(city));
+        (context.user_id, context.country, context.city) = (user_id, country, city);
+        request.params = raw::Params {
+            keys: params.iter().map(|(k, _)| k).collect(),
+            values: params.iter().map(|(_, v)| v).collect(),
+        };
         let mut vocabulary: Vec<String> = Vec::new();
         let mut intern = |tag: &String| match vocabulary.iter().position(|t| t == tag) {
             Some(id) => id as u32,
@@ -172,15 +195,15 @@ impl RequestBuilder {
         }
         let mut cart_tags = empty_tags();
         for (id, tags) in &cart {
-            request.context.cart.item_ids.push(id.clone());
+            request.context.cart.item_ids.push(id);
             cart_tags.indices.extend(tags.iter().map(&mut intern));
             cart_tags.offsets.push(cart_tags.indices.len() as u32);
         }
         request.context.cart.tags = cart_tags;
-        request.candidates.feature_names = names;
+        request.candidates.feature_names = names.iter().collect();
         request.candidates.features = matrix;
         request.candidates.tags = candidate_tags;
-        request.tag_vocabulary = vocabulary;
+        request.tag_vocabulary = vocabulary.iter().collect();
         request
     }
 

@@ -532,7 +532,7 @@ fn rank(
     let budget = Budget { deadline, ..Budget::default() };
     let metrics = Arc::new(Metrics::new());
     let binding = Arc::new(Binding::single(&request.surface.clone(), Arc::new(policy), pairs, budget, &metrics));
-    let key = decoded.request.context.user_id.clone().or(decoded.bucket_key);
+    let key = decoded.request.context.user_id().map(str::to_owned).or(decoded.bucket_key);
     let decision = binding.decide(decoded.request, key.as_deref(), &metrics);
     let response = decision.response(started.elapsed().as_micros() as u64);
     if compact {

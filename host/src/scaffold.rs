@@ -22,6 +22,7 @@ use crate::server::config::STANDARD_SURFACES;
 /// The SDK's files, as `(path under sdk/, contents)`.
 const SDK: &[(&str, &str)] = &[
     ("relish-guest/src/arena.rs", include_str!("../../guest/src/arena.rs")),
+    ("relish-guest/src/columns.rs", include_str!("../../guest/src/columns.rs")),
     ("relish-guest/src/lib.rs", include_str!("../../guest/src/lib.rs")),
     ("relish-guest/src/log.rs", include_str!("../../guest/src/log.rs")),
     ("relish-guest/src/math.rs", include_str!("../../guest/src/math.rs")),

@@ -29,14 +29,14 @@ fn binding(metrics: &Metrics, shadow: bool) -> Arc<Binding> {
         name: name.to_owned(),
         bound: bound.clone(),
         weight: BUCKETS / 2,
-        params: Vec::new(),
+        params: relish_host::runtime::types::Params::empty(),
         health: None,
     };
     let shadows = if shadow {
         vec![ShadowBinding {
             name: "shadow".to_owned(),
             bound: bound.clone(),
-            params: Vec::new(),
+            params: relish_host::runtime::types::Params::empty(),
             threshold: u32::from(BUCKETS),
             stats: Arc::new(ShadowStats::default()),
         }]

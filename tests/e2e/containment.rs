@@ -39,7 +39,7 @@ fn the_memory_cap_is_the_surface_budget_not_the_engine_ceiling() {
     // 24 MiB of allocations: past a 16 MiB budget, well within a 64 MiB one (and the engine's
     // 256 MiB ceiling either way).
     let mut request = request();
-    request.params = vec![("stop_after_mb".to_owned(), "24".to_owned())];
+    request.params = [("stop_after_mb", "24")].into_iter().collect();
     let hog = guest("memory-growth");
     let small = Budget { memory_bytes: 16 << 20, ..budget() };
     let error = hog.rank(&request, &small).unwrap_err();
@@ -62,7 +62,10 @@ fn a_failed_call_leaves_nothing_behind_for_the_next_one() {
     let looping = guest("infinite-loop");
     let short = Budget { deadline: Duration::from_millis(50), ..budget() };
     for _ in 0..3 {
-        assert_eq!(looping.rank(&request(), &short).unwrap_err().reason(), "timeout");
+        // Stopped by the deadline: `preempted` when a busy machine gave the thread less CPU time
+        // than the deadline meanwhile.
+        let stopped = looping.rank(&request(), &short).unwrap_err();
+        assert!(matches!(stopped.reason(), "timeout" | "preempted"), "{stopped}");
         assert_eq!(tagger.rank(&request(), &budget()).unwrap().len(), 30);
     }
 }

@@ -62,7 +62,7 @@ fn primary_cuisine(request: &types::Request, i: u32) -> u32 {
     let tags = &request.candidates.tags;
     let row = &tags.indices[tags.offsets[i as usize] as usize..tags.offsets[i as usize + 1] as usize];
     *row.iter()
-        .find(|&&t| !synthetic::DAYPARTS.contains(&request.tag_vocabulary[t as usize].as_str()))
+        .find(|&&t| !synthetic::DAYPARTS.contains(&request.tag_vocabulary.get(t as usize)))
         .expect("every synthetic venue has a cuisine")
 }
 

@@ -24,7 +24,7 @@ fn edited(file: &str, edit: impl FnOnce(&mut Value)) -> types::Request {
 }
 
 fn with_param(mut request: types::Request, key: &str, value: &str) -> types::Request {
-    request.params.push((key.to_owned(), value.to_owned()));
+    request.params.set(key, value);
     request
 }
 
@@ -37,7 +37,7 @@ fn tags(request: &types::Request, i: u32) -> Vec<&str> {
     let column = &request.candidates.tags;
     column.indices[column.offsets[i as usize] as usize..column.offsets[i as usize + 1] as usize]
         .iter()
-        .map(|&t| request.tag_vocabulary[t as usize].as_str())
+        .map(|&t| request.tag_vocabulary.get(t as usize))
         .collect()
 }
 
@@ -134,7 +134,7 @@ mod cart_cross_sell {
     const FIXTURE: &str = "cart-cross-sell-burger.json";
 
     fn cart_ids(request: &types::Request) -> BTreeSet<String> {
-        request.context.cart.item_ids.iter().cloned().collect()
+        request.context.cart.item_ids.iter().map(str::to_owned).collect()
     }
 
     /// The fixture and synthetic menus with carts of 0 to 5 items.

@@ -347,7 +347,7 @@ fn a_plan_checks_the_version_the_surface_and_the_params() {
     assert_eq!(arm.params, params(&[("diversity", "0.5")]));
     let binding = router.get("discovery").expect("the surface is bound");
     assert_eq!((binding.revision, binding.arm_versions()), (1, vec!["discovery@0.1.0".to_owned()]));
-    assert_eq!(binding.arms[0].params, [("diversity".to_owned(), "0.5".to_owned())]);
+    assert_eq!(binding.arms[0].params.to_pairs(), [("diversity".to_owned(), "0.5".to_owned())]);
     let request = decode(&fixture("discovery-evening.json"));
     assert!(!binding.arms[0].bound.ranker.rank(&request, &patient()).unwrap().is_empty(), "the bound version ranks");
 }

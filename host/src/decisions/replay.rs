@@ -303,7 +303,7 @@ fn replay_one(
         Ok(request) => request,
         Err(error) => return Outcome::Skipped(error),
     };
-    let mut params = request.params.clone();
+    let mut params = request.params.to_pairs();
     for (key, value) in &options.params {
         match params.iter_mut().find(|(k, _)| k == key) {
             Some(slot) => slot.1.clone_from(value),

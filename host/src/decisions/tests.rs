@@ -128,7 +128,7 @@ fn entry(id: usize, request: &Arc<types::Request>) -> Entry {
             version: "1".into(),
             digest: "sha256:00".into(),
         }),
-        contract: runtime::Contract::V0_2,
+        contract: runtime::Contract::V0_3,
         bucket: 17,
         sticky: true,
         request: request.clone(),
@@ -236,16 +236,16 @@ fn a_line_that_is_not_a_record_is_named_and_the_rest_still_read() {
     zstd::Decoder::new(File::open(&log_files(dir.path())[0]).unwrap()).unwrap().read_to_string(&mut text).unwrap();
     let good = text.lines().next().unwrap().to_owned();
     let other_format = good.replacen("\"format\":2", "\"format\":7", 1);
-    let other_contract = good.replace("relish:policy@0.2.0", "relish:policy@9.0.0");
+    let other_contract = good.replace("relish:policy@0.3.0", "relish:policy@9.0.0");
     // A decision of a 0.1.0 component (or logged by a host before 0.2.0) still reads.
-    let older_contract = good.replace("relish:policy@0.2.0", "relish:policy@0.1.0");
+    let older_contract = good.replace("relish:policy@0.3.0", "relish:policy@0.1.0");
     let plain = dir.path().join("mixed.jsonl");
     std::fs::write(&plain, format!("{good}\nnot json\n{other_format}\n{other_contract}\n{good}\n{older_contract}\n"))
         .unwrap();
     let mut contracts = Vec::new();
     let report = read(&plain, |r| contracts.push(r.contract)).unwrap();
     assert_eq!(report.records, 3);
-    assert_eq!(contracts, ["relish:policy@0.2.0", "relish:policy@0.2.0", "relish:policy@0.1.0"]);
+    assert_eq!(contracts, ["relish:policy@0.3.0", "relish:policy@0.3.0", "relish:policy@0.1.0"]);
     let lines: Vec<(usize, &str)> = report.bad.iter().map(|b| (b.line, b.message.as_str())).collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[0].0, 2);
@@ -328,7 +328,7 @@ fn record_cost() {
     let mut big = request();
     let n = 500;
     let d = 20;
-    big.candidates.ids = super::record::pack_for_tests(&(0..n).map(|i| format!("venue-{i:06}")).collect::<Vec<_>>());
+    big.candidates.ids = (0..n).map(|i| format!("venue-{i:06}")).collect();
     big.candidates.feature_names = (0..d).map(|j| format!("feature_{j}")).collect();
     big.candidates.tags = types::TagColumn { offsets: (0..=n as u32).collect(), indices: vec![0; n] };
     let rounds = 200;

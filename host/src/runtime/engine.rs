@@ -12,7 +12,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::RankerPre;
-use super::contract::PreV0_1;
+use super::contract::PreLegacy;
 use super::imports::{self, CallState};
 use super::policy::Pre;
 use super::{Budget, Contract, Digest, LoadError, Metadata, PolicyPre};
@@ -250,8 +250,8 @@ impl Runtime {
         let instance_pre =
             self.linker.instantiate_pre(&component).map_err(|e| LoadError::Mismatch(contract, format!("{e:#}")))?;
         let pre = match contract {
-            Contract::V0_2 => RankerPre::new(instance_pre).map(Pre::Current),
-            Contract::V0_1 => PreV0_1::new(instance_pre).map(Pre::V0_1),
+            Contract::V0_3 => RankerPre::new(instance_pre).map(Pre::Current),
+            legacy => PreLegacy::new(instance_pre, legacy).map(Pre::Legacy),
         }
         .map_err(|e| LoadError::Mismatch(contract, format!("{e:#}")))?;
         let mut policy = PolicyPre {

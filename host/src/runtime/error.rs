@@ -52,8 +52,8 @@ pub enum LoadError {
     },
     /// Not the `ranker` world.
     #[error(
-        "the component does not target the `ranker` world: it exports neither `relish:policy/policy@0.2.0` \
-         ({CONTRACT}) nor `relish:policy/policy@0.1.0` (it exports: {exports})"
+        "the component does not target the `ranker` world: it exports none of `relish:policy/policy@0.3.0` \
+         ({CONTRACT}), `relish:policy/policy@0.2.0` and `relish:policy/policy@0.1.0` (it exports: {exports})"
     )]
     WrongWorld {
         /// What it exports instead.

@@ -14,7 +14,8 @@
 //!    leaves. No state survives from one request to the next.
 //!
 //! One concern a file: `engine` (the [`Runtime`]: engine settings, loading and checking
-//! components), `contract` (the contract versions served, and calling a 0.1.0 component),
+//! components), `columns` (reading and building the request's packed strings), `contract` (the contract
+//! versions served, and calling a component of an older one),
 //! `deadline` (a call's deadline on its CPU time, telling a slow policy from a preempted thread), `policy` (a loaded version, its per-call instance and how a failed call is
 //! classified), `budget` (what one call may spend, and the limiter that enforces its memory and
 //! table caps), `validate` (the checks on a policy's answer), `metadata` (what a policy says about
@@ -24,6 +25,7 @@
 //! here, so every path is `runtime::X`.
 
 mod budget;
+mod columns;
 mod contract;
 mod deadline;
 mod engine;
@@ -34,6 +36,7 @@ mod policy;
 mod validate;
 
 pub use budget::Budget;
+pub use columns::ContextStrings;
 pub use contract::Contract;
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{CallError, LoadError, PolicyError, mib};
@@ -48,6 +51,7 @@ mod bindings {
         path: "../wit",
         world: "ranker",
         imports: { default: trappable },
+        additional_derives: [PartialEq],
     });
 }
 
@@ -55,4 +59,4 @@ pub use bindings::relish::policy::types;
 
 /// The WIT package version policies are built against now (`wit/policy.wit`); the host also
 /// loads components of every older version in [`Contract::ALL`].
-pub const CONTRACT: &str = "relish:policy@0.2.0";
+pub const CONTRACT: &str = "relish:policy@0.3.0";

@@ -10,7 +10,7 @@ use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::relish::policy::host::LogLevel;
 use super::bindings::{Ranker as RankerWorld, RankerPre};
-use super::contract::{ExportsV0_1, PreV0_1};
+use super::contract::{ExportsLegacy, PreLegacy};
 use super::deadline::Stop;
 use super::imports::CallState;
 use super::imports::log::bounded;
@@ -21,14 +21,14 @@ use super::{Budget, CallError, Contract, Digest, Metadata, PolicyError, Ranking,
 pub(super) enum Pre {
     /// The current contract, through the generated bindings.
     Current(RankerPre<CallState>),
-    /// 0.1.0 (see [`super::contract`]).
-    V0_1(PreV0_1),
+    /// An older contract (see [`super::contract`]).
+    Legacy(PreLegacy),
 }
 
 /// An instance's exports.
 enum Exports {
     Current(RankerWorld),
-    V0_1(ExportsV0_1),
+    Legacy(ExportsLegacy),
 }
 
 /// A loaded policy version: compiled, pre-instantiated, its metadata read. Cheap to clone (the
@@ -123,7 +123,7 @@ impl PolicyPre {
         }
         let exports = match &self.pre {
             Pre::Current(pre) => pre.instantiate(&mut store).map(Exports::Current),
-            Pre::V0_1(pre) => pre.instantiate(&mut store).map(Exports::V0_1),
+            Pre::Legacy(pre) => pre.instantiate(&mut store).map(Exports::Legacy),
         };
         let ranker = match exports {
             Ok(ranker) => ranker,
@@ -172,7 +172,7 @@ impl PolicyInstance {
         self.restart_deadline();
         let answer = match &self.ranker {
             Exports::Current(ranker) => ranker.relish_policy_policy().call_rank(&mut self.store, request),
-            Exports::V0_1(exports) => exports.call_rank(&mut self.store, request),
+            Exports::Legacy(exports) => exports.call_rank(&mut self.store, request),
         };
         match answer {
             Ok(Ok(ranking)) => Ranking::validate(ranking, request, &self.budget),
@@ -191,7 +191,7 @@ impl PolicyInstance {
         self.restart_deadline();
         let answer = match &self.ranker {
             Exports::Current(ranker) => ranker.relish_policy_policy().call_describe(&mut self.store),
-            Exports::V0_1(exports) => exports.call_describe(&mut self.store),
+            Exports::Legacy(exports) => exports.call_describe(&mut self.store),
         };
         self.flush_logs();
         answer.map_err(|error| classify(error, &self.store, &self.budget))

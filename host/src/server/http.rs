@@ -340,7 +340,7 @@ async fn rank_in_span(
         None => None,
     };
     // A signed-in user's id assigns the arm; else the caller's `bucket_key`; else the seed.
-    let key = decoded.request.context.user_id.clone().or_else(|| decoded.bucket_key.take());
+    let key = decoded.request.context.user_id().map(str::to_owned).or_else(|| decoded.bucket_key.take());
 
     let mut shadow_wakes = None;
     let decide_started = Instant::now();

@@ -171,8 +171,11 @@ impl StoreFeatures {
     /// documentation](self).
     pub async fn fill(&self, request: &mut types::Request) -> FeatureReport {
         let started = Instant::now();
-        let user_id =
-            request.context.user_id.clone().filter(|_| !self.user.names.is_empty() || !self.user.prefixes.is_empty());
+        let user_id = request
+            .context
+            .user_id()
+            .map(str::to_owned)
+            .filter(|_| !self.user.names.is_empty() || !self.user.prefixes.is_empty());
         let n = request.candidates.ids.offsets.len().saturating_sub(1);
         let inline = Inline::of(request, &self.candidate);
         let wanted: Vec<usize> = (0..n).filter(|&i| inline.lacks(request, i, &self.candidate)).collect();
@@ -248,7 +251,7 @@ struct Inline {
 impl Inline {
     fn of(request: &types::Request, fields: &FieldSet) -> Self {
         let names = &request.candidates.feature_names;
-        Inline { columns: fields.names.iter().map(|name| names.iter().position(|n| n == name)).collect() }
+        Inline { columns: fields.names.iter().map(|name| names.position(name)).collect() }
     }
 
     /// Whether candidate `i` lacks a declared feature or its tags in the body.
@@ -266,8 +269,8 @@ fn merge_user(request: &mut types::Request, fields: &FieldSet, user: &Entity) {
     let stored = fields.names.iter().map(String::as_str).zip(user.values.iter().copied());
     let prefixed = user.prefixed.iter().map(|(name, value)| (&**name, *value));
     for (name, value) in stored.chain(prefixed) {
-        if !value.is_nan() && !features.names.iter().any(|n| n == name) {
-            features.names.push(name.to_owned());
+        if !value.is_nan() && !features.names.contains(name) {
+            features.names.push(name);
             features.values.push(value);
         }
     }
@@ -291,7 +294,7 @@ fn merge_candidates(
     let mut names = std::mem::take(&mut c.feature_names);
     for (name, column) in fields.names.iter().zip(&inline.columns) {
         columns.push(column.unwrap_or_else(|| {
-            names.push(name.clone());
+            names.push(name);
             names.len() - 1
         }));
     }
@@ -321,7 +324,7 @@ fn merge_candidates(
 fn merge_tags(request: &mut types::Request, wanted: &[usize], found: &[Option<Arc<Entity>>]) {
     let vocabulary = &mut request.tag_vocabulary;
     let mut index: HashMap<String, u32> =
-        vocabulary.iter().enumerate().map(|(i, tag)| (tag.clone(), i as u32)).collect();
+        vocabulary.iter().enumerate().map(|(i, tag)| (tag.to_owned(), i as u32)).collect();
     let tags = &request.candidates.tags;
     let n = tags.offsets.len() - 1;
     let mut stored: Vec<Option<&[Box<str>]>> = vec![None; n];
@@ -343,7 +346,7 @@ fn merge_tags(request: &mut types::Request, wanted: &[usize], found: &[Option<Ar
                         Some(&at) => at,
                         None => {
                             let at = vocabulary.len() as u32;
-                            vocabulary.push(tag.to_string());
+                            vocabulary.push(tag);
                             index.insert(tag.to_string(), at);
                             at
                         }
@@ -372,7 +375,7 @@ fn missing(request: &types::Request, user: &FieldSet, candidate: &FieldSet, sign
     let d = c.feature_names.len();
     if d > 0 {
         for name in &candidate.names {
-            let count = match c.feature_names.iter().position(|n| n == name) {
+            let count = match c.feature_names.position(name) {
                 Some(j) => c.features.chunks_exact(d).filter(|row| row[j].is_nan()).count(),
                 None => c.ids.offsets.len() - 1,
             };
@@ -414,7 +417,7 @@ mod tests {
         let row = |i: usize| -> Vec<&str> {
             tags.indices[tags.offsets[i] as usize..tags.offsets[i + 1] as usize]
                 .iter()
-                .map(|&t| request.tag_vocabulary[t as usize].as_str())
+                .map(|&t| request.tag_vocabulary.get(t as usize))
                 .collect()
         };
         assert_eq!(row(0), ["pizza"], "the body's tags win");

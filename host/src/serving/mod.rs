@@ -133,8 +133,8 @@ pub struct ArmBinding {
     pub bound: Bound,
     /// Its weight in basis points.
     pub weight: u16,
-    /// The parameters its calls get.
-    pub params: Vec<(String, String)>,
+    /// The parameters its calls get, packed once when the plan is bound.
+    pub params: types::Params,
     /// Pre-resolved metrics.
     pub metrics: BindingMetrics,
     /// Health tracking (for automatic rollback); `None` when it is off.
@@ -147,8 +147,8 @@ pub struct ShadowBinding {
     pub name: String,
     /// Its version.
     pub bound: Bound,
-    /// The parameters its calls get.
-    pub params: Vec<(String, String)>,
+    /// The parameters its calls get, packed once when the plan is bound.
+    pub params: types::Params,
     /// Runs when the request's draw is below this (of 10,000).
     pub threshold: u32,
     /// What it did, by arm.
@@ -400,7 +400,7 @@ impl Binding {
         metrics: &Metrics,
     ) -> (Ranking, Failure) {
         // The fallback runs with its own defaults, not the arm's parameters.
-        request.params.clear();
+        request.params = types::Params::empty();
         let mut fallback_failure = None;
         // A version is no fallback for itself: it would fail the same way again.
         let fallback = self.fallback.as_ref().filter(|f| Some(f.digest) != failed);
@@ -440,7 +440,7 @@ impl Binding {
             name,
             bound,
             weight: plan::BUCKETS,
-            params,
+            params: params.iter().map(|(k, v)| (k, v)).collect(),
             health: None,
         };
         Binding {

@@ -2,15 +2,17 @@
 //! into the contract's records.
 //!
 //! `relish-wire` has no WebAssembly runtime in it, so it has request types of its own: the same
-//! records, field for field, as the `wasmtime` bindings of `wit/policy.wit`. [`decode`] moves each
-//! field across (no copy), so the rest of the host sees only the bindings' [`types`].
+//! records as the `wasmtime` bindings of `wit/policy.wit`, with the lists of names as plain
+//! `Vec<String>`. [`decode`] moves the bulk columns across (no copy) and packs each list of names
+//! into the contract's `string-column` (one buffer, as the policy receives it), so the rest of the
+//! host sees only the bindings' [`types`].
 
 pub use relish_wire::{
     ArmRef, DecodeError, DecodeErrorKind, DecodeOptions, Fallback, Items, MAX_TAGS, PolicyRef, REQUEST_ID_RULE,
     Response, Shape, derive_seed, is_request_id,
 };
 
-use crate::runtime::types;
+use crate::runtime::{ContextStrings, types};
 use relish_wire::types as wire;
 
 /// A decoded request, in the contract's records.
@@ -46,8 +48,17 @@ fn decoded(decoded: relish_wire::Decoded) -> Decoded {
     }
 }
 
-/// Moves a request into the contract's records.
+/// Moves a request into the contract's records, packing its lists of names into columns.
 pub fn request(r: wire::Request) -> types::Request {
+    let c = r.context;
+    let strings = ContextStrings {
+        user_id: c.user_id.as_deref(),
+        country: c.country.as_deref(),
+        city: c.city.as_deref(),
+        locale: c.locale.as_deref(),
+        device: c.device.as_deref(),
+    };
+    let cart = types::Cart { item_ids: c.cart.item_ids.iter().collect(), tags: tags(c.cart.tags) };
     types::Request {
         surface: r.surface,
         request_id: r.request_id,
@@ -55,26 +66,20 @@ pub fn request(r: wire::Request) -> types::Request {
         local_minute_of_day: r.local_minute_of_day,
         local_weekday: weekday(r.local_weekday),
         seed: r.seed,
-        context: types::Context {
-            user_id: r.context.user_id,
-            country: r.context.country,
-            city: r.context.city,
-            locale: r.context.locale,
-            latitude: r.context.latitude,
-            longitude: r.context.longitude,
-            device: r.context.device,
-            cart: types::Cart { item_ids: r.context.cart.item_ids, tags: tags(r.context.cart.tags) },
+        context: types::Context::new(strings, c.latitude, c.longitude, cart),
+        user_features: types::Features {
+            names: r.user_features.names.iter().collect(),
+            values: r.user_features.values,
         },
-        user_features: types::Features { names: r.user_features.names, values: r.user_features.values },
-        tag_vocabulary: r.tag_vocabulary,
+        tag_vocabulary: r.tag_vocabulary.iter().collect(),
         candidates: types::Candidates {
             ids: types::StringColumn { data: r.candidates.ids.data, offsets: r.candidates.ids.offsets },
-            feature_names: r.candidates.feature_names,
+            feature_names: r.candidates.feature_names.iter().collect(),
             features: r.candidates.features,
             tags: tags(r.candidates.tags),
         },
         limit: r.limit,
-        params: r.params,
+        params: r.params.iter().map(|(k, v)| (k, v)).collect(),
     }
 }
 

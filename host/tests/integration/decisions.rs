@@ -219,10 +219,7 @@ async fn relish_replay_reproduces_every_answer_and_measures_a_candidate_as_a_dir
     let (mut top1, mut overlap, mut tau) = (0.0, 0.0, 0.0);
     for record in &records {
         let mut request = record.request.to_request().unwrap();
-        match request.params.iter_mut().find(|(k, _)| k == "diversity") {
-            Some(slot) => slot.1 = "0.9".into(),
-            None => request.params.push(("diversity".into(), "0.9".into())),
-        }
+        request.params.set("diversity", "0.9");
         let order = discovery.rank(&request, &relish_tests::budget()).unwrap().order().to_vec();
         let agreement = relish_host::serving::compare::compare(&record.answer.order, &order);
         top1 += agreement.top1;
@@ -271,7 +268,7 @@ async fn relish_replay_reproduces_every_answer_and_measures_a_candidate_as_a_dir
         record["arm"]["digest"] = json!(format!("sha256:{}", "0".repeat(64)));
         record.to_string()
     };
-    let other_contract = good.replace("relish:policy@0.2.0", "relish:policy@0.9.0");
+    let other_contract = good.replace("relish:policy@0.3.0", "relish:policy@0.9.0");
     let mixed = server.dir.path().join("mixed.jsonl");
     std::fs::write(&mixed, format!("{good}\n{other_contract}\n{unknown}\n{}", &good[..good.len() / 2])).unwrap();
     let mixed_arg = mixed.display().to_string();

@@ -557,3 +557,59 @@ async fn a_plan_that_no_longer_fits_its_surface_is_never_served() {
     assert_eq!(answer["arm"]["name"], "ordered@0.1.0");
     server.stop().await;
 }
+
+/// A data directory of a host before contract 0.3.0 holds components built against 0.2.0: the
+/// upgraded host serves them over HTTP, handing them every name and context string in 0.2.0's
+/// shape, and keeps doing so after a restart (from the stored artifact, nothing recompiled).
+#[tokio::test(flavor = "multi_thread")]
+async fn components_of_contract_0_2_0_in_a_data_directory_serve_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundled = util::bundled(dir.path(), &["popularity"], &[]);
+    let config = util::config(dir.path(), &bundled, CONFIG);
+    let body = json!({
+        "user": {"id": "u-1", "features": {"affinity.pizza": 0.8, "affinity.sushi": 0.2}},
+        "context": {"country": "SE", "device": "android"},
+        "candidates": [
+            {"id": "a", "features": {"rating": 7.5, "eta_min": 30}, "tags": ["pizza"]},
+            {"id": "b", "features": {"rating": 9.1}, "tags": ["sushi", "dinner"]},
+            {"id": "c", "features": {"rating": 8.2, "eta_min": 12}}
+        ]
+    })
+    .to_string();
+    // {country}-{device}-{feature columns}-{tags}-{user features}-{cart items}, as the guest sees them.
+    let expected = (vec!["b", "c", "a"], "se-android-2-3-2-0");
+    let answered = |answer: &Value| {
+        let ids = util::ids(answer);
+        assert!(answer["items"].as_array().unwrap().iter().all(|item| item["reason"] == expected.1), "{answer}");
+        assert_eq!(answer["arm"]["name"], "contract-0-2@0.1.0", "{answer}");
+        assert_eq!(answer["fallback"], Value::Null, "{answer}");
+        ids
+    };
+
+    let first = relish_host::server::start(config.clone()).await.unwrap();
+    let server = TestServer {
+        base: format!("http://{}", first.addr),
+        admin: format!("http://{}", first.admin_addr),
+        handle: Some(first),
+        dir,
+    };
+    push(&server, "contract-0-2", "0.1.0", relish_tests::guest_bytes("contract-0-2")).await;
+    set_plan(&server, "discovery", json!({"arms": [arm("contract-0-2", 100.0)]})).await;
+    assert_eq!(answered(&rank(&server, "discovery", &body).await.json()), expected.0);
+    let TestServer { handle, dir, .. } = server;
+    handle.unwrap().shutdown().await;
+
+    let second = relish_host::server::start(config).await.unwrap();
+    let server = TestServer {
+        base: format!("http://{}", second.addr),
+        admin: format!("http://{}", second.admin_addr),
+        handle: Some(second),
+        dir,
+    };
+    assert_eq!(answered(&rank(&server, "discovery", &body).await.json()), expected.0);
+    let status = status(&server, "discovery").await;
+    assert_eq!(status["serving"], "contract-0-2@0.1.0", "{status}");
+    let scrape = String::from_utf8_lossy(&util::get(&server, "/metrics").await.body).into_owned();
+    assert_eq!(metric(&scrape, "relish_compiles_total", &[]), 0.0, "restored from its artifact");
+    server.stop().await;
+}

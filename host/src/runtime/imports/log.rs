@@ -11,15 +11,18 @@ use crate::runtime::bindings;
 use crate::runtime::bindings::relish::policy::host::LogLevel;
 
 /// Adds the `relish:policy/host` interface to `linker`, on each call's [`LogState`], in every
-/// contract version served (0.1.0 has the same `log` function).
+/// contract version served (0.2.0 and 0.1.0 have the same `log` function).
 pub(in crate::runtime) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     bindings::relish::policy::host::add_to_linker::<_, HasSelf<_>>(linker, |state| &mut state.log)?;
-    linker.instance("relish:policy/host@0.1.0")?.func_wrap(
-        "log",
-        |mut store: StoreContextMut<'_, CallState>, (level, message): (LogLevel, String)| {
-            bindings::relish::policy::host::Host::log(&mut store.data_mut().log, level, message)
-        },
-    )
+    for older in ["relish:policy/host@0.2.0", "relish:policy/host@0.1.0"] {
+        linker.instance(older)?.func_wrap(
+            "log",
+            |mut store: StoreContextMut<'_, CallState>, (level, message): (LogLevel, String)| {
+                bindings::relish::policy::host::Host::log(&mut store.data_mut().log, level, message)
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// The log import's per-call state: the buffered lines and the budget they count against.

@@ -1,0 +1,236 @@
+//! Reading and building the contract's packed strings on the host side: `string-column` (many
+//! strings in one buffer), `params` (two columns) and the context's `span`s of one `text`.
+//!
+//! The request is held in exactly the shape it is lowered into a policy, so that lowering is one
+//! allocation and one copy per column however many strings it holds (see `wit/policy.wit`,
+//! versions); these methods keep the rest of the host as easy to write as with `Vec<String>`.
+
+use super::types::{Cart, Context, Params, Span, StringColumn};
+
+impl StringColumn {
+    /// An empty column (`offsets` is `[0]`).
+    pub fn empty() -> Self {
+        StringColumn { data: String::new(), offsets: vec![0] }
+    }
+
+    /// The number of strings.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Whether there are none.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// String `i`. Panics if `i >= len()`.
+    #[inline]
+    pub fn get(&self, i: usize) -> &str {
+        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// Every string, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        self.offsets.windows(2).map(|w| &self.data[w[0] as usize..w[1] as usize])
+    }
+
+    /// The index of the first string equal to `s` (a linear scan).
+    pub fn position(&self, s: &str) -> Option<usize> {
+        self.iter().position(|t| t == s)
+    }
+
+    /// Whether some string equals `s`.
+    pub fn contains(&self, s: &str) -> bool {
+        self.position(s).is_some()
+    }
+
+    /// Appends a string.
+    pub fn push(&mut self, s: &str) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        self.data.push_str(s);
+        self.offsets.push(u32::try_from(self.data.len()).expect("a request is far below 4 GiB"));
+    }
+
+    /// Removes every string.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.offsets.clear();
+        self.offsets.push(0);
+    }
+
+    /// The strings, owned.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_owned).collect()
+    }
+}
+
+impl Default for StringColumn {
+    fn default() -> Self {
+        StringColumn::empty()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for StringColumn {
+    fn from_iter<I: IntoIterator<Item = S>>(strings: I) -> Self {
+        let mut column = StringColumn::empty();
+        for s in strings {
+            column.push(s.as_ref());
+        }
+        column
+    }
+}
+
+impl Params {
+    /// No parameters.
+    pub fn empty() -> Self {
+        Params { keys: StringColumn::empty(), values: StringColumn::empty() }
+    }
+
+    /// The number of parameters.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Every `(key, value)`, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.keys.iter().zip(self.values.iter())
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.keys.position(key).map(|i| self.values.get(i))
+    }
+
+    /// Sets `key` to `value`: in place if `key` is set, else appended.
+    pub fn set(&mut self, key: &str, value: &str) {
+        let mut found = false;
+        let mut params: Params = self
+            .iter()
+            .map(|(k, v)| {
+                let mine = k == key;
+                found |= mine;
+                (k, if mine { value } else { v })
+            })
+            .collect();
+        if !found {
+            params.keys.push(key);
+            params.values.push(value);
+        }
+        *self = params;
+    }
+
+    /// The parameters as owned pairs.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    }
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params::empty()
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Params {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        let mut params = Params::empty();
+        for (key, value) in pairs {
+            params.keys.push(key.as_ref());
+            params.values.push(value.as_ref());
+        }
+        params
+    }
+}
+
+/// The string fields of a [`Context`], for [`Context::new`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ContextStrings<'a> {
+    /// `user-id`.
+    pub user_id: Option<&'a str>,
+    /// `country`.
+    pub country: Option<&'a str>,
+    /// `city`.
+    pub city: Option<&'a str>,
+    /// `locale`.
+    pub locale: Option<&'a str>,
+    /// `device`.
+    pub device: Option<&'a str>,
+}
+
+impl Context {
+    /// A context with these strings packed into its `text`.
+    pub fn new(strings: ContextStrings<'_>, latitude: Option<f64>, longitude: Option<f64>, cart: Cart) -> Self {
+        let ContextStrings { user_id, country, city, locale, device } = strings;
+        let mut text =
+            String::with_capacity([user_id, country, city, locale, device].iter().map(|s| s.map_or(0, str::len)).sum());
+        let mut put = |value: Option<&str>| {
+            value.map(|value| {
+                let start = text.len() as u32;
+                text.push_str(value);
+                Span { start, end: text.len() as u32 }
+            })
+        };
+        let (user_id, country, city, locale, device) =
+            (put(user_id), put(country), put(city), put(locale), put(device));
+        Context { text, user_id, country, city, locale, latitude, longitude, device, cart }
+    }
+
+    /// The strings, borrowed.
+    pub fn strings(&self) -> ContextStrings<'_> {
+        ContextStrings {
+            user_id: self.user_id(),
+            country: self.country(),
+            city: self.city(),
+            locale: self.locale(),
+            device: self.device(),
+        }
+    }
+
+    /// `user-id`.
+    pub fn user_id(&self) -> Option<&str> {
+        self.span(self.user_id)
+    }
+
+    /// `country`.
+    pub fn country(&self) -> Option<&str> {
+        self.span(self.country)
+    }
+
+    /// `city`.
+    pub fn city(&self) -> Option<&str> {
+        self.span(self.city)
+    }
+
+    /// `locale`.
+    pub fn locale(&self) -> Option<&str> {
+        self.span(self.locale)
+    }
+
+    /// `device`.
+    pub fn device(&self) -> Option<&str> {
+        self.span(self.device)
+    }
+
+    fn span(&self, span: Option<Span>) -> Option<&str> {
+        span.map(|s| self.text.get(s.start as usize..s.end as usize).expect("spans are made by `Context::new`"))
+    }
+}
+
+impl Cart {
+    /// An empty cart.
+    pub fn empty() -> Self {
+        Cart {
+            item_ids: StringColumn::empty(),
+            tags: super::types::TagColumn { offsets: vec![0], indices: Vec::new() },
+        }
+    }
+}
