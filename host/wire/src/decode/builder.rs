@@ -94,6 +94,20 @@ pub(super) struct RowMatrix {
 }
 
 impl RowMatrix {
+    /// Makes room for row `row` once the stride is known, before its values are set: each
+    /// [`RowMatrix::set`] is then a store (the `NaN`s are what finishing would fill in).
+    #[inline]
+    pub(super) fn open_row(&mut self, row: u32) {
+        if let Some(stride) = self.stride {
+            let end = (row as usize + 1) * stride;
+            if end > self.dense.len() {
+                self.dense.resize(end, f32::NAN);
+            }
+        }
+    }
+
+    /// Sets the value of `column` in row `row`.
+    #[inline]
     pub(super) fn set(&mut self, row: u32, column: u32, value: f32) {
         match self.stride {
             Some(stride) if (column as usize) < stride => {
@@ -267,6 +281,7 @@ impl<'o> Builder<'o> {
 
     /// Marks feature `column` as given by candidate `row`; an error when that candidate gave it
     /// already (row shape).
+    #[inline]
     pub(super) fn mark_row_feature(&mut self, row: u32, column: u32) -> Result<(), String> {
         let column = column as usize;
         if column >= self.row_marks.len() {
@@ -274,10 +289,16 @@ impl<'o> Builder<'o> {
         }
         let mark = row + 1;
         if self.row_marks[column] == mark {
-            return Err(repeated_feature(&self.feature_names[column], "this candidate's features"));
+            return Err(self.repeated_row_feature(column));
         }
         self.row_marks[column] = mark;
         Ok(())
+    }
+
+    /// The error of [`Builder::mark_row_feature`], out of its way.
+    #[cold]
+    fn repeated_row_feature(&self, column: usize) -> String {
+        repeated_feature(&self.feature_names[column], "this candidate's features")
     }
 
     /// Appends `tag` to the open row of `column` (which starts at `start`) unless the row has it.

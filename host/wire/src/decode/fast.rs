@@ -123,19 +123,35 @@ static STOP: [bool; 256] = {
 };
 
 impl<'b> Parser<'b> {
+    /// Skips whitespace. Most bodies are minified, so the next byte is checked first and the loop
+    /// is a call away: the common case is one compare that the branch predictor learns.
+    #[inline]
     fn skip_whitespace(&mut self) {
+        if let Some(&byte) = self.body.get(self.at)
+            && byte > b' '
+        {
+            return;
+        }
+        self.skip_whitespace_run();
+    }
+
+    /// The loop of [`Parser::skip_whitespace`], for a body that has some.
+    #[inline(never)]
+    fn skip_whitespace_run(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.body.get(self.at) {
             self.at += 1;
         }
     }
 
     /// The next byte that is not whitespace, not consumed.
+    #[inline]
     fn peek(&mut self) -> Maybe<u8> {
         self.skip_whitespace();
         self.body.get(self.at).copied()
     }
 
     /// Consumes `byte` if it comes next.
+    #[inline]
     fn eat(&mut self, byte: u8) -> bool {
         if self.peek() == Some(byte) {
             self.at += 1;
@@ -145,6 +161,7 @@ impl<'b> Parser<'b> {
         }
     }
 
+    #[inline]
     fn expect(&mut self, byte: u8) -> Maybe<()> {
         self.eat(byte).then_some(())
     }
@@ -295,16 +312,51 @@ impl<'b> Parser<'b> {
     }
 
     /// An object of fixed fields, each at most once: `member` gets the field's index in `names`.
+    ///
+    /// A key is matched where it stands, as the quoted name (see [`Parser::quoted`]), without
+    /// scanning it first: the field after the last one is tried first, since callers write
+    /// fields in one order. A key that is none of the names as written is unknown, or has an
+    /// escape: either way serde decides.
     fn fields(&mut self, names: &[&str], mut member: impl FnMut(&mut Self, usize) -> Maybe<()>) -> Maybe<()> {
         let mut seen = 0u32;
-        self.object(|parser, key| {
-            let field = names.iter().position(|name| *name == key)?;
+        self.expect(b'{')?;
+        if self.eat(b'}') {
+            return Some(());
+        }
+        let mut next = 0;
+        loop {
+            self.skip_whitespace();
+            let field = match names.get(next) {
+                Some(name) if self.quoted(name.as_bytes()) => next,
+                _ => names.iter().position(|name| self.quoted(name.as_bytes()))?,
+            };
             if seen & (1 << field) != 0 {
                 return None;
             }
             seen |= 1 << field;
-            member(parser, field)
-        })
+            self.expect(b':')?;
+            member(self, field)?;
+            next = field + 1;
+            if !self.eat(b',') {
+                return self.expect(b'}');
+            }
+        }
+    }
+
+    /// Consumes the key `"name"` if it comes next, byte for byte (no whitespace is skipped).
+    /// `name` has no quote, backslash or control character (it is a field name, or came through
+    /// [`Parser::string`]), so equal bytes are the same key.
+    #[inline]
+    fn quoted(&mut self, name: &[u8]) -> bool {
+        let Some(key) = self.body.get(self.at..self.at + name.len() + 2) else {
+            return false;
+        };
+        if key[0] == b'"' && key[name.len() + 1] == b'"' && same(&key[1..=name.len()], name) {
+            self.at += name.len() + 2;
+            true
+        } else {
+            false
+        }
     }
 
     /// An array's elements: `element` is called positioned at each.
@@ -456,14 +508,20 @@ impl<'b> Parser<'b> {
         Some(())
     }
 
+    /// One candidate's features (row shape). The key is usually the name of the column after
+    /// the last one (candidates list their features in one order), or the one after that (a
+    /// feature left out); either is matched in place with one compare of the bytes, and only
+    /// another key is scanned and looked up by name.
     fn row_features(&mut self, b: &mut Builder<'_>, row: u32) -> Maybe<()> {
         if self.null() {
             return Some(());
         }
         self.expect(b'{')?;
         if !self.eat(b'}') {
+            b.rows.open_row(row);
             let mut next = 0;
             loop {
+                self.skip_whitespace();
                 let column = match self.known_key(&b.feature_names, next) {
                     Some(column) => column,
                     None => b.column_at(self.string()?, next).ok()?,
@@ -485,20 +543,16 @@ impl<'b> Parser<'b> {
         Some(())
     }
 
-    /// Consumes the key `"names[guess]"` if it comes next, byte for byte: candidates usually list
-    /// their features in the same order, and one compare of the raw bytes then stands for
-    /// scanning the string and comparing it. Every known name came through [`Parser::string`], so it
-    /// has no quote, backslash or control character: equal bytes are the same key.
+    /// Consumes the key `"names[guess]"` or `"names[guess + 1]"` if it comes next (see
+    /// [`Parser::quoted`]). Every known name came through [`Parser::string`], so it has no quote,
+    /// backslash or control character: equal bytes are the same key.
+    #[inline]
     fn known_key(&mut self, names: &[String], guess: usize) -> Maybe<u32> {
-        self.skip_whitespace();
-        let name = names.get(guess)?.as_bytes();
-        let rest = self.body.get(self.at..self.at + name.len() + 2)?;
-        if rest[0] == b'"' && rest[name.len() + 1] == b'"' && &rest[1..=name.len()] == name {
-            self.at += name.len() + 2;
-            Some(guess as u32)
-        } else {
-            None
+        if self.quoted(names.get(guess)?.as_bytes()) {
+            return Some(guess as u32);
         }
+        let skipped = guess + 1;
+        self.quoted(names.get(skipped)?.as_bytes()).then_some(skipped as u32)
     }
 
     /// The columnar shape: an object of `{ids, feature_names, features, tags}` columns.
@@ -580,6 +634,24 @@ fn stop(bytes: &[u8]) -> Maybe<usize> {
         at += 8;
     }
     chunks.remainder().iter().position(|&b| STOP[usize::from(b)]).map(|i| at + i)
+}
+
+/// Whether `a` and `b`, of one length, hold the same bytes. Names are a few bytes long, where a
+/// call to `memcmp` costs more than the compare: two overlapping loads of a word (or of half a
+/// word, or three bytes) from each compare all of a name of up to sixteen bytes.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len();
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("four bytes"));
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
 }
 
 /// `start` followed by the decimal `digits`, if it fits a `u64`.
