@@ -199,7 +199,7 @@ impl<'b> Parser<'b> {
     ///
     /// One pass: each run of digits is read and valued at once, eight bytes at a time where the
     /// body has them (see [`digits_at`]), so a short number costs no branch per digit.
-    #[inline]
+    #[inline(always)]
     fn number(&mut self) -> Maybe<Number> {
         self.skip_whitespace();
         let body = self.body;
@@ -277,6 +277,7 @@ impl<'b> Parser<'b> {
     }
 
     /// A feature value: a number, `true`/`false` (1/0) or `null` (NaN).
+    #[inline(always)]
     fn value(&mut self) -> Maybe<f32> {
         match self.peek()? {
             b'n' => self.null().then_some(f32::NAN),
