@@ -2,6 +2,7 @@
 //! the feature matrix (see [`RowMatrix`]), interned tags, and the request it finishes into.
 
 use std::collections::HashMap as StdHashMap;
+use std::hash::BuildHasher as _;
 
 use chrono::{DateTime, Datelike, Timelike};
 use serde::de;
@@ -13,7 +14,34 @@ use crate::types;
 /// Its seed differs per process (address-space randomisation) and per map, so a body cannot aim
 /// for collisions it can predict, and the limits bound how many names one body brings.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// Positions into a list of distinct strings, each found by its string with one hash (seeded as
+/// [`HashMap`] is). A map from the string would hold a second copy of each: an allocation per
+/// feature name, tag and user feature of every request.
+#[derive(Default)]
+struct Index {
+    table: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Index {
+    /// The position of `name`, where `key` gives the string at a position.
+    #[inline]
+    fn find<'k>(&self, name: &str, key: impl Fn(u32) -> &'k str) -> Option<u32> {
+        let hash = self.hasher.hash_one(name);
+        self.table.find(hash, |&at| key(at) == name).copied()
+    }
+
+    /// Adds `name` at position `at`; the caller has found it absent.
+    fn insert<'k>(&mut self, name: &str, at: u32, key: impl Fn(u32) -> &'k str) {
+        let rehash = |&at: &u32| self.hasher.hash_one(key(at));
+        if self.table.capacity() == 0 {
+            // Requests name a few dozen features or tags: one table, not four that grow.
+            self.table.reserve(32, rehash);
+        }
+        self.table.insert_unique(self.hasher.hash_one(name), at, rehash);
+    }
+}
 
 /// Everything the decoder has read so far.
 pub(super) struct Builder<'o> {
@@ -30,13 +58,17 @@ pub(super) struct Builder<'o> {
     pub(super) limit: Option<u32>,
     pub(super) user_id: Option<String>,
     user_features: types::Features,
-    /// Every user feature name read (those given `null` too), so a repeated one costs one lookup.
-    user_names: HashSet<String>,
+    /// Every user feature name read (those given `null` too), so a repeated one costs one lookup:
+    /// positions into `user_features.names`, or, from [`NULL_NAME`] on, into `null_user_names`.
+    user_names: Index,
+    /// The user features named with `null` (named, so not to be repeated, but without a value).
+    null_user_names: Vec<String>,
     pub(super) context: Context,
     pub(super) cart: Option<types::Cart>,
     pub(super) shape: Option<Shape>,
     ids: types::StringColumn,
-    columns: HashMap<String, u32>,
+    /// Positions into `feature_names`.
+    columns: Index,
     pub(super) feature_names: Vec<String>,
     /// The row shape's matrix as it is read.
     pub(super) rows: RowMatrix,
@@ -60,20 +92,26 @@ pub(super) struct Context {
     pub(super) time: Option<(i64, u16, types::Weekday)>,
 }
 
+/// The first of the positions in `Builder::user_names` that are of `null_user_names`.
+const NULL_NAME: u32 = 1 << 31;
+
 #[derive(Default)]
 struct Interner {
-    index: HashMap<String, u32>,
+    /// Positions into `vocabulary`.
+    index: Index,
     vocabulary: Vec<String>,
 }
 
 impl Interner {
     fn intern(&mut self, tag: &str) -> u32 {
-        if let Some(&id) = self.index.get(tag) {
+        let vocabulary = &self.vocabulary;
+        if let Some(id) = self.index.find(tag, |id| &vocabulary[id as usize]) {
             return id;
         }
         let id = self.vocabulary.len() as u32;
         self.vocabulary.push(tag.to_owned());
-        self.index.insert(tag.to_owned(), id);
+        let vocabulary = &self.vocabulary;
+        self.index.insert(tag, id, |id| &vocabulary[id as usize]);
         id
     }
 }
@@ -169,12 +207,13 @@ impl<'o> Builder<'o> {
             limit: None,
             user_id: None,
             user_features: types::Features { names: Vec::new(), values: Vec::new() },
-            user_names: HashSet::default(),
+            user_names: Index::default(),
+            null_user_names: Vec::new(),
             context: Context::default(),
             cart: None,
             shape: None,
             ids: types::StringColumn { data: String::new(), offsets: vec![0] },
-            columns: HashMap::default(),
+            columns: Index::default(),
             feature_names: Vec::new(),
             rows: RowMatrix::default(),
             row_marks: Vec::new(),
@@ -227,7 +266,7 @@ impl<'o> Builder<'o> {
 
     /// The column of feature `name`, added if new.
     fn column(&mut self, name: &str) -> Result<u32, String> {
-        if let Some(&j) = self.columns.get(name) {
+        if let Some(j) = self.find_column(name) {
             return Ok(j);
         }
         if self.feature_names.len() >= self.options.max_features {
@@ -238,8 +277,14 @@ impl<'o> Builder<'o> {
         self.room_for_matrix(self.candidates(), self.feature_names.len() + 1)?;
         let j = self.feature_names.len() as u32;
         self.feature_names.push(name.to_owned());
-        self.columns.insert(name.to_owned(), j);
+        let names = &self.feature_names;
+        self.columns.insert(name, j, |j| &names[j as usize]);
         Ok(j)
+    }
+
+    /// The column of feature `name`, if it has one.
+    fn find_column(&self, name: &str) -> Option<u32> {
+        self.columns.find(name, |j| &self.feature_names[j as usize])
     }
 
     /// The column of feature `name`, trying column `guess` first: candidates usually list their
@@ -254,7 +299,7 @@ impl<'o> Builder<'o> {
 
     /// A name of the columnar `feature_names`: a new column.
     pub(super) fn new_column(&mut self, name: &str) -> Result<(), String> {
-        if self.columns.contains_key(name) {
+        if self.find_column(name).is_some() {
             return Err(format!("feature name `{name}` appears twice"));
         }
         self.column(name).map(drop)
@@ -263,19 +308,32 @@ impl<'o> Builder<'o> {
     /// Sets user feature `name` (NaN, from `null`: named but left out). A name may appear once,
     /// as a top-level field may: a repeated one is refused.
     pub(super) fn user_feature(&mut self, name: &str, value: f32) -> Result<(), String> {
-        if self.user_names.contains(name) {
+        let (named, nulls) = (&self.user_features.names, &self.null_user_names);
+        let key = |at: u32| match at.checked_sub(NULL_NAME) {
+            None => named[at as usize].as_str(),
+            Some(null) => nulls[null as usize].as_str(),
+        };
+        if self.user_names.find(name, key).is_some() {
             return Err(repeated_feature(name, "the user's features"));
         }
-        if self.user_names.len() >= self.options.max_features {
+        if named.len() + nulls.len() >= self.options.max_features {
             let message = format!("too many user features: at most {} allowed", self.options.max_features);
             return Err(self.too_large(message));
         }
-        self.user_names.insert(name.to_owned());
-        if value.is_nan() {
-            return Ok(());
-        }
-        self.user_features.names.push(name.to_owned());
-        self.user_features.values.push(value);
+        let at = if value.is_nan() {
+            self.null_user_names.push(name.to_owned());
+            NULL_NAME + (self.null_user_names.len() - 1) as u32
+        } else {
+            self.user_features.names.push(name.to_owned());
+            self.user_features.values.push(value);
+            (self.user_features.names.len() - 1) as u32
+        };
+        let (named, nulls) = (&self.user_features.names, &self.null_user_names);
+        let key = |at: u32| match at.checked_sub(NULL_NAME) {
+            None => named[at as usize].as_str(),
+            Some(null) => nulls[null as usize].as_str(),
+        };
+        self.user_names.insert(name, at, key);
         Ok(())
     }
 
