@@ -37,7 +37,7 @@ impl Index {
         let rehash = |&at: &u32| self.hasher.hash_one(key(at));
         if self.table.capacity() == 0 {
             // Requests name a few dozen features or tags: one table, not four that grow.
-            self.table.reserve(32, rehash);
+            self.table.reserve(FEW, rehash);
         }
         self.table.insert_unique(self.hasher.hash_one(name), at, rehash);
     }
@@ -92,6 +92,11 @@ pub(super) struct Context {
     pub(super) time: Option<(i64, u16, types::Weekday)>,
 }
 
+/// How many feature names, tags or user features a request is first given room for: what a
+/// typical request has, so that their vectors are allocated once or twice rather than grown from
+/// four entries up.
+const FEW: usize = 32;
+
 /// The first of the positions in `Builder::user_names` that are of `null_user_names`.
 const NULL_NAME: u32 = 1 << 31;
 
@@ -109,6 +114,9 @@ impl Interner {
             return id;
         }
         let id = self.vocabulary.len() as u32;
+        if id == 0 {
+            self.vocabulary.reserve(FEW);
+        }
         self.vocabulary.push(tag.to_owned());
         let vocabulary = &self.vocabulary;
         self.index.insert(tag, id, |id| &vocabulary[id as usize]);
@@ -157,6 +165,11 @@ impl RowMatrix {
             }
             _ => self.late.push((row, column, value)),
         }
+    }
+
+    /// Reserves room for a matrix of `values` values in all.
+    fn reserve(&mut self, values: usize) {
+        self.dense.reserve(values.saturating_sub(self.dense.len()));
     }
 
     /// Called after each candidate's features, when there are `d` columns: the first time
@@ -264,6 +277,22 @@ impl<'o> Builder<'o> {
         Ok(())
     }
 
+    /// Reserves room for `more` candidates like the first one (row shape): its id's length, its
+    /// tags and the matrix's row. Within the limits, and a hint only: the columns still grow if
+    /// the candidates are more or larger.
+    pub(super) fn reserve_rows(&mut self, more: usize, tags: &mut types::TagColumn) {
+        let more = more.min(self.options.max_candidates.saturating_sub(self.candidates()));
+        let n = self.candidates() + more;
+        self.ids.offsets.reserve(more);
+        self.ids.data.reserve(more.saturating_mul(self.ids.data.len() / self.candidates().max(1)));
+        tags.offsets.reserve(more);
+        tags.indices.reserve(more.saturating_mul(tags.indices.len().max(1)));
+        let d = self.feature_names.len();
+        if n.checked_mul(d).is_some_and(|values| values <= self.options.max_values) {
+            self.rows.reserve(n * d);
+        }
+    }
+
     /// The column of feature `name`, added if new.
     fn column(&mut self, name: &str) -> Result<u32, String> {
         if let Some(j) = self.find_column(name) {
@@ -276,7 +305,13 @@ impl<'o> Builder<'o> {
         // The candidate being read may not be counted yet: the check at its id covers it.
         self.room_for_matrix(self.candidates(), self.feature_names.len() + 1)?;
         let j = self.feature_names.len() as u32;
+        if j == 0 {
+            // Requests have a few dozen features: two allocations, not six of a growing vector.
+            self.feature_names.reserve(FEW);
+            self.row_marks.reserve(FEW);
+        }
         self.feature_names.push(name.to_owned());
+        self.row_marks.push(0);
         let names = &self.feature_names;
         self.columns.insert(name, j, |j| &names[j as usize]);
         Ok(j)
@@ -324,6 +359,10 @@ impl<'o> Builder<'o> {
             self.null_user_names.push(name.to_owned());
             NULL_NAME + (self.null_user_names.len() - 1) as u32
         } else {
+            if self.user_features.names.is_empty() {
+                self.user_features.names.reserve(FEW);
+                self.user_features.values.reserve(FEW);
+            }
             self.user_features.names.push(name.to_owned());
             self.user_features.values.push(value);
             (self.user_features.names.len() - 1) as u32

@@ -479,10 +479,23 @@ impl<'b> Parser<'b> {
     }
 
     /// The row shape: one `{id, features, tags}` object per candidate.
+    ///
+    /// Once the first candidate is read, the columns are reserved for as many more as the rest of
+    /// the body would hold if they were the size of the first: most bodies are uniform, and one
+    /// allocation per column replaces a dozen of a growing vector (and their copies). The
+    /// estimate is bounded by the body's length, so it costs no more memory than the body.
     fn rows(&mut self, b: &mut Builder<'_>) -> Maybe<()> {
         b.shape = Some(Shape::Rows);
         let mut tags = empty_tags();
-        self.array(|p| p.candidate(b, &mut tags))?;
+        let start = self.at;
+        self.array(|p| {
+            p.candidate(b, &mut tags)?;
+            if b.candidates() == 1 {
+                let first = p.at - start;
+                b.reserve_rows((p.body.len() - p.at) / first.max(1), &mut tags);
+            }
+            Some(())
+        })?;
         b.candidate_tags = Some(tags);
         Some(())
     }
