@@ -7,6 +7,7 @@ use std::hash::BuildHasher as _;
 use chrono::{DateTime, Datelike, Timelike};
 use serde::de;
 
+use super::fast::same;
 use super::{DecodeError, DecodeErrorKind, DecodeOptions, Decoded, Shape, derive_seed};
 use crate::types;
 
@@ -29,7 +30,7 @@ impl Index {
     #[inline]
     fn find<'k>(&self, name: &str, key: impl Fn(u32) -> &'k str) -> Option<u32> {
         let hash = self.hasher.hash_one(name);
-        self.table.find(hash, |&at| key(at) == name).copied()
+        self.table.find(hash, |&at| equal(key(at), name)).copied()
     }
 
     /// Adds `name` at position `at`; the caller has found it absent.
@@ -92,6 +93,12 @@ pub(super) struct Context {
     pub(super) time: Option<(i64, u16, types::Weekday)>,
 }
 
+/// Whether two strings are equal, compared as [`same`] compares (no call to `memcmp`).
+#[inline]
+fn equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && same(a.as_bytes(), b.as_bytes())
+}
+
 /// How many feature names, tags or user features a request is first given room for: what a
 /// typical request has, so that their vectors are allocated once or twice rather than grown from
 /// four entries up.
@@ -100,15 +107,61 @@ const FEW: usize = 32;
 /// The first of the positions in `Builder::user_names` that are of `null_user_names`.
 const NULL_NAME: u32 = 1 << 31;
 
-#[derive(Default)]
+/// The tag vocabulary: each distinct tag once, in the order first seen.
+///
+/// A request has a handful of distinct tags, each read once per candidate that carries it. So
+/// before the index, a small table remembers the tag last seen at a slot chosen by its length and
+/// its first and last bytes: a hit costs a compare of the tag with one vocabulary entry instead
+/// of hashing it. A slot is only a guess, always checked, so a body whose tags share slots is
+/// as fast as before, not wrong.
 struct Interner {
     /// Positions into `vocabulary`.
     index: Index,
     vocabulary: Vec<String>,
+    /// By slot ([`Interner::slot`]), the position plus one of the tag last interned there; 0 for
+    /// none.
+    recent: [u32; RECENT],
+}
+
+/// The number of slots of `Interner::recent`.
+const RECENT: usize = 64;
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner { index: Index::default(), vocabulary: Vec::new(), recent: [0; RECENT] }
+    }
 }
 
 impl Interner {
+    #[inline]
     fn intern(&mut self, tag: &str) -> u32 {
+        let slot = Self::slot(tag.as_bytes());
+        if let Some(id) = self.recent[slot].checked_sub(1)
+            && equal(&self.vocabulary[id as usize], tag)
+        {
+            return id;
+        }
+        let id = self.intern_indexed(tag);
+        self.recent[slot] = id + 1;
+        id
+    }
+
+    /// The slot of `tag` in `recent`: a mix of its length and its first and last bytes, which
+    /// differ between the tags of one request more often than not.
+    #[inline]
+    fn slot(tag: &[u8]) -> usize {
+        let (first, last) = match tag {
+            [] => (0, 0),
+            [first, .., last] => (*first, *last),
+            [only] => (*only, *only),
+        };
+        let mixed = (usize::from(first) << 16 | usize::from(last) << 8 | tag.len()).wrapping_mul(0x9e37_79b9);
+        (mixed >> 16) % RECENT
+    }
+
+    /// The position of `tag`, found in or added to the index.
+    #[inline(never)]
+    fn intern_indexed(&mut self, tag: &str) -> u32 {
         let vocabulary = &self.vocabulary;
         if let Some(id) = self.index.find(tag, |id| &vocabulary[id as usize]) {
             return id;
@@ -163,6 +216,19 @@ impl RowMatrix {
                 }
                 self.dense[at] = value;
             }
+            _ => self.late.push((row, column, value)),
+        }
+    }
+
+    /// Sets the value of `column` in row `row`, opened with [`RowMatrix::open_row`]: a store,
+    /// without a branch on the value. A `null` (NaN) is stored as well where the row has room,
+    /// which changes nothing: the matrix is filled with the same NaN, and a feature is given once
+    /// per candidate.
+    #[inline]
+    pub(super) fn set_in_open_row(&mut self, row: u32, column: u32, value: f32) {
+        match self.stride {
+            Some(stride) if (column as usize) < stride => self.dense[row as usize * stride + column as usize] = value,
+            _ if value.is_nan() => {}
             _ => self.late.push((row, column, value)),
         }
     }
@@ -327,7 +393,7 @@ impl<'o> Builder<'o> {
     /// one name is cheaper than hashing it.
     pub(super) fn column_at(&mut self, name: &str, guess: usize) -> Result<u32, String> {
         match self.feature_names.get(guess) {
-            Some(known) if known == name => Ok(guess as u32),
+            Some(known) if equal(known, name) => Ok(guess as u32),
             _ => self.column(name),
         }
     }
@@ -560,4 +626,35 @@ fn duplicate_id(ids: &types::StringColumn) -> Option<(usize, usize)> {
         seen.insert(id, i);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::Interner;
+
+    proptest! {
+        /// Interning gives each distinct tag the next position at its first appearance and that
+        /// position ever after, whatever tags share a slot of the recent table: the tags here
+        /// (same length, first and last byte, so one slot) and arbitrary ones.
+        #[test]
+        fn interning_numbers_tags_in_order_of_first_appearance(
+            tags in prop::collection::vec(prop_oneof!["a[0-9]b", "[a-c]{0,3}", ".{0,9}"], 0..200),
+        ) {
+            let mut interner = Interner::default();
+            let mut model: Vec<&str> = Vec::new();
+            for tag in &tags {
+                let want = match model.iter().position(|t| t == tag) {
+                    Some(i) => i,
+                    None => {
+                        model.push(tag);
+                        model.len() - 1
+                    }
+                };
+                prop_assert_eq!(interner.intern(tag) as usize, want, "{}", tag);
+            }
+            prop_assert_eq!(&interner.vocabulary, &model);
+        }
+    }
 }

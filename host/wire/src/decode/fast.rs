@@ -543,9 +543,7 @@ impl<'b> Parser<'b> {
                 self.expect(b':')?;
                 let value = self.value()?;
                 b.mark_row_feature(row, column).ok()?;
-                if !value.is_nan() {
-                    b.rows.set(row, column, value);
-                }
+                b.rows.set_in_open_row(row, column, value);
                 next = column as usize + 1;
                 if !self.eat(b',') {
                     self.expect(b'}')?;
@@ -654,7 +652,7 @@ fn stop(bytes: &[u8]) -> Maybe<usize> {
 /// call to `memcmp` costs more than the compare: two overlapping loads of a word (or of half a
 /// word, or three bytes) from each compare all of a name of up to sixteen bytes.
 #[inline]
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     debug_assert_eq!(a.len(), b.len());
     let n = a.len();
     let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
