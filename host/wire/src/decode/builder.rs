@@ -200,9 +200,16 @@ impl RowMatrix {
         if let Some(stride) = self.stride {
             let end = (row as usize + 1) * stride;
             if end > self.dense.len() {
-                self.dense.resize(end, f32::NAN);
+                self.grow(end);
             }
         }
+    }
+
+    /// Grows the matrix to `len` values, NaN (out of [`RowMatrix::open_row`]'s way: the matrix is
+    /// usually sized once, see [`RowMatrix::presize`]).
+    #[inline(never)]
+    fn grow(&mut self, len: usize) {
+        self.dense.resize(len, f32::NAN);
     }
 
     /// Sets the value of `column` in row `row`.
@@ -233,9 +240,14 @@ impl RowMatrix {
         }
     }
 
-    /// Reserves room for a matrix of `values` values in all.
-    fn reserve(&mut self, values: usize) {
-        self.dense.reserve(values.saturating_sub(self.dense.len()));
+    /// Makes room for `rows` rows once the stride is known, filled with NaN in one pass rather
+    /// than row by row as they are opened (finishing cuts what is left over).
+    fn presize(&mut self, rows: usize) {
+        if let Some(stride) = self.stride
+            && rows * stride > self.dense.len()
+        {
+            self.dense.resize(rows * stride, f32::NAN);
+        }
     }
 
     /// Called after each candidate's features, when there are `d` columns: the first time
@@ -353,9 +365,10 @@ impl<'o> Builder<'o> {
         self.ids.data.reserve(more.saturating_mul(self.ids.data.len() / self.candidates().max(1)));
         tags.offsets.reserve(more);
         tags.indices.reserve(more.saturating_mul(tags.indices.len().max(1)));
+        // The stride is at most `d`, so the matrix stays within `max_values`.
         let d = self.feature_names.len();
         if n.checked_mul(d).is_some_and(|values| values <= self.options.max_values) {
-            self.rows.reserve(n * d);
+            self.rows.presize(n);
         }
     }
 
