@@ -1,7 +1,6 @@
 //! The [`Builder`] that the seeds write into, and the column building it does: candidate ids,
 //! the feature matrix (see [`RowMatrix`]), interned tags, and the request it finishes into.
 
-use std::collections::HashMap as StdHashMap;
 use std::hash::BuildHasher as _;
 
 use chrono::{DateTime, Datelike, Timelike};
@@ -11,14 +10,13 @@ use super::fast::same;
 use super::{DecodeError, DecodeErrorKind, DecodeOptions, Decoded, Shape, derive_seed};
 use crate::types;
 
+/// Positions into a list of distinct strings, each found by its string with one hash. A map from
+/// the string would hold a second copy of each: an allocation per feature name, tag and user
+/// feature of every request.
+///
 /// foldhash rather than SipHash: feature names and tags are hashed for every value of a request.
-/// Its seed differs per process (address-space randomisation) and per map, so a body cannot aim
+/// Its seed differs per process (address-space randomisation) and per table, so a body cannot aim
 /// for collisions it can predict, and the limits bound how many names one body brings.
-type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
-
-/// Positions into a list of distinct strings, each found by its string with one hash (seeded as
-/// [`HashMap`] is). A map from the string would hold a second copy of each: an allocation per
-/// feature name, tag and user feature of every request.
 #[derive(Default)]
 struct Index {
     table: hashbrown::HashTable<u32>,
@@ -626,17 +624,27 @@ fn repeated_feature(name: &str, place: &str) -> String {
 
 /// The first candidate whose id an earlier one has: (the earlier's index, its index). A page
 /// must not show one venue twice, and an answer names candidates by index, so two candidates of
-/// one id could both be in it. The ids are the caller's, so the map is randomly seeded (see
-/// [`HashMap`]): a hash they could aim collisions at would make this quadratic.
+/// one id could both be in it. The ids are the caller's, so the table is randomly seeded (as an
+/// [`Index`] is): a hash they could aim collisions at would make this quadratic.
 fn duplicate_id(ids: &types::StringColumn) -> Option<(usize, usize)> {
     let n = ids.offsets.len().saturating_sub(1);
-    let mut seen: HashMap<&str, usize> = HashMap::with_capacity_and_hasher(n, Default::default());
+    let id = |i: usize| &ids.data[ids.offsets[i] as usize..ids.offsets[i + 1] as usize];
+    let hasher = foldhash::fast::RandomState::default();
+    // Candidate indices, found by their ids: one allocation, and no second copy of an id.
+    let mut seen = hashbrown::HashTable::<u32>::with_capacity(n);
     for i in 0..n {
-        let id = &ids.data[ids.offsets[i] as usize..ids.offsets[i + 1] as usize];
-        if let Some(&first) = seen.get(id) {
-            return Some((first, i));
+        let this = id(i);
+        let entry = seen.entry(
+            hasher.hash_one(this),
+            |&first| equal(id(first as usize), this),
+            |&first| hasher.hash_one(id(first as usize)),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(first) => return Some((*first.get() as usize, i)),
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(i as u32);
+            }
         }
-        seen.insert(id, i);
     }
     None
 }
