@@ -514,8 +514,11 @@ impl<'b> Parser<'b> {
         self.array(|p| {
             p.candidate(b, &mut tags)?;
             if b.candidates() == 1 {
+                // An eighth more than the first candidate's size makes room for: a first
+                // candidate has the shortest id, and growing a matrix copies it.
                 let first = p.at - start;
-                b.reserve_rows((p.body.len() - p.at) / first.max(1), &mut tags);
+                let more = (p.body.len() - p.at) / first.max(1);
+                b.reserve_rows(more + more / 8, &mut tags);
             }
             Some(())
         })?;
