@@ -221,7 +221,7 @@ impl RowMatrix {
                 }
                 self.dense[at] = value;
             }
-            _ => self.late.push((row, column, value)),
+            _ => self.push_late(row, column, value),
         }
     }
 
@@ -234,8 +234,18 @@ impl RowMatrix {
         match self.stride {
             Some(stride) if (column as usize) < stride => self.dense[row as usize * stride + column as usize] = value,
             _ if value.is_nan() => {}
-            _ => self.late.push((row, column, value)),
+            _ => self.push_late(row, column, value),
         }
+    }
+
+    /// Keeps the value of a column the matrix has no room for yet: all of the first candidate's,
+    /// and those of columns first seen later. Room for a few dozen is made at once: the first
+    /// candidate's values alone would grow the vector four times.
+    fn push_late(&mut self, row: u32, column: u32, value: f32) {
+        if self.late.capacity() == 0 {
+            self.late.reserve(FEW);
+        }
+        self.late.push((row, column, value));
     }
 
     /// Makes room for `rows` rows once the stride is known, filled with NaN in one pass rather
