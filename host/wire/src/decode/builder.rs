@@ -24,21 +24,26 @@ struct Index {
 }
 
 impl Index {
-    /// The position of `name`, where `key` gives the string at a position.
+    /// The hash of `name` in this index: computed once for a lookup and the insertion after it.
     #[inline]
-    fn find<'k>(&self, name: &str, key: impl Fn(u32) -> &'k str) -> Option<u32> {
-        let hash = self.hasher.hash_one(name);
+    fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
+    /// The position of `name` (of hash `hash`), where `key` gives the string at a position.
+    #[inline]
+    fn find<'k>(&self, hash: u64, name: &str, key: impl Fn(u32) -> &'k str) -> Option<u32> {
         self.table.find(hash, |&at| equal(key(at), name)).copied()
     }
 
-    /// Adds `name` at position `at`; the caller has found it absent.
-    fn insert<'k>(&mut self, name: &str, at: u32, key: impl Fn(u32) -> &'k str) {
+    /// Adds the string of hash `hash` at position `at`; the caller has found it absent.
+    fn insert<'k>(&mut self, hash: u64, at: u32, key: impl Fn(u32) -> &'k str) {
         let rehash = |&at: &u32| self.hasher.hash_one(key(at));
         if self.table.capacity() == 0 {
             // Requests name a few dozen features or tags: one table, not four that grow.
             self.table.reserve(FEW, rehash);
         }
-        self.table.insert_unique(self.hasher.hash_one(name), at, rehash);
+        self.table.insert_unique(hash, at, rehash);
     }
 }
 
@@ -161,7 +166,8 @@ impl Interner {
     #[inline(never)]
     fn intern_indexed(&mut self, tag: &str) -> u32 {
         let vocabulary = &self.vocabulary;
-        if let Some(id) = self.index.find(tag, |id| &vocabulary[id as usize]) {
+        let hash = self.index.hash(tag);
+        if let Some(id) = self.index.find(hash, tag, |id| &vocabulary[id as usize]) {
             return id;
         }
         let id = self.vocabulary.len() as u32;
@@ -170,7 +176,7 @@ impl Interner {
         }
         self.vocabulary.push(tag.to_owned());
         let vocabulary = &self.vocabulary;
-        self.index.insert(tag, id, |id| &vocabulary[id as usize]);
+        self.index.insert(hash, id, |id| &vocabulary[id as usize]);
         id
     }
 }
@@ -382,7 +388,8 @@ impl<'o> Builder<'o> {
 
     /// The column of feature `name`, added if new.
     fn column(&mut self, name: &str) -> Result<u32, String> {
-        if let Some(j) = self.find_column(name) {
+        let hash = self.columns.hash(name);
+        if let Some(j) = self.columns.find(hash, name, |j| &self.feature_names[j as usize]) {
             return Ok(j);
         }
         if self.feature_names.len() >= self.options.max_features {
@@ -400,13 +407,13 @@ impl<'o> Builder<'o> {
         self.feature_names.push(name.to_owned());
         self.row_marks.push(0);
         let names = &self.feature_names;
-        self.columns.insert(name, j, |j| &names[j as usize]);
+        self.columns.insert(hash, j, |j| &names[j as usize]);
         Ok(j)
     }
 
     /// The column of feature `name`, if it has one.
     fn find_column(&self, name: &str) -> Option<u32> {
-        self.columns.find(name, |j| &self.feature_names[j as usize])
+        self.columns.find(self.columns.hash(name), name, |j| &self.feature_names[j as usize])
     }
 
     /// The column of feature `name`, trying column `guess` first: candidates usually list their
@@ -435,7 +442,8 @@ impl<'o> Builder<'o> {
             None => named[at as usize].as_str(),
             Some(null) => nulls[null as usize].as_str(),
         };
-        if self.user_names.find(name, key).is_some() {
+        let hash = self.user_names.hash(name);
+        if self.user_names.find(hash, name, key).is_some() {
             return Err(repeated_feature(name, "the user's features"));
         }
         if named.len() + nulls.len() >= self.options.max_features {
@@ -459,7 +467,7 @@ impl<'o> Builder<'o> {
             None => named[at as usize].as_str(),
             Some(null) => nulls[null as usize].as_str(),
         };
-        self.user_names.insert(name, at, key);
+        self.user_names.insert(hash, at, key);
         Ok(())
     }
 
