@@ -602,8 +602,8 @@ impl<'b> Parser<'b> {
             match field {
                 0 => p.array(|p| b.push_id(p.string()?).ok())?,
                 1 => p.array(|p| b.new_column(p.string()?).ok())?,
-                2 => values = Some(p.matrix(b.options)?),
-                _ => tags = Some(p.tag_rows(b)?),
+                2 => values = Some(p.matrix(b.options, b.candidates().saturating_mul(b.feature_names.len()))?),
+                _ => tags = Some(p.tag_rows(b, b.candidates())?),
             }
             Some(())
         })?;
@@ -620,9 +620,12 @@ impl<'b> Parser<'b> {
         Some(())
     }
 
-    fn matrix(&mut self, options: &DecodeOptions<'_>) -> Maybe<Vec<f32>> {
+    /// The columnar matrix, room made for the `expected` values the ids and feature names read
+    /// before it make (when they come first, as usual): one allocation rather than a dozen of a
+    /// growing vector, each larger one copied into fresh pages.
+    fn matrix(&mut self, options: &DecodeOptions<'_>, expected: usize) -> Maybe<Vec<f32>> {
         let cap = options.max_candidates.saturating_mul(options.max_features).min(options.max_values);
-        let mut values = Vec::new();
+        let mut values = Vec::with_capacity(expected.min(cap));
         self.array(|p| {
             let value = p.value()?;
             if values.len() >= cap {
@@ -634,8 +637,10 @@ impl<'b> Parser<'b> {
         Some(values)
     }
 
-    fn tag_rows(&mut self, b: &mut Builder<'_>) -> Maybe<types::TagColumn> {
+    /// The columnar tag rows, room made for the `expected` rows of the ids read before them.
+    fn tag_rows(&mut self, b: &mut Builder<'_>, expected: usize) -> Maybe<types::TagColumn> {
         let mut column = empty_tags();
+        column.offsets.reserve(expected);
         let mut rows = 0;
         self.array(|p| {
             p.tags(b, &mut column)?;
