@@ -1090,6 +1090,8 @@ mod tests {
             "4999",
             "60.99",
             "-1.5E-7",
+            " 0",
+            "\t-2.5",
         ];
         for text in taken {
             let parsed = parse(text.as_bytes()).filter(|&(_, at)| at == text.len());
