@@ -136,6 +136,8 @@ impl Default for Interner {
 }
 
 impl Interner {
+    /// The position of `tag`. Slots come in pairs (`slot` and `slot ^ 1`), so two tags that
+    /// share a slot both stay: the one found (or added) last moves to the first of the pair.
     #[inline]
     fn intern(&mut self, tag: &str) -> u32 {
         let slot = Self::slot(tag.as_bytes());
@@ -144,7 +146,11 @@ impl Interner {
         {
             return id;
         }
-        let id = self.intern_indexed(tag);
+        let id = match self.recent[slot ^ 1].checked_sub(1) {
+            Some(id) if equal(&self.vocabulary[id as usize], tag) => id,
+            _ => self.intern_indexed(tag),
+        };
+        self.recent[slot ^ 1] = self.recent[slot];
         self.recent[slot] = id + 1;
         id
     }

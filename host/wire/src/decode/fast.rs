@@ -682,7 +682,7 @@ fn stop(bytes: &[u8]) -> Maybe<usize> {
 /// Whether `a` and `b`, of one length, hold the same bytes. Names are a few bytes long, where a
 /// call to `memcmp` costs more than the compare: two overlapping loads of a word (or of half a
 /// word, or three bytes) from each compare all of a name of up to sixteen bytes.
-#[inline]
+#[inline(always)]
 pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     debug_assert_eq!(a.len(), b.len());
     let n = a.len();
