@@ -1,19 +1,51 @@
 //! The [`Builder`] that the seeds write into, and the column building it does: candidate ids,
 //! the feature matrix (see [`RowMatrix`]), interned tags, and the request it finishes into.
 
-use std::collections::HashMap as StdHashMap;
+use std::hash::BuildHasher as _;
 
 use chrono::{DateTime, Datelike, Timelike};
 use serde::de;
 
+use super::fast::same;
 use super::{DecodeError, DecodeErrorKind, DecodeOptions, Decoded, Shape, derive_seed};
 use crate::types;
 
+/// Positions into a list of distinct strings, each found by its string with one hash. A map from
+/// the string would hold a second copy of each: an allocation per feature name, tag and user
+/// feature of every request.
+///
 /// foldhash rather than SipHash: feature names and tags are hashed for every value of a request.
-/// Its seed differs per process (address-space randomisation) and per map, so a body cannot aim
+/// Its seed differs per process (address-space randomisation) and per table, so a body cannot aim
 /// for collisions it can predict, and the limits bound how many names one body brings.
-type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+#[derive(Default)]
+struct Index {
+    table: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Index {
+    /// The hash of `name` in this index: computed once for a lookup and the insertion after it.
+    #[inline]
+    fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
+    /// The position of `name` (of hash `hash`), where `key` gives the string at a position.
+    #[inline]
+    fn find<'k>(&self, hash: u64, name: &str, key: impl Fn(u32) -> &'k str) -> Option<u32> {
+        self.table.find(hash, |&at| equal(key(at), name)).copied()
+    }
+
+    /// Adds the string of hash `hash` at position `at`; the caller has found it absent.
+    fn insert<'k>(&mut self, hash: u64, at: u32, key: impl Fn(u32) -> &'k str) {
+        let rehash = |&at: &u32| self.hasher.hash_one(key(at));
+        if self.table.capacity() == 0 {
+            // Requests name a few dozen features or tags: one table, not four that grow.
+            self.table.reserve(FEW, rehash);
+        }
+        self.table.insert_unique(hash, at, rehash);
+    }
+}
 
 /// Everything the decoder has read so far.
 pub(super) struct Builder<'o> {
@@ -30,13 +62,17 @@ pub(super) struct Builder<'o> {
     pub(super) limit: Option<u32>,
     pub(super) user_id: Option<String>,
     user_features: types::Features,
-    /// Every user feature name read (those given `null` too), so a repeated one costs one lookup.
-    user_names: HashSet<String>,
+    /// Every user feature name read (those given `null` too), so a repeated one costs one lookup:
+    /// positions into `user_features.names`, or, from [`NULL_NAME`] on, into `null_user_names`.
+    user_names: Index,
+    /// The user features named with `null` (named, so not to be repeated, but without a value).
+    null_user_names: Vec<String>,
     pub(super) context: Context,
     pub(super) cart: Option<types::Cart>,
     pub(super) shape: Option<Shape>,
     ids: types::StringColumn,
-    columns: HashMap<String, u32>,
+    /// Positions into `feature_names`.
+    columns: Index,
     pub(super) feature_names: Vec<String>,
     /// The row shape's matrix as it is read.
     pub(super) rows: RowMatrix,
@@ -60,20 +96,93 @@ pub(super) struct Context {
     pub(super) time: Option<(i64, u16, types::Weekday)>,
 }
 
-#[derive(Default)]
+/// Whether two strings are equal, compared as [`same`] compares (no call to `memcmp`).
+#[inline]
+fn equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && same(a.as_bytes(), b.as_bytes())
+}
+
+/// How many feature names, tags or user features a request is first given room for: what a
+/// typical request has, so that their vectors are allocated once or twice rather than grown from
+/// four entries up.
+const FEW: usize = 32;
+
+/// The first of the positions in `Builder::user_names` that are of `null_user_names`.
+const NULL_NAME: u32 = 1 << 31;
+
+/// The tag vocabulary: each distinct tag once, in the order first seen.
+///
+/// A request has a handful of distinct tags, each read once per candidate that carries it. So
+/// before the index, a small table remembers the tag last seen at a slot chosen by its length and
+/// its first and last bytes: a hit costs a compare of the tag with one vocabulary entry instead
+/// of hashing it. A slot is only a guess, always checked, so a body whose tags share slots is
+/// as fast as before, not wrong.
 struct Interner {
-    index: HashMap<String, u32>,
+    /// Positions into `vocabulary`.
+    index: Index,
     vocabulary: Vec<String>,
+    /// By slot ([`Interner::slot`]), the position plus one of the tag last interned there; 0 for
+    /// none.
+    recent: [u32; RECENT],
+}
+
+/// The number of slots of `Interner::recent`.
+const RECENT: usize = 64;
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner { index: Index::default(), vocabulary: Vec::new(), recent: [0; RECENT] }
+    }
 }
 
 impl Interner {
+    /// The position of `tag`. Slots come in pairs (`slot` and `slot ^ 1`), so two tags that
+    /// share a slot both stay: the one found (or added) last moves to the first of the pair.
+    #[inline]
     fn intern(&mut self, tag: &str) -> u32 {
-        if let Some(&id) = self.index.get(tag) {
+        let slot = Self::slot(tag.as_bytes());
+        if let Some(id) = self.recent[slot].checked_sub(1)
+            && equal(&self.vocabulary[id as usize], tag)
+        {
+            return id;
+        }
+        let id = match self.recent[slot ^ 1].checked_sub(1) {
+            Some(id) if equal(&self.vocabulary[id as usize], tag) => id,
+            _ => self.intern_indexed(tag),
+        };
+        self.recent[slot ^ 1] = self.recent[slot];
+        self.recent[slot] = id + 1;
+        id
+    }
+
+    /// The slot of `tag` in `recent`: a mix of its length and its first and last bytes, which
+    /// differ between the tags of one request more often than not.
+    #[inline]
+    fn slot(tag: &[u8]) -> usize {
+        let (first, last) = match tag {
+            [] => (0, 0),
+            [first, .., last] => (*first, *last),
+            [only] => (*only, *only),
+        };
+        let mixed = (usize::from(first) << 16 | usize::from(last) << 8 | tag.len()).wrapping_mul(0x9e37_79b9);
+        (mixed >> 16) % RECENT
+    }
+
+    /// The position of `tag`, found in or added to the index.
+    #[inline(never)]
+    fn intern_indexed(&mut self, tag: &str) -> u32 {
+        let vocabulary = &self.vocabulary;
+        let hash = self.index.hash(tag);
+        if let Some(id) = self.index.find(hash, tag, |id| &vocabulary[id as usize]) {
             return id;
         }
         let id = self.vocabulary.len() as u32;
+        if id == 0 {
+            self.vocabulary.reserve(FEW);
+        }
         self.vocabulary.push(tag.to_owned());
-        self.index.insert(tag.to_owned(), id);
+        let vocabulary = &self.vocabulary;
+        self.index.insert(hash, id, |id| &vocabulary[id as usize]);
         id
     }
 }
@@ -94,6 +203,27 @@ pub(super) struct RowMatrix {
 }
 
 impl RowMatrix {
+    /// Makes room for row `row` once the stride is known, before its values are set: each
+    /// [`RowMatrix::set`] is then a store (the `NaN`s are what finishing would fill in).
+    #[inline]
+    pub(super) fn open_row(&mut self, row: u32) {
+        if let Some(stride) = self.stride {
+            let end = (row as usize + 1) * stride;
+            if end > self.dense.len() {
+                self.grow(end);
+            }
+        }
+    }
+
+    /// Grows the matrix to `len` values, NaN (out of [`RowMatrix::open_row`]'s way: the matrix is
+    /// usually sized once, see [`RowMatrix::presize`]).
+    #[inline(never)]
+    fn grow(&mut self, len: usize) {
+        self.dense.resize(len, f32::NAN);
+    }
+
+    /// Sets the value of `column` in row `row`.
+    #[inline]
     pub(super) fn set(&mut self, row: u32, column: u32, value: f32) {
         match self.stride {
             Some(stride) if (column as usize) < stride => {
@@ -103,7 +233,40 @@ impl RowMatrix {
                 }
                 self.dense[at] = value;
             }
-            _ => self.late.push((row, column, value)),
+            _ => self.push_late(row, column, value),
+        }
+    }
+
+    /// Sets the value of `column` in row `row`, opened with [`RowMatrix::open_row`]: a store,
+    /// without a branch on the value. A `null` (NaN) is stored as well where the row has room,
+    /// which changes nothing: the matrix is filled with the same NaN, and a feature is given once
+    /// per candidate.
+    #[inline]
+    pub(super) fn set_in_open_row(&mut self, row: u32, column: u32, value: f32) {
+        match self.stride {
+            Some(stride) if (column as usize) < stride => self.dense[row as usize * stride + column as usize] = value,
+            _ if value.is_nan() => {}
+            _ => self.push_late(row, column, value),
+        }
+    }
+
+    /// Keeps the value of a column the matrix has no room for yet: all of the first candidate's,
+    /// and those of columns first seen later. Room for a few dozen is made at once: the first
+    /// candidate's values alone would grow the vector four times.
+    fn push_late(&mut self, row: u32, column: u32, value: f32) {
+        if self.late.capacity() == 0 {
+            self.late.reserve(FEW);
+        }
+        self.late.push((row, column, value));
+    }
+
+    /// Makes room for `rows` rows once the stride is known, filled with NaN in one pass rather
+    /// than row by row as they are opened (finishing cuts what is left over).
+    fn presize(&mut self, rows: usize) {
+        if let Some(stride) = self.stride
+            && rows * stride > self.dense.len()
+        {
+            self.dense.resize(rows * stride, f32::NAN);
         }
     }
 
@@ -155,12 +318,13 @@ impl<'o> Builder<'o> {
             limit: None,
             user_id: None,
             user_features: types::Features { names: Vec::new(), values: Vec::new() },
-            user_names: HashSet::default(),
+            user_names: Index::default(),
+            null_user_names: Vec::new(),
             context: Context::default(),
             cart: None,
             shape: None,
             ids: types::StringColumn { data: String::new(), offsets: vec![0] },
-            columns: HashMap::default(),
+            columns: Index::default(),
             feature_names: Vec::new(),
             rows: RowMatrix::default(),
             row_marks: Vec::new(),
@@ -211,9 +375,27 @@ impl<'o> Builder<'o> {
         Ok(())
     }
 
+    /// Reserves room for `more` candidates like the first one (row shape): its id's length, its
+    /// tags and the matrix's row. Within the limits, and a hint only: the columns still grow if
+    /// the candidates are more or larger.
+    pub(super) fn reserve_rows(&mut self, more: usize, tags: &mut types::TagColumn) {
+        let more = more.min(self.options.max_candidates.saturating_sub(self.candidates()));
+        let n = self.candidates() + more;
+        self.ids.offsets.reserve(more);
+        self.ids.data.reserve(more.saturating_mul(self.ids.data.len() / self.candidates().max(1)));
+        tags.offsets.reserve(more);
+        tags.indices.reserve(more.saturating_mul(tags.indices.len().max(1)));
+        // The stride is at most `d`, so the matrix stays within `max_values`.
+        let d = self.feature_names.len();
+        if n.checked_mul(d).is_some_and(|values| values <= self.options.max_values) {
+            self.rows.presize(n);
+        }
+    }
+
     /// The column of feature `name`, added if new.
     fn column(&mut self, name: &str) -> Result<u32, String> {
-        if let Some(&j) = self.columns.get(name) {
+        let hash = self.columns.hash(name);
+        if let Some(j) = self.columns.find(hash, name, |j| &self.feature_names[j as usize]) {
             return Ok(j);
         }
         if self.feature_names.len() >= self.options.max_features {
@@ -223,9 +405,21 @@ impl<'o> Builder<'o> {
         // The candidate being read may not be counted yet: the check at its id covers it.
         self.room_for_matrix(self.candidates(), self.feature_names.len() + 1)?;
         let j = self.feature_names.len() as u32;
+        if j == 0 {
+            // Requests have a few dozen features: two allocations, not six of a growing vector.
+            self.feature_names.reserve(FEW);
+            self.row_marks.reserve(FEW);
+        }
         self.feature_names.push(name.to_owned());
-        self.columns.insert(name.to_owned(), j);
+        self.row_marks.push(0);
+        let names = &self.feature_names;
+        self.columns.insert(hash, j, |j| &names[j as usize]);
         Ok(j)
+    }
+
+    /// The column of feature `name`, if it has one.
+    fn find_column(&self, name: &str) -> Option<u32> {
+        self.columns.find(self.columns.hash(name), name, |j| &self.feature_names[j as usize])
     }
 
     /// The column of feature `name`, trying column `guess` first: candidates usually list their
@@ -233,14 +427,14 @@ impl<'o> Builder<'o> {
     /// one name is cheaper than hashing it.
     pub(super) fn column_at(&mut self, name: &str, guess: usize) -> Result<u32, String> {
         match self.feature_names.get(guess) {
-            Some(known) if known == name => Ok(guess as u32),
+            Some(known) if equal(known, name) => Ok(guess as u32),
             _ => self.column(name),
         }
     }
 
     /// A name of the columnar `feature_names`: a new column.
     pub(super) fn new_column(&mut self, name: &str) -> Result<(), String> {
-        if self.columns.contains_key(name) {
+        if self.find_column(name).is_some() {
             return Err(format!("feature name `{name}` appears twice"));
         }
         self.column(name).map(drop)
@@ -249,24 +443,43 @@ impl<'o> Builder<'o> {
     /// Sets user feature `name` (NaN, from `null`: named but left out). A name may appear once,
     /// as a top-level field may: a repeated one is refused.
     pub(super) fn user_feature(&mut self, name: &str, value: f32) -> Result<(), String> {
-        if self.user_names.contains(name) {
+        let (named, nulls) = (&self.user_features.names, &self.null_user_names);
+        let key = |at: u32| match at.checked_sub(NULL_NAME) {
+            None => named[at as usize].as_str(),
+            Some(null) => nulls[null as usize].as_str(),
+        };
+        let hash = self.user_names.hash(name);
+        if self.user_names.find(hash, name, key).is_some() {
             return Err(repeated_feature(name, "the user's features"));
         }
-        if self.user_names.len() >= self.options.max_features {
+        if named.len() + nulls.len() >= self.options.max_features {
             let message = format!("too many user features: at most {} allowed", self.options.max_features);
             return Err(self.too_large(message));
         }
-        self.user_names.insert(name.to_owned());
-        if value.is_nan() {
-            return Ok(());
-        }
-        self.user_features.names.push(name.to_owned());
-        self.user_features.values.push(value);
+        let at = if value.is_nan() {
+            self.null_user_names.push(name.to_owned());
+            NULL_NAME + (self.null_user_names.len() - 1) as u32
+        } else {
+            if self.user_features.names.is_empty() {
+                self.user_features.names.reserve(FEW);
+                self.user_features.values.reserve(FEW);
+            }
+            self.user_features.names.push(name.to_owned());
+            self.user_features.values.push(value);
+            (self.user_features.names.len() - 1) as u32
+        };
+        let (named, nulls) = (&self.user_features.names, &self.null_user_names);
+        let key = |at: u32| match at.checked_sub(NULL_NAME) {
+            None => named[at as usize].as_str(),
+            Some(null) => nulls[null as usize].as_str(),
+        };
+        self.user_names.insert(hash, at, key);
         Ok(())
     }
 
     /// Marks feature `column` as given by candidate `row`; an error when that candidate gave it
     /// already (row shape).
+    #[inline]
     pub(super) fn mark_row_feature(&mut self, row: u32, column: u32) -> Result<(), String> {
         let column = column as usize;
         if column >= self.row_marks.len() {
@@ -274,10 +487,16 @@ impl<'o> Builder<'o> {
         }
         let mark = row + 1;
         if self.row_marks[column] == mark {
-            return Err(repeated_feature(&self.feature_names[column], "this candidate's features"));
+            return Err(self.repeated_row_feature(column));
         }
         self.row_marks[column] = mark;
         Ok(())
+    }
+
+    /// The error of [`Builder::mark_row_feature`], out of its way.
+    #[cold]
+    fn repeated_row_feature(&self, column: usize) -> String {
+        repeated_feature(&self.feature_names[column], "this candidate's features")
     }
 
     /// Appends `tag` to the open row of `column` (which starts at `start`) unless the row has it.
@@ -429,17 +648,58 @@ fn repeated_feature(name: &str, place: &str) -> String {
 
 /// The first candidate whose id an earlier one has: (the earlier's index, its index). A page
 /// must not show one venue twice, and an answer names candidates by index, so two candidates of
-/// one id could both be in it. The ids are the caller's, so the map is randomly seeded (see
-/// [`HashMap`]): a hash they could aim collisions at would make this quadratic.
+/// one id could both be in it. The ids are the caller's, so the table is randomly seeded (as an
+/// [`Index`] is): a hash they could aim collisions at would make this quadratic.
 fn duplicate_id(ids: &types::StringColumn) -> Option<(usize, usize)> {
     let n = ids.offsets.len().saturating_sub(1);
-    let mut seen: HashMap<&str, usize> = HashMap::with_capacity_and_hasher(n, Default::default());
+    let id = |i: usize| &ids.data[ids.offsets[i] as usize..ids.offsets[i + 1] as usize];
+    let hasher = foldhash::fast::RandomState::default();
+    // Candidate indices, found by their ids: one allocation, and no second copy of an id.
+    let mut seen = hashbrown::HashTable::<u32>::with_capacity(n);
     for i in 0..n {
-        let id = &ids.data[ids.offsets[i] as usize..ids.offsets[i + 1] as usize];
-        if let Some(&first) = seen.get(id) {
-            return Some((first, i));
+        let this = id(i);
+        let entry = seen.entry(
+            hasher.hash_one(this),
+            |&first| equal(id(first as usize), this),
+            |&first| hasher.hash_one(id(first as usize)),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(first) => return Some((*first.get() as usize, i)),
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(i as u32);
+            }
         }
-        seen.insert(id, i);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::Interner;
+
+    proptest! {
+        /// Interning gives each distinct tag the next position at its first appearance and that
+        /// position ever after, whatever tags share a slot of the recent table: the tags here
+        /// (same length, first and last byte, so one slot) and arbitrary ones.
+        #[test]
+        fn interning_numbers_tags_in_order_of_first_appearance(
+            tags in prop::collection::vec(prop_oneof!["a[0-9]b", "[a-c]{0,3}", ".{0,9}"], 0..200),
+        ) {
+            let mut interner = Interner::default();
+            let mut model: Vec<&str> = Vec::new();
+            for tag in &tags {
+                let want = match model.iter().position(|t| t == tag) {
+                    Some(i) => i,
+                    None => {
+                        model.push(tag);
+                        model.len() - 1
+                    }
+                };
+                prop_assert_eq!(interner.intern(tag) as usize, want, "{}", tag);
+            }
+            prop_assert_eq!(&interner.vocabulary, &model);
+        }
+    }
 }

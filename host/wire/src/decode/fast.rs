@@ -123,19 +123,35 @@ static STOP: [bool; 256] = {
 };
 
 impl<'b> Parser<'b> {
+    /// Skips whitespace. Most bodies are minified, so the next byte is checked first and the loop
+    /// is a call away: the common case is one compare that the branch predictor learns.
+    #[inline]
     fn skip_whitespace(&mut self) {
+        if let Some(&byte) = self.body.get(self.at)
+            && byte > b' '
+        {
+            return;
+        }
+        self.skip_whitespace_run();
+    }
+
+    /// The loop of [`Parser::skip_whitespace`], for a body that has some.
+    #[inline(never)]
+    fn skip_whitespace_run(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.body.get(self.at) {
             self.at += 1;
         }
     }
 
     /// The next byte that is not whitespace, not consumed.
+    #[inline]
     fn peek(&mut self) -> Maybe<u8> {
         self.skip_whitespace();
         self.body.get(self.at).copied()
     }
 
     /// Consumes `byte` if it comes next.
+    #[inline]
     fn eat(&mut self, byte: u8) -> bool {
         if self.peek() == Some(byte) {
             self.at += 1;
@@ -145,6 +161,7 @@ impl<'b> Parser<'b> {
         }
     }
 
+    #[inline]
     fn expect(&mut self, byte: u8) -> Maybe<()> {
         self.eat(byte).then_some(())
     }
@@ -178,57 +195,83 @@ impl<'b> Parser<'b> {
         if self.null() { Some(None) } else { self.string().map(Some) }
     }
 
-    fn digits(&mut self) -> &'b [u8] {
-        let start = self.at;
-        while let Some(b'0'..=b'9') = self.body.get(self.at) {
-            self.at += 1;
-        }
-        &self.body[start..self.at]
-    }
-
     /// A JSON number inside the range where this path and serde_json agree exactly.
+    ///
+    /// One pass: each run of digits is read and valued at once, eight bytes at a time where the
+    /// body has them (see [`digits_at`]), so a short number costs no branch per digit.
+    #[inline(always)]
     fn number(&mut self) -> Maybe<Number> {
         self.skip_whitespace();
-        let negative = self.body.get(self.at) == Some(&b'-');
-        if negative {
-            self.at += 1;
+        self.number_here()
+    }
+
+    /// [`Parser::number`] where the caller has skipped the whitespace before it.
+    ///
+    /// A minus sign takes a call: were it `at += negative`, every number's digits would be read
+    /// only once the sign's byte is loaded and compared, while as a branch (rarely taken, so
+    /// predicted) nothing waits for it.
+    #[inline(always)]
+    fn number_here(&mut self) -> Maybe<Number> {
+        if self.body.get(self.at) == Some(&b'-') {
+            return self.negative_number();
         }
-        let integer = self.digits();
+        self.number_from(false, self.at)
+    }
+
+    /// A number with a minus sign.
+    #[inline(never)]
+    fn negative_number(&mut self) -> Maybe<Number> {
+        self.number_from(true, self.at + 1)
+    }
+
+    /// The number whose digits start at `at`, after its minus sign if `negative`.
+    #[inline(always)]
+    fn number_from(&mut self, negative: bool, start: usize) -> Maybe<Number> {
+        let body = self.body;
+        let mut at = start;
+        let integer_start = at;
+        let (value, integer) = digits_at(body, at);
         // JSON: at least one digit, and no leading zero before another digit.
-        if integer.is_empty() || (integer.len() > 1 && integer[0] == b'0') {
+        if integer == 0 || (integer > 1 && body[at] == b'0') {
             return None;
         }
-        let mut mantissa = accumulate(0, integer)?;
+        let mut mantissa = if integer <= 19 { value } else { accumulate(0, &body[at..at + integer])? };
+        at += integer;
         let mut exponent: i32 = 0;
         let mut float = false;
-        if self.body.get(self.at) == Some(&b'.') {
-            self.at += 1;
-            let fraction = self.digits();
-            if fraction.is_empty() {
+        if body.get(at) == Some(&b'.') {
+            at += 1;
+            let (value, fraction) = digits_at(body, at);
+            if fraction == 0 {
                 return None;
             }
-            mantissa = if integer.len() + fraction.len() <= 19 {
-                fold(mantissa, fraction)
+            mantissa = if integer + fraction <= 19 {
+                // Nineteen digits in all fit a `u64`, so neither step overflows.
+                mantissa * POW10_U64[fraction] + value
             } else {
-                accumulate(mantissa, fraction)?
+                accumulate(mantissa, &body[at..at + fraction])?
             };
-            exponent = -(fraction.len() as i32);
+            at += fraction;
+            exponent = -(fraction as i32);
             float = true;
         }
-        if let Some(b'e' | b'E') = self.body.get(self.at) {
-            self.at += 1;
-            let exponent_negative = self.body.get(self.at) == Some(&b'-');
-            if let Some(b'-' | b'+') = self.body.get(self.at) {
-                self.at += 1;
+        if let Some(b'e' | b'E') = body.get(at) {
+            at += 1;
+            let exponent_negative = body.get(at) == Some(&b'-');
+            if let Some(b'-' | b'+') = body.get(at) {
+                at += 1;
             }
-            let digits = self.digits();
-            if digits.is_empty() || digits.len() > 4 {
+            let (value, digits) = digits_at(body, at);
+            if digits == 0 || digits > 4 {
                 return None;
             }
-            let value = accumulate(0, digits)? as i32;
+            at += digits;
+            let value = value as i32;
             exponent += if exponent_negative { -value } else { value };
             float = true;
         }
+        debug_assert!(at > integer_start);
+        self.at = at;
         if !float {
             if !negative {
                 return Some(Number::U64(mantissa));
@@ -257,12 +300,13 @@ impl<'b> Parser<'b> {
     }
 
     /// A feature value: a number, `true`/`false` (1/0) or `null` (NaN).
+    #[inline(always)]
     fn value(&mut self) -> Maybe<f32> {
         match self.peek()? {
             b'n' => self.null().then_some(f32::NAN),
             b't' => self.word(b"true").then_some(1.0),
             b'f' => self.word(b"false").then_some(0.0),
-            _ => self.number()?.feature(),
+            _ => self.number_here()?.feature(),
         }
     }
 
@@ -292,16 +336,51 @@ impl<'b> Parser<'b> {
     }
 
     /// An object of fixed fields, each at most once: `member` gets the field's index in `names`.
+    ///
+    /// A key is matched where it stands, as the quoted name (see [`Parser::quoted`]), without
+    /// scanning it first: the field after the last one is tried first, since callers write
+    /// fields in one order. A key that is none of the names as written is unknown, or has an
+    /// escape: either way serde decides.
     fn fields(&mut self, names: &[&str], mut member: impl FnMut(&mut Self, usize) -> Maybe<()>) -> Maybe<()> {
         let mut seen = 0u32;
-        self.object(|parser, key| {
-            let field = names.iter().position(|name| *name == key)?;
+        self.expect(b'{')?;
+        if self.eat(b'}') {
+            return Some(());
+        }
+        let mut next = 0;
+        loop {
+            self.skip_whitespace();
+            let field = match names.get(next) {
+                Some(name) if self.quoted(name.as_bytes()) => next,
+                _ => names.iter().position(|name| self.quoted(name.as_bytes()))?,
+            };
             if seen & (1 << field) != 0 {
                 return None;
             }
             seen |= 1 << field;
-            member(parser, field)
-        })
+            self.expect(b':')?;
+            member(self, field)?;
+            next = field + 1;
+            if !self.eat(b',') {
+                return self.expect(b'}');
+            }
+        }
+    }
+
+    /// Consumes the key `"name"` if it comes next, byte for byte (no whitespace is skipped).
+    /// `name` has no quote, backslash or control character (it is a field name, or came through
+    /// [`Parser::string`]), so equal bytes are the same key.
+    #[inline]
+    fn quoted(&mut self, name: &[u8]) -> bool {
+        let Some(key) = self.body.get(self.at..self.at + name.len() + 2) else {
+            return false;
+        };
+        if key[0] == b'"' && key[name.len() + 1] == b'"' && same(&key[1..=name.len()], name) {
+            self.at += name.len() + 2;
+            true
+        } else {
+            false
+        }
     }
 
     /// An array's elements: `element` is called positioned at each.
@@ -423,10 +502,26 @@ impl<'b> Parser<'b> {
     }
 
     /// The row shape: one `{id, features, tags}` object per candidate.
+    ///
+    /// Once the first candidate is read, the columns are reserved for as many more as the rest of
+    /// the body would hold if they were the size of the first: most bodies are uniform, and one
+    /// allocation per column replaces a dozen of a growing vector (and their copies). The
+    /// estimate is bounded by the body's length, so it costs no more memory than the body.
     fn rows(&mut self, b: &mut Builder<'_>) -> Maybe<()> {
         b.shape = Some(Shape::Rows);
         let mut tags = empty_tags();
-        self.array(|p| p.candidate(b, &mut tags))?;
+        let start = self.at;
+        self.array(|p| {
+            p.candidate(b, &mut tags)?;
+            if b.candidates() == 1 {
+                // An eighth more than the first candidate's size makes room for: a first
+                // candidate has the shortest id, and growing a matrix copies it.
+                let first = p.at - start;
+                let more = (p.body.len() - p.at) / first.max(1);
+                b.reserve_rows(more + more / 8, &mut tags);
+            }
+            Some(())
+        })?;
         b.candidate_tags = Some(tags);
         Some(())
     }
@@ -453,14 +548,20 @@ impl<'b> Parser<'b> {
         Some(())
     }
 
+    /// One candidate's features (row shape). The key is usually the name of the column after
+    /// the last one (candidates list their features in one order), or the one after that (a
+    /// feature left out); either is matched in place with one compare of the bytes, and only
+    /// another key is scanned and looked up by name.
     fn row_features(&mut self, b: &mut Builder<'_>, row: u32) -> Maybe<()> {
         if self.null() {
             return Some(());
         }
         self.expect(b'{')?;
         if !self.eat(b'}') {
+            b.rows.open_row(row);
             let mut next = 0;
             loop {
+                self.skip_whitespace();
                 let column = match self.known_key(&b.feature_names, next) {
                     Some(column) => column,
                     None => b.column_at(self.string()?, next).ok()?,
@@ -468,9 +569,7 @@ impl<'b> Parser<'b> {
                 self.expect(b':')?;
                 let value = self.value()?;
                 b.mark_row_feature(row, column).ok()?;
-                if !value.is_nan() {
-                    b.rows.set(row, column, value);
-                }
+                b.rows.set_in_open_row(row, column, value);
                 next = column as usize + 1;
                 if !self.eat(b',') {
                     self.expect(b'}')?;
@@ -482,20 +581,16 @@ impl<'b> Parser<'b> {
         Some(())
     }
 
-    /// Consumes the key `"names[guess]"` if it comes next, byte for byte: candidates usually list
-    /// their features in the same order, and one compare of the raw bytes then stands for
-    /// scanning the string and comparing it. Every known name came through [`Parser::string`], so it
-    /// has no quote, backslash or control character: equal bytes are the same key.
+    /// Consumes the key `"names[guess]"` or `"names[guess + 1]"` if it comes next (see
+    /// [`Parser::quoted`]). Every known name came through [`Parser::string`], so it has no quote,
+    /// backslash or control character: equal bytes are the same key.
+    #[inline]
     fn known_key(&mut self, names: &[String], guess: usize) -> Maybe<u32> {
-        self.skip_whitespace();
-        let name = names.get(guess)?.as_bytes();
-        let rest = self.body.get(self.at..self.at + name.len() + 2)?;
-        if rest[0] == b'"' && rest[name.len() + 1] == b'"' && &rest[1..=name.len()] == name {
-            self.at += name.len() + 2;
-            Some(guess as u32)
-        } else {
-            None
+        if self.quoted(names.get(guess)?.as_bytes()) {
+            return Some(guess as u32);
         }
+        let skipped = guess + 1;
+        self.quoted(names.get(skipped)?.as_bytes()).then_some(skipped as u32)
     }
 
     /// The columnar shape: an object of `{ids, feature_names, features, tags}` columns.
@@ -507,8 +602,8 @@ impl<'b> Parser<'b> {
             match field {
                 0 => p.array(|p| b.push_id(p.string()?).ok())?,
                 1 => p.array(|p| b.new_column(p.string()?).ok())?,
-                2 => values = Some(p.matrix(b.options)?),
-                _ => tags = Some(p.tag_rows(b)?),
+                2 => values = Some(p.matrix(b.options, b.candidates().saturating_mul(b.feature_names.len()))?),
+                _ => tags = Some(p.tag_rows(b, b.candidates())?),
             }
             Some(())
         })?;
@@ -525,9 +620,12 @@ impl<'b> Parser<'b> {
         Some(())
     }
 
-    fn matrix(&mut self, options: &DecodeOptions<'_>) -> Maybe<Vec<f32>> {
+    /// The columnar matrix, room made for the `expected` values the ids and feature names read
+    /// before it make (when they come first, as usual): one allocation rather than a dozen of a
+    /// growing vector, each larger one copied into fresh pages.
+    fn matrix(&mut self, options: &DecodeOptions<'_>, expected: usize) -> Maybe<Vec<f32>> {
         let cap = options.max_candidates.saturating_mul(options.max_features).min(options.max_values);
-        let mut values = Vec::new();
+        let mut values = Vec::with_capacity(expected.min(cap));
         self.array(|p| {
             let value = p.value()?;
             if values.len() >= cap {
@@ -539,8 +637,10 @@ impl<'b> Parser<'b> {
         Some(values)
     }
 
-    fn tag_rows(&mut self, b: &mut Builder<'_>) -> Maybe<types::TagColumn> {
+    /// The columnar tag rows, room made for the `expected` rows of the ids read before them.
+    fn tag_rows(&mut self, b: &mut Builder<'_>, expected: usize) -> Maybe<types::TagColumn> {
         let mut column = empty_tags();
+        column.offsets.reserve(expected);
         let mut rows = 0;
         self.array(|p| {
             p.tags(b, &mut column)?;
@@ -579,6 +679,24 @@ fn stop(bytes: &[u8]) -> Maybe<usize> {
     chunks.remainder().iter().position(|&b| STOP[usize::from(b)]).map(|i| at + i)
 }
 
+/// Whether `a` and `b`, of one length, hold the same bytes. Names are a few bytes long, where a
+/// call to `memcmp` costs more than the compare: two overlapping loads of a word (or of half a
+/// word, or three bytes) from each compare all of a name of up to sixteen bytes.
+#[inline(always)]
+pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len();
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("four bytes"));
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// `start` followed by the decimal `digits`, if it fits a `u64`.
 fn accumulate(start: u64, digits: &[u8]) -> Maybe<u64> {
     // Nineteen digits always fit; the checks are for longer numbers only.
@@ -594,19 +712,426 @@ fn fold(start: u64, digits: &[u8]) -> u64 {
     digits.iter().fold(start, |m, &d| m * 10 + u64::from(d - b'0'))
 }
 
+/// 10^0 ..= 10^19, the powers of ten a `u64` holds.
+const POW10_U64: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+/// `0x0101…01` times a byte: that byte in every lane of a word.
+const fn lanes(byte: u8) -> u64 {
+    u64::from_ne_bytes([byte; 8])
+}
+
+/// The run of decimal digits at `body[start..]`: its length, and its value when the run has at
+/// most nineteen digits (longer runs are valued by the caller, with overflow checks).
+///
+/// Eight bytes are classified at once (SWAR): a byte is a digit when it is `'0'..='9'`, which
+/// `b ^ '0' < 10` tests lane by lane without carries between lanes; the first non-digit's lane is
+/// found with `trailing_zeros`, and the digits before it are valued with three multiplications
+/// (as fast_float and simdjson do), so a number's digits cost no branch each. The last bytes of
+/// the body, fewer than eight, are read one at a time.
+#[inline]
+fn digits_at(body: &[u8], start: usize) -> (u64, usize) {
+    let mut at = start;
+    let mut value = 0u64;
+    while let Some(chunk) = body.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let lanes_value = word ^ lanes(b'0');
+        // A lane's high bit is set when its byte is not a digit: its low seven bits are 10 or
+        // more (adding 0x76 carries into bit 7, and never out of the lane), or its own high bit is.
+        let not_digit = (((lanes_value & lanes(0x7f)).wrapping_add(lanes(0x76))) | lanes_value) & lanes(0x80);
+        if not_digit != 0 {
+            let n = (not_digit.trailing_zeros() / 8) as usize;
+            if n > 0 {
+                // The `n` digits moved to the top lanes, zeros below: the same number.
+                let digits = eight_digits(lanes_value << (8 * (8 - n)));
+                value = value.wrapping_mul(POW10_U64[n]).wrapping_add(digits);
+            }
+            return (value, at + n - start);
+        }
+        value = value.wrapping_mul(100_000_000).wrapping_add(eight_digits(lanes_value));
+        at += 8;
+    }
+    while let Some(&digit @ b'0'..=b'9') = body.get(at) {
+        value = value.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
+        at += 1;
+    }
+    (value, at - start)
+}
+
+/// The value of eight decimal digits, one per byte lane (`0..=9`, the first digit in the lowest
+/// lane): pairs, then quadruples, then the whole, each step one multiply-add across lanes.
+#[inline]
+fn eight_digits(lanes_value: u64) -> u64 {
+    const MASK: u64 = 0x0000_00ff_0000_00ff;
+    const MUL1: u64 = 100 + (1_000_000 << 32);
+    const MUL2: u64 = 1 + (10_000 << 32);
+    let pairs = lanes_value.wrapping_mul(10).wrapping_add(lanes_value >> 8);
+    ((pairs & MASK).wrapping_mul(MUL1).wrapping_add(((pairs >> 16) & MASK).wrapping_mul(MUL2))) >> 32
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use proptest::sample::select;
 
-    use super::{STOP, stop};
+    use super::{Number, POW10, POW10_U64, Parser, STOP, accumulate, digits_at, fold, stop};
+
+    /// The number parser before the eight-digits-at-a-time one, kept as the reference the new one
+    /// must equal on every input (it was held to serde_json by the differential tests since).
+    fn reference(body: &[u8]) -> Option<(Number, usize)> {
+        // `Parser::number` skips the whitespace before a number.
+        let mut at = body.iter().take_while(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')).count();
+        let digits = |at: &mut usize| {
+            let start = *at;
+            while let Some(b'0'..=b'9') = body.get(*at) {
+                *at += 1;
+            }
+            &body[start..*at]
+        };
+        let negative = body.get(at) == Some(&b'-');
+        if negative {
+            at += 1;
+        }
+        let integer = digits(&mut at);
+        if integer.is_empty() || (integer.len() > 1 && integer[0] == b'0') {
+            return None;
+        }
+        let mut mantissa = accumulate(0, integer)?;
+        let mut exponent: i32 = 0;
+        let mut float = false;
+        if body.get(at) == Some(&b'.') {
+            at += 1;
+            let fraction = digits(&mut at);
+            if fraction.is_empty() {
+                return None;
+            }
+            mantissa = if integer.len() + fraction.len() <= 19 {
+                fold(mantissa, fraction)
+            } else {
+                accumulate(mantissa, fraction)?
+            };
+            exponent = -(fraction.len() as i32);
+            float = true;
+        }
+        if let Some(b'e' | b'E') = body.get(at) {
+            at += 1;
+            let exponent_negative = body.get(at) == Some(&b'-');
+            if let Some(b'-' | b'+') = body.get(at) {
+                at += 1;
+            }
+            let digits = digits(&mut at);
+            if digits.is_empty() || digits.len() > 4 {
+                return None;
+            }
+            let value = accumulate(0, digits)? as i32;
+            exponent += if exponent_negative { -value } else { value };
+            float = true;
+        }
+        if !float {
+            if !negative {
+                return Some((Number::U64(mantissa), at));
+            }
+            let value = (mantissa as i64).wrapping_neg();
+            return Some((if value >= 0 { Number::F64(-(mantissa as f64)) } else { Number::I64(value) }, at));
+        }
+        let scale = *POW10.get(exponent.unsigned_abs() as usize)?;
+        let magnitude = if exponent >= 0 { mantissa as f64 * scale } else { mantissa as f64 / scale };
+        if magnitude.is_infinite() {
+            return None;
+        }
+        Some((Number::F64(if negative { -magnitude } else { magnitude }), at))
+    }
+
+    /// What [`Parser::number`] makes of `body`, and where it stopped.
+    fn parse(body: &[u8]) -> Option<(Number, usize)> {
+        let text = std::str::from_utf8(body).ok()?;
+        let mut parser = Parser { text, body, at: 0 };
+        parser.number().map(|number| (number, parser.at))
+    }
+
+    /// A number's kind and bits, comparable (`-0.0` and `0.0` differ, as they must).
+    fn key(number: Number) -> (u8, u64) {
+        match number {
+            Number::U64(v) => (0, v),
+            Number::I64(v) => (1, v as u64),
+            Number::F64(v) => (2, v.to_bits()),
+        }
+    }
+
+    /// serde_json's reading of `text` as one number, as its visitor would receive it.
+    fn serde(text: &str) -> Option<Number> {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        let number = value.as_number()?;
+        Some(if let Some(v) = number.as_u64() {
+            Number::U64(v)
+        } else if let Some(v) = number.as_i64() {
+            Number::I64(v)
+        } else {
+            Number::F64(number.as_f64()?)
+        })
+    }
+
+    /// A digit string of `digits` significant digits, most of them random, some all nines or a
+    /// one followed by zeros (the edges of carries and of powers of ten).
+    fn significand(digits: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = String> {
+        (digits, any::<u64>(), 0u8..4).prop_map(|(n, seed, form)| {
+            let mut state = seed | 1;
+            (0..n)
+                .map(|i| match form {
+                    0 => '9',
+                    1 if i == 0 => '1',
+                    1 => '0',
+                    _ => {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        let digit = (state % 10) as u8 + u8::from(i == 0 && state % 10 == 0);
+                        char::from(b'0' + digit.min(9))
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// A JSON number as a caller might write it, or almost: signs, a fraction, an exponent of
+    /// either case and sign, with the significant digits split anywhere; now and then a leading
+    /// zero, an empty part or a stray byte, which JSON refuses.
+    fn number_text() -> impl Strategy<Value = String> {
+        (
+            any::<bool>(),
+            prop_oneof![
+                4 => significand(1..=15),
+                4 => significand(16..=17),
+                2 => significand(18..=21),
+                1 => significand(22..=40),
+            ],
+            any::<prop::sample::Index>(),
+            prop_oneof![3 => Just(None), 2 => (0usize..4).prop_map(Some), 1 => (0usize..330).prop_map(Some)],
+            prop::option::of((
+                select(&["e", "E", "e+", "e-", "E-", "E+"][..]),
+                prop_oneof![-25i32..25, 280i32..330, Just(22), Just(23), 0i32..100_000],
+                0usize..3,
+            )),
+            prop_oneof![20 => Just(""), 1 => select(&["0", "00", ".", "-", "+", "e", " ", ",", "x", "é"][..])],
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(negative, digits, point, zeros, exponent, stray, stray_at)| {
+                let mut text = String::from(if negative { "-" } else { "" });
+                let point = point.index(digits.len() + 1);
+                match point {
+                    0 => text.push('0'),
+                    _ => text.push_str(&digits[..point]),
+                }
+                if let Some(zeros) = zeros.filter(|_| point < digits.len()) {
+                    text.push('.');
+                    if point == 0 {
+                        text.push_str(&"0".repeat(zeros));
+                    }
+                    text.push_str(&digits[point..]);
+                }
+                if let Some((e, value, padding)) = exponent {
+                    text.push_str(e);
+                    text.push_str(&"0".repeat(padding));
+                    text.push_str(&value.unsigned_abs().to_string());
+                }
+                let at = stray_at.index(text.len() + 1);
+                if text.is_char_boundary(at) {
+                    text.insert_str(at, stray);
+                }
+                text
+            })
+    }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
         /// The word-at-a-time scan finds what the byte-at-a-time one finds, wherever in a word.
         #[test]
         fn the_word_scan_finds_the_first_stop_byte(
             bytes in prop::collection::vec(prop_oneof![any::<u8>(), 0x20u8..0x7f, Just(b'"')], 0..40),
         ) {
             prop_assert_eq!(stop(&bytes), bytes.iter().position(|&b| STOP[usize::from(b)]));
+        }
+
+        /// Digit runs of every length, at every offset in a word, before any byte and at the end
+        /// of the body, are measured and valued as one digit at a time would.
+        #[test]
+        fn digit_runs_are_read_as_one_digit_at_a_time_reads_them(
+            before in 0usize..9,
+            digits in prop::collection::vec(b'0'..=b'9', 0..40),
+            after in prop::collection::vec(any::<u8>(), 0..10),
+        ) {
+            let mut body = vec![b'x'; before];
+            body.extend_from_slice(&digits);
+            body.extend_from_slice(&after);
+            let run = body[before..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let (value, len) = digits_at(&body, before);
+            prop_assert_eq!(len, run);
+            if run <= 19 {
+                prop_assert_eq!(value, fold(0, &body[before..before + run]));
+            }
+        }
+
+        /// The number parser equals the one it replaced, on numbers and near-numbers alike, where
+        /// the body ends after the number and where other bytes follow it.
+        #[test]
+        fn numbers_parse_as_the_reference_parses_them(text in number_text(), tail in select(&["", "}", ",\"a\":1}]}"][..])) {
+            let body = format!("{text}{tail}");
+            let got = parse(body.as_bytes()).map(|(n, at)| (key(n), at));
+            let want = reference(body.as_bytes()).map(|(n, at)| (key(n), at));
+            prop_assert_eq!(got, want, "{}", body);
+        }
+
+        /// What the parser takes as a whole number, serde_json reads as the same number, bit for
+        /// bit; and every number of at most nineteen significant digits without a leading zero
+        /// and with a decimal exponent within ±308 (JavaScript's shortest forms among them) is taken.
+        #[test]
+        fn numbers_parse_as_serde_json_parses_them(text in number_text()) {
+            let parsed = parse(text.as_bytes()).filter(|&(_, at)| at == text.len());
+            let want = serde(&text);
+            if let Some((number, _)) = parsed {
+                prop_assert_eq!(Some(key(number)), want.map(key), "{}", text);
+            }
+            if want.is_some() && plain(&text) {
+                prop_assert!(parsed.is_some(), "left to serde: {}", text);
+            }
+        }
+
+        /// Every finite `f64` and `f32`, as Rust and serde_json write them (shortest round trip,
+        /// up to seventeen digits, with exponents to ±308 and subnormals), parses to serde's bits.
+        #[test]
+        fn written_floats_parse_as_serde_json_parses_them(bits in any::<u64>(), narrow in any::<bool>()) {
+            let value = if narrow { f64::from(f32::from_bits(bits as u32)) } else { f64::from_bits(bits) };
+            prop_assume!(value.is_finite());
+            for text in [serde_json::to_string(&value).expect("finite"), format!("{value:e}"), format!("{value:?}")] {
+                let parsed = parse(text.as_bytes()).filter(|&(_, at)| at == text.len());
+                let want = serde(&text);
+                if let Some((number, _)) = parsed {
+                    prop_assert_eq!(Some(key(number)), want.map(key), "{}", text);
+                }
+            }
+        }
+    }
+
+    /// Whether the fast path must take `text`: a valid number whose significant digits fit
+    /// nineteen, its exponent (as written and as applied) within what the table holds, and
+    /// no more than four exponent digits.
+    fn plain(text: &str) -> bool {
+        let (mantissa, exponent) = match text.find(['e', 'E']) {
+            Some(at) => (&text[..at], Some(&text[at + 1..])),
+            None => (text, None),
+        };
+        let unsigned = mantissa.trim_start_matches('-');
+        let (integer, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let digits = integer.len() + fraction.len();
+        let written = exponent.map_or(Some(0), |e| {
+            let e = e.trim_start_matches('+');
+            let digits = e.trim_start_matches('-');
+            (digits.len() <= 4).then(|| e.parse::<i32>().ok()).flatten()
+        });
+        let Some(written) = written else { return false };
+        let applied = written - fraction.len() as i32;
+        // A finite result at an exponent the table holds; an overflow is serde's to report.
+        let value: f64 = text.parse().unwrap_or(f64::INFINITY);
+        digits <= 19 && applied.abs() <= 308 && value.is_finite()
+    }
+
+    #[test]
+    fn the_powers_of_ten_are_exact() {
+        for (i, &p) in POW10_U64.iter().enumerate() {
+            assert_eq!(p, 10u64.pow(i as u32));
+        }
+    }
+
+    /// The edges named: 15 to 20 significant digits, exponents near ±22 (the last exact power)
+    /// and ±308, negative zero, the largest `u64` and the `i64` bounds; each parses as
+    /// serde_json parses it, or (leading zeros, empty parts, overflow, subnormals) is left to serde.
+    #[test]
+    fn numbers_at_the_named_edges() {
+        let taken = [
+            "0",
+            "-0",
+            "-0.0",
+            "0.0",
+            "0e0",
+            "-0e-5",
+            "1",
+            "-1",
+            "123456789012345",
+            "1234567890123456",
+            "12345678901234567",
+            "1234567890123456789",
+            "0.1234567890123456789",
+            "9007199254740993",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "1e22",
+            "1e23",
+            "1.7976931348623157e308",
+            "1e-308",
+            "1.7976931348623157e307",
+            "2.2250738585072014e-292",
+            "4.9e-307",
+            "123.456e-300",
+            "0.30000000000000004",
+            "1E+2",
+            "1e-22",
+            "1e-23",
+            "9999999999999999999",
+            "12.34",
+            "4999",
+            "60.99",
+            "-1.5E-7",
+            " 0",
+            "\t-2.5",
+        ];
+        for text in taken {
+            let parsed = parse(text.as_bytes()).filter(|&(_, at)| at == text.len());
+            let (number, _) = parsed.unwrap_or_else(|| panic!("{text} is left to serde"));
+            assert_eq!(Some(key(number)), serde(text).map(key), "{text}");
+            assert_eq!(
+                parse(text.as_bytes()).map(|(n, at)| (key(n), at)),
+                reference(text.as_bytes()).map(|(n, at)| (key(n), at))
+            );
+        }
+        let left = [
+            "01",
+            "-01",
+            "00",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "1e+",
+            "1.e5",
+            "18446744073709551616",
+            "12345678901234567890.5",
+            "1e400",
+            "1e00001",
+            "1.7976931348623159e308",
+            "1e-400",
+            "-",
+            "+1",
+            "0x10",
+            "",
+            // Subnormals and the smallest normals need more than one division (serde_json divides
+            // by 1e308 first): left to serde.
+            "2.2250738585072014e-308",
+            "4.9e-324",
+            "5e-324",
+            "1e-320",
+        ];
+        for text in left {
+            let parsed = parse(text.as_bytes()).filter(|&(_, at)| at == text.len());
+            assert!(parsed.is_none(), "{text} taken");
         }
     }
 

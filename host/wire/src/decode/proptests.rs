@@ -231,6 +231,67 @@ proptest! {
         }
     }
 
+    /// Numbers of every length the eight-digits-at-a-time parser splits differently (1 to 25
+    /// significant digits, split anywhere by the point), with exponents near ±22 and ±308,
+    /// leading zeros, signs and negative zero, in a candidate's features, the user's and the
+    /// columnar matrix, followed by every byte that may end a value: wherever the fast path takes
+    /// them they decode to serde's bits, and a plain one (at most nineteen digits, no leading
+    /// zero, an exponent the table holds, a finite `f32`) it takes.
+    #[test]
+    fn numbers_of_every_length_agree_with_serde(
+        digits in "[1-9][0-9]{0,24}",
+        point in any::<prop::sample::Index>(),
+        zeros in prop_oneof![4 => Just(0usize), 1 => 1usize..4],
+        exponent in prop::option::of(prop_oneof![-25i32..25, -330i32..-290, 290i32..330]),
+        negative in any::<bool>(),
+        leading_zero in prop::bool::weighted(0.1),
+    ) {
+        let point = point.index(digits.len() + 1);
+        let mut number = String::from(if negative { "-" } else { "" });
+        if leading_zero {
+            number.push('0');
+        }
+        match point {
+            0 => number.push('0'),
+            _ => number.push_str(&digits[..point]),
+        }
+        if point < digits.len() {
+            number.push('.');
+            if point == 0 {
+                number.push_str(&"0".repeat(zeros));
+            }
+            number.push_str(&digits[point..]);
+        }
+        if let Some(e) = exponent {
+            number.push_str(&format!("e{e}"));
+        }
+        let fraction = digits.len() - point + if point == 0 { zeros } else { 0 };
+        let applied = exponent.unwrap_or(0) - fraction as i32;
+        let value: f64 = number.parse().expect("a Rust float");
+        let plain = !leading_zero
+            && digits.len() + if point == 0 { zeros } else { 0 } <= 19
+            && applied.abs() <= 308
+            && (value as f32).is_finite();
+        for end in ["}", ",\"y\":1}"] {
+            let bodies = [
+                format!(r#"{{"candidates":[{{"id":"a","features":{{"x":{number}{end}}}]}}"#),
+                format!(r#"{{"user":{{"features":{{"x":{number}{end}}},"candidates":[]}}"#),
+            ];
+            for body in &bodies {
+                let fast = same_on_both_paths(body.as_bytes(), &small_limits())?;
+                decode_checked(body.as_bytes(), &small_limits())?;
+                if plain {
+                    prop_assert!(fast.is_some(), "the fast path left a plain number to serde: {}", body);
+                }
+            }
+        }
+        let columnar = format!(r#"{{"candidates":{{"ids":["a","b"],"feature_names":["x"],"features":[{number},{number}]}}}}"#);
+        let fast = same_on_both_paths(columnar.as_bytes(), &small_limits())?;
+        if plain {
+            prop_assert!(fast.is_some(), "the fast path left a plain number to serde: {}", columnar);
+        }
+    }
+
     /// Numbers at and past the edges of what the fast path takes (2^53, u64 overflow, exponents
     /// near ±308): wherever it takes them,
     /// they decode to serde's bits.
