@@ -55,13 +55,6 @@ impl StringColumn {
         self.offsets.push(u32::try_from(self.data.len()).expect("a request is far below 4 GiB"));
     }
 
-    /// Removes every string.
-    pub fn clear(&mut self) {
-        self.data.clear();
-        self.offsets.clear();
-        self.offsets.push(0);
-    }
-
     /// The strings, owned.
     pub fn to_vec(&self) -> Vec<String> {
         self.iter().map(str::to_owned).collect()
@@ -88,16 +81,6 @@ impl Params {
     /// No parameters.
     pub fn empty() -> Self {
         Params { keys: StringColumn::empty(), values: StringColumn::empty() }
-    }
-
-    /// The number of parameters.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     /// Every `(key, value)`, in order.
@@ -131,12 +114,6 @@ impl Params {
     /// The parameters as owned pairs.
     pub fn to_pairs(&self) -> Vec<(String, String)> {
         self.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
-    }
-}
-
-impl Default for Params {
-    fn default() -> Self {
-        Params::empty()
     }
 }
 
@@ -184,17 +161,6 @@ impl Context {
         Context { text, user_id, country, city, locale, latitude, longitude, device, cart }
     }
 
-    /// The strings, borrowed.
-    pub fn strings(&self) -> ContextStrings<'_> {
-        ContextStrings {
-            user_id: self.user_id(),
-            country: self.country(),
-            city: self.city(),
-            locale: self.locale(),
-            device: self.device(),
-        }
-    }
-
     /// `user-id`.
     pub fn user_id(&self) -> Option<&str> {
         self.span(self.user_id)
@@ -222,15 +188,5 @@ impl Context {
 
     fn span(&self, span: Option<Span>) -> Option<&str> {
         span.map(|s| self.text.get(s.start as usize..s.end as usize).expect("spans are made by `Context::new`"))
-    }
-}
-
-impl Cart {
-    /// An empty cart.
-    pub fn empty() -> Self {
-        Cart {
-            item_ids: StringColumn::empty(),
-            tags: super::types::TagColumn { offsets: vec![0], indices: Vec::new() },
-        }
     }
 }

@@ -46,11 +46,6 @@ impl Contract {
         Contract::ALL.into_iter().find(|c| c.name() == name)
     }
 
-    /// Whether its answers carry propensities (0.2.0 and later).
-    pub fn has_propensities(self) -> bool {
-        self != Contract::V0_1
-    }
-
     /// The interface every policy of this version exports.
     pub(super) fn export(self) -> &'static str {
         match self {
