@@ -154,3 +154,26 @@ fn a_call_starved_of_cpu_is_preempted_not_timed_out_and_never_the_policys_fault(
     let answer = starved(move || discovery.rank(&request(), &patient));
     assert!(answer.is_ok(), "{answer:?}");
 }
+
+#[test]
+fn shadow_calls_take_no_instance_from_the_serving_pool() {
+    // One serving slot: while a serving instance holds it, a second serving call fails for
+    // capacity, and the version's shadow copy still answers, the same as it does.
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 1, ..RuntimeConfig::default() }).unwrap();
+    let discovery = runtime.load(&policy_bytes("discovery")).unwrap();
+    let shadow = discovery.for_shadows().unwrap();
+    assert_eq!((shadow.digest(), shadow.metadata().version.as_str()), (discovery.digest(), "0.1.0"));
+    let request = request();
+    let served = discovery.rank(&request, &budget()).unwrap();
+
+    let held = discovery.instance(&budget()).unwrap();
+    let refused = discovery.rank(&request, &budget()).unwrap_err();
+    assert_eq!(refused.reason(), "capacity", "{refused}");
+    for _ in 0..3 {
+        assert_eq!(shadow.rank(&request, &budget()).unwrap().order(), served.order());
+    }
+    drop(held);
+
+    // Made once, then shared by every binding of the version.
+    assert!(std::sync::Arc::ptr_eq(&shadow, &discovery.for_shadows().unwrap()));
+}

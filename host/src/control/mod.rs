@@ -870,7 +870,11 @@ impl Control {
                 s != surface || current.plan.shadows.iter().any(|x| &x.name == name && x.digest == *digest)
             });
             for shadow in &current.plan.shadows {
-                let bound = self.native(Bound::new(self.registry.policy(&shadow.policy, &shadow.version)?));
+                // On the shadow engine: shadow calls take their instances from a pool of their own.
+                let policy = self.registry.policy(&shadow.policy, &shadow.version)?;
+                let bound = self.native(Bound::new(
+                    policy.for_shadows().with_context(|| format!("shadow `{}` of `{surface}`", shadow.name))?,
+                ));
                 let key = (surface.to_owned(), shadow.name.clone(), shadow.digest);
                 shadows.push(ShadowBinding {
                     name: shadow.name.clone(),

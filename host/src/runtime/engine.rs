@@ -2,8 +2,8 @@
 //! the epoch ticker, and loading a component (checks, compilation, pre-instantiation).
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     config: RuntimeConfig,
+    shadows: Arc<ShadowSide>,
     ticker: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     compiles: AtomicU64,
@@ -84,61 +85,13 @@ impl fmt::Debug for Runtime {
 impl Runtime {
     /// Builds the engine and starts the epoch ticker.
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Arc<Self>> {
-        let mut wasm = Config::new();
-        // Components only: policies are components of the `ranker` world.
-        wasm.wasm_component_model(true);
-        // No async support: every call is synchronous and short. Leaving concurrency support on
-        // would initialise per-store data structures for component-model async on every call.
-        wasm.concurrency_support(false);
-        // Deadlines: the generated code checks an epoch counter at function entries and loop
-        // back-edges, a load and compare, which is far cheaper than fuel metering.
-        wasm.epoch_interruption(config.epoch_interruption);
-        wasm.consume_fuel(config.fuel);
-        // Deep recursion traps cleanly at this depth instead of exhausting the host thread's stack
-        // (the hostile-guest suite has a policy that recurses without end).
-        wasm.max_wasm_stack(512 << 10);
-
-        if config.perf_map {
-            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let mut pool = PoolingAllocationConfig::new();
-        // Instantiation is on the hot path (one per request): the pooling allocator hands out a
-        // pre-reserved slot and resets it copy-on-write, ~4 µs instead of mmap/munmap per call.
-        pool.total_component_instances(config.max_instances);
-        // A Rust policy built by wit-component is one main module plus small adapter modules for
-        // the imports; 8 core instances and 2 tables per component leave headroom.
-        pool.total_core_instances(config.max_instances * 8);
-        pool.max_core_instances_per_component(8);
-        pool.total_memories(config.max_instances);
-        pool.max_memories_per_component(1);
-        pool.total_tables(config.max_instances * 2);
-        pool.max_tables_per_component(4);
-        pool.table_elements(20_000);
-        pool.max_memory_size(config.max_memory_bytes);
-        // Resetting a slot with madvise drops its pages, so the next call faults every page it
-        // touches back in (the policy's stack, the request copied in, its heap): measured here,
-        // that was most of the cost of a fresh instance. Keeping the low pages resident and
-        // resetting only the dirty ones (found with the PAGEMAP_SCAN ioctl on Linux 6.7+, else
-        // a memset) makes a fresh instance nearly as cheap as a reused one.
-        pool.linear_memory_keep_resident(config.keep_resident_bytes);
-        pool.table_keep_resident(64 << 10);
-        pool.pagemap_scan(wasmtime::Enabled::Auto);
-        // Every slot reserves address space (not memory): wasmtime's default 4 GiB reservation plus
-        // guard pages per memory lets generated code skip explicit bounds checks. With 256 slots
-        // that is ~1 TiB of the 128 TiB user address space on x86_64.
-        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-
-        let engine = Engine::new(&wasm)?;
-        let mut linker = Linker::new(&engine);
-        // One line per interface of the contract a policy may import (see `Contract::imports`),
-        // each for every contract version served.
-        imports::types::add_to_linker(&mut linker)?;
-        imports::log::add_to_linker(&mut linker)?;
+        let (engine, linker) = build(&config, config.max_instances)?;
+        let shadows = Arc::new(ShadowSide { config: config.clone(), engine: OnceLock::new() });
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = if config.epoch_interruption {
             let engine = engine.clone();
-            let stop = stop.clone();
+            let (stop, shadows) = (stop.clone(), shadows.clone());
             let tick = config.epoch_tick;
             // Fixed rate, not `sleep(tick)` in a loop: each sleep overshoots by the wake-up latency
             // (measured here: ~10 % of a 1 ms tick), and that drift would stretch every deadline
@@ -152,13 +105,16 @@ impl Runtime {
                         std::thread::sleep(next - now);
                     }
                     engine.increment_epoch();
+                    if let Some(Ok(shadow)) = shadows.engine.get() {
+                        shadow.engine.increment_epoch();
+                    }
                     next += tick;
                 }
             })?)
         } else {
             None
         };
-        Ok(Arc::new(Runtime { engine, linker, config, ticker, stop, compiles: AtomicU64::new(0) }))
+        Ok(Arc::new(Runtime { engine, linker, config, shadows, ticker, stop, compiles: AtomicU64::new(0) }))
     }
 
     /// The engine settings.
@@ -229,51 +185,17 @@ impl Runtime {
     }
 
     fn prepare(&self, component: Component, digest: Digest, size: usize) -> Result<PolicyPre, LoadError> {
-        // The largest initial size, in 64 KiB wasm pages, of the memories its core modules define
-        // (checked against the engine's cap from the bytes in `load`; kept for each surface's cap
-        // at activation). `None` means the component imports core modules, which a policy cannot
-        // (its imports are checked next).
-        let pages = component.resources_required().and_then(|r| r.max_initial_memory_size).unwrap_or(0);
-        let declared_memory = pages.saturating_mul(WASM_PAGE);
-        let ty = component.component_type();
-        // The contract is the one whose policy interface the component exports; every import must
-        // belong to that same version.
-        let Some(contract) = Contract::ALL.into_iter().find(|c| ty.get_export(&self.engine, c.export()).is_some())
-        else {
-            let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| format!("`{name}`")).collect();
-            let exports = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
-            return Err(LoadError::WrongWorld { exports });
-        };
-        if let Some((name, _)) = ty.imports(&self.engine).find(|(name, _)| !contract.imports().contains(name)) {
-            return Err(LoadError::ForbiddenImport { name: name.to_owned(), contract });
-        }
-        let instance_pre =
-            self.linker.instantiate_pre(&component).map_err(|e| LoadError::Mismatch(contract, format!("{e:#}")))?;
-        let pre = match contract {
-            Contract::V0_3 => RankerPre::new(instance_pre).map(Pre::Current),
-            legacy => PreLegacy::new(instance_pre, legacy).map(Pre::Legacy),
-        }
-        .map_err(|e| LoadError::Mismatch(contract, format!("{e:#}")))?;
-        let mut policy = PolicyPre {
-            engine: self.engine.clone(),
-            component,
-            pre,
-            contract,
-            digest,
-            size,
-            tick: self.config.epoch_tick,
-            epochs: self.config.epoch_interruption,
-            metered: self.config.fuel,
-            declared_memory,
-            metadata: Arc::new(Metadata {
-                name: String::new(),
-                version: String::new(),
-                description: String::new(),
-                surfaces: Vec::new(),
-                params: Vec::new(),
-                features: Vec::new(),
-            }),
-        };
+        let placeholder = Arc::new(Metadata {
+            name: String::new(),
+            version: String::new(),
+            description: String::new(),
+            surfaces: Vec::new(),
+            params: Vec::new(),
+            features: Vec::new(),
+        });
+        let twin = Twin::new(Some(self.shadows.clone()));
+        let mut policy =
+            pre_instantiate(&self.engine, &self.linker, &self.config, component, digest, size, placeholder, twin)?;
         // Generous: a surface's own, smaller caps are checked when the version is activated there.
         let budget = Budget {
             deadline: Duration::from_secs(1),
@@ -285,6 +207,196 @@ impl Runtime {
         drop(instance);
         policy.metadata = Arc::new(Metadata::from_raw(raw)?);
         Ok(policy)
+    }
+}
+
+/// The wasmtime configuration of every engine of a runtime, with a pool of `instances` slots.
+/// The serving engine and the shadow engine differ only in the pool's size, which is not part
+/// of what makes an artifact loadable, so code compiled by one deserialises into the other.
+fn build(config: &RuntimeConfig, instances: u32) -> anyhow::Result<(Engine, Linker<CallState>)> {
+    let mut wasm = Config::new();
+    // Components only: policies are components of the `ranker` world.
+    wasm.wasm_component_model(true);
+    // No async support: every call is synchronous and short. Leaving concurrency support on
+    // would initialise per-store data structures for component-model async on every call.
+    wasm.concurrency_support(false);
+    // Deadlines: the generated code checks an epoch counter at function entries and loop
+    // back-edges, a load and compare, which is far cheaper than fuel metering.
+    wasm.epoch_interruption(config.epoch_interruption);
+    wasm.consume_fuel(config.fuel);
+    // Deep recursion traps cleanly at this depth instead of exhausting the host thread's stack
+    // (the hostile-guest suite has a policy that recurses without end).
+    wasm.max_wasm_stack(512 << 10);
+
+    if config.perf_map {
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    let mut pool = PoolingAllocationConfig::new();
+    // Instantiation is on the hot path (one per request): the pooling allocator hands out a
+    // pre-reserved slot and resets it copy-on-write, ~4 µs instead of mmap/munmap per call.
+    pool.total_component_instances(instances);
+    // A Rust policy built by wit-component is one main module plus small adapter modules for
+    // the imports; 8 core instances and 2 tables per component leave headroom.
+    pool.total_core_instances(instances * 8);
+    pool.max_core_instances_per_component(8);
+    pool.total_memories(instances);
+    pool.max_memories_per_component(1);
+    pool.total_tables(instances * 2);
+    pool.max_tables_per_component(4);
+    pool.table_elements(20_000);
+    pool.max_memory_size(config.max_memory_bytes);
+    // Resetting a slot with madvise drops its pages, so the next call faults every page it
+    // touches back in (the policy's stack, the request copied in, its heap): measured here,
+    // that was most of the cost of a fresh instance. Keeping the low pages resident and
+    // resetting only the dirty ones (found with the PAGEMAP_SCAN ioctl on Linux 6.7+, else
+    // a memset) makes a fresh instance nearly as cheap as a reused one.
+    pool.linear_memory_keep_resident(config.keep_resident_bytes);
+    pool.table_keep_resident(64 << 10);
+    pool.pagemap_scan(wasmtime::Enabled::Auto);
+    // Every slot reserves address space (not memory): wasmtime's default 4 GiB reservation plus
+    // guard pages per memory lets generated code skip explicit bounds checks. With 256 slots
+    // that is ~1 TiB of the 128 TiB user address space on x86_64.
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+
+    let engine = Engine::new(&wasm)?;
+    let mut linker = Linker::new(&engine);
+    // One line per interface of the contract a policy may import (see `Contract::imports`),
+    // each for every contract version served.
+    imports::types::add_to_linker(&mut linker)?;
+    imports::log::add_to_linker(&mut linker)?;
+    Ok((engine, linker))
+}
+
+/// Checks a compiled component against the contracts and pre-instantiates it with `linker`.
+#[expect(clippy::too_many_arguments, reason = "one call site per engine, each naming every part")]
+fn pre_instantiate(
+    engine: &Engine,
+    linker: &Linker<CallState>,
+    config: &RuntimeConfig,
+    component: Component,
+    digest: Digest,
+    size: usize,
+    metadata: Arc<Metadata>,
+    twin: Twin,
+) -> Result<PolicyPre, LoadError> {
+    // The largest initial size, in 64 KiB wasm pages, of the memories its core modules define
+    // (checked against the engine's cap from the bytes in `load`; kept for each surface's cap
+    // at activation). `None` means the component imports core modules, which a policy cannot
+    // (its imports are checked next).
+    let pages = component.resources_required().and_then(|r| r.max_initial_memory_size).unwrap_or(0);
+    let declared_memory = pages.saturating_mul(WASM_PAGE);
+    let ty = component.component_type();
+    // The contract is the one whose policy interface the component exports; every import must
+    // belong to that same version.
+    let Some(contract) = Contract::ALL.into_iter().find(|c| ty.get_export(engine, c.export()).is_some()) else {
+        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| format!("`{name}`")).collect();
+        let exports = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
+        return Err(LoadError::WrongWorld { exports });
+    };
+    if let Some((name, _)) = ty.imports(engine).find(|(name, _)| !contract.imports().contains(name)) {
+        return Err(LoadError::ForbiddenImport { name: name.to_owned(), contract });
+    }
+    let instance_pre =
+        linker.instantiate_pre(&component).map_err(|e| LoadError::Mismatch(contract, format!("{e:#}")))?;
+    let pre = match contract {
+        Contract::V0_3 => RankerPre::new(instance_pre).map(Pre::Current),
+        legacy => PreLegacy::new(instance_pre, legacy).map(Pre::Legacy),
+    }
+    .map_err(|e| LoadError::Mismatch(contract, format!("{e:#}")))?;
+    Ok(PolicyPre {
+        engine: engine.clone(),
+        component,
+        pre,
+        contract,
+        digest,
+        size,
+        tick: config.epoch_tick,
+        epochs: config.epoch_interruption,
+        metered: config.fuel,
+        declared_memory,
+        metadata,
+        twin,
+    })
+}
+
+/// The engine shadow calls run on, built on first use: the serving engine's settings with an
+/// instance pool of its own, sized for the shadow threads.
+///
+/// Why a pool of its own: the pooling allocator takes a lock to hand out and take back a slot,
+/// and shadow threads run under `SCHED_IDLE` (`serving::shadow`). On a busy host such a thread
+/// can be preempted while it holds that lock and then wait for an idle core, for milliseconds,
+/// while every response-path call that needs a slot waits behind it: a priority inversion that
+/// would put the shadow's cost on the answers' tail latency. With pools of their own the two
+/// share no lock.
+pub(super) struct ShadowSide {
+    config: RuntimeConfig,
+    engine: OnceLock<Result<ShadowEngine, String>>,
+}
+
+struct ShadowEngine {
+    engine: Engine,
+    linker: Linker<CallState>,
+}
+
+impl ShadowSide {
+    /// Shadow calls in flight at once: one per shadow thread, with room for as many again.
+    fn instances() -> u32 {
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        u32::try_from(threads * 2).unwrap_or(u32::MAX)
+    }
+
+    fn engine(&self) -> Result<&ShadowEngine, LoadError> {
+        self.engine
+            .get_or_init(|| {
+                build(&self.config, Self::instances())
+                    .map(|(engine, linker)| ShadowEngine { engine, linker })
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| LoadError::Artifact(format!("building the shadow engine: {e}")))
+    }
+}
+
+/// A loaded version's copy on the shadow engine, made on first use and shared by its clones.
+#[derive(Clone)]
+pub(super) struct Twin {
+    /// `None` on a copy that is itself on the shadow engine.
+    side: Option<Arc<ShadowSide>>,
+    made: Arc<OnceLock<Arc<PolicyPre>>>,
+}
+
+impl Twin {
+    fn new(side: Option<Arc<ShadowSide>>) -> Self {
+        Twin { side, made: Arc::default() }
+    }
+
+    /// `policy`'s copy on the shadow engine (`policy` itself if it is one).
+    pub(super) fn of(policy: &PolicyPre) -> Result<Arc<PolicyPre>, LoadError> {
+        let twin = &policy.twin;
+        let Some(side) = &twin.side else { return Ok(Arc::new(policy.clone())) };
+        if let Some(made) = twin.made.get() {
+            return Ok(made.clone());
+        }
+        let shadow = side.engine()?;
+        let artifact = policy.component.serialize().map_err(|e| LoadError::Artifact(format!("{e:#}")))?;
+        // SAFETY: `artifact` was serialised just now, in this process, from code this runtime
+        // compiled itself (or deserialised after verifying its stored hash), for an engine with
+        // the same settings (`build`); it never left memory.
+        #[expect(unsafe_code, reason = "deserialising code compiled by this process, never stored")]
+        let component = unsafe { Component::deserialize(&shadow.engine, &artifact) }
+            .map_err(|e| LoadError::Artifact(format!("{e:#}")))?;
+        let copy = pre_instantiate(
+            &shadow.engine,
+            &shadow.linker,
+            &side.config,
+            component,
+            policy.digest,
+            policy.size,
+            policy.metadata.clone(),
+            Twin::new(None),
+        )?;
+        // Two threads may race to make it; both copies work, one is kept.
+        Ok(twin.made.get_or_init(|| Arc::new(copy)).clone())
     }
 }
 

@@ -12,9 +12,10 @@ use super::bindings::relish::policy::host::LogLevel;
 use super::bindings::{Ranker as RankerWorld, RankerPre};
 use super::contract::{ExportsLegacy, PreLegacy};
 use super::deadline::Stop;
+use super::engine::Twin;
 use super::imports::CallState;
 use super::imports::log::bounded;
-use super::{Budget, CallError, Contract, Digest, Metadata, PolicyError, Ranking, types};
+use super::{Budget, CallError, Contract, Digest, LoadError, Metadata, PolicyError, Ranking, types};
 
 /// A component pre-instantiated for the contract version it was built against.
 #[derive(Clone)]
@@ -46,6 +47,7 @@ pub struct PolicyPre {
     pub(super) metered: bool,
     pub(super) declared_memory: u64,
     pub(super) metadata: Arc<Metadata>,
+    pub(super) twin: Twin,
 }
 
 impl fmt::Debug for PolicyPre {
@@ -83,6 +85,13 @@ impl PolicyPre {
     /// every call takes, before the policy allocates anything.
     pub fn declared_memory(&self) -> u64 {
         self.declared_memory
+    }
+
+    /// This version on the shadow engine: the same compiled code, instantiated from an instance
+    /// pool of its own, for shadow calls (see `runtime::engine::ShadowSide` for why). Made on
+    /// first use from this version's compiled code (no compilation), then kept with it.
+    pub fn for_shadows(&self) -> Result<Arc<PolicyPre>, LoadError> {
+        Twin::of(self)
     }
 
     /// The compiled artifact, for storing beside the component.

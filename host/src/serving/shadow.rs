@@ -6,9 +6,12 @@
 //! the data plane, [`deferring_wakes`]): the shadow's call (on the same request, or a copy
 //! of it when the shadow has parameters of its own) runs on the host's shadow threads (one per
 //! core, started on first use, under `SCHED_IDLE` on Linux so that they take only CPU the
-//! response path leaves idle). Each surface has a shadow concurrency limit; past it, or when the channel is full, the
-//! shadow call is skipped and counted (`relish_shadow_skipped_total`), never queued without
-//! bound. A shadow's failure or timeout never changes an answer and never counts toward any
+//! response path leaves idle). A thread under `SCHED_IDLE` can be preempted anywhere for as long
+//! as the cores are busy, so it must hold nothing the response path waits for: the queue is
+//! lock-free, and shadow calls take their instances from an engine and instance pool of their
+//! own (`PolicyPre::for_shadows`), not the serving pool's lock. Each surface has a shadow
+//! concurrency limit; past it, or when the queue is full, the shadow call is skipped and counted
+//! (`relish_shadow_skipped_total`), never queued without bound. A shadow's failure or timeout never changes an answer and never counts toward any
 //! arm's health.
 //!
 //! Why threads of its own rather than tokio's blocking pool: that pool starts a thread whenever
@@ -17,10 +20,13 @@
 //! blocking pool, where the call itself is only 2× (BENCHMARKS.md, "Plans").
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::Instant;
+
+use crossbeam_queue::ArrayQueue;
 
 use serde::Serialize;
 
@@ -164,28 +170,30 @@ const QUEUE: usize = 1024;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The shadow threads' queue. Putting a job in takes a lock and never a system call; waking a
-/// parked shadow thread is a `futex` call that, measured on a 2-vCPU VM, takes 13 µs at the
-/// median and 55 µs at the 99th percentile (the other vCPU is woken from halt): the data plane
-/// defers it until its answer is written ([`deferring_wakes`]).
+/// The shadow threads' queue. Shadow threads run under `SCHED_IDLE`, so one can be preempted
+/// anywhere for as long as the other threads keep the cores busy: the queue is lock-free (a
+/// bounded array queue) so that the response path, which pushes, never waits on a lock a parked
+/// shadow thread holds. Putting a job in is a few atomic operations; waking a parked shadow
+/// thread is a `futex` call that, measured on a 2-vCPU VM, takes 13 µs at the median and 55 µs
+/// at the 99th percentile (the other vCPU is woken from halt): the data plane defers it until
+/// its answer is written ([`deferring_wakes`]).
 struct Queue {
-    jobs: Mutex<VecDeque<Job>>,
-    ready: Condvar,
+    jobs: ArrayQueue<Job>,
+    threads: OnceLock<Vec<Thread>>,
 }
 
 impl Queue {
     /// Queues `job` unless the queue is full (the job is handed back).
     fn push(&self, job: Job) -> Result<(), Job> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if jobs.len() >= QUEUE {
-            return Err(job);
-        }
-        jobs.push_back(job);
-        Ok(())
+        self.jobs.push(job)
     }
 
+    /// Wakes every parked shadow thread (a thread that is running costs an atomic swap, no
+    /// system call).
     fn wake(&self) {
-        self.ready.notify_one();
+        for thread in self.threads.get().into_iter().flatten() {
+            thread.unpark();
+        }
     }
 }
 
@@ -194,14 +202,19 @@ fn queue() -> &'static Queue {
     static SHADOW_QUEUE: OnceLock<&'static Queue> = OnceLock::new();
     SHADOW_QUEUE.get_or_init(|| {
         let queue: &'static Queue =
-            Box::leak(Box::new(Queue { jobs: Mutex::new(VecDeque::with_capacity(QUEUE)), ready: Condvar::new() }));
-        let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        for index in 0..threads {
-            std::thread::Builder::new()
-                .name(format!("relish-shadow-{index}"))
-                .spawn(move || work(queue))
-                .expect("starting a shadow thread");
-        }
+            Box::leak(Box::new(Queue { jobs: ArrayQueue::new(QUEUE), threads: OnceLock::new() }));
+        let count = std::thread::available_parallelism().map_or(2, usize::from);
+        let threads = (0..count)
+            .map(|index| {
+                std::thread::Builder::new()
+                    .name(format!("relish-shadow-{index}"))
+                    .spawn(move || work(queue))
+                    .expect("starting a shadow thread")
+                    .thread()
+                    .clone()
+            })
+            .collect();
+        let _ = queue.threads.set(threads);
         queue
     })
 }
@@ -209,16 +222,12 @@ fn queue() -> &'static Queue {
 fn work(queue: &Queue) {
     lower_priority();
     loop {
-        let job = {
-            let mut jobs = queue.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            loop {
-                match jobs.pop_front() {
-                    Some(job) => break job,
-                    None => jobs = queue.ready.wait(jobs).unwrap_or_else(std::sync::PoisonError::into_inner),
-                }
-            }
-        };
-        job();
+        match queue.jobs.pop() {
+            Some(job) => job(),
+            // A job pushed after the `pop` above unparks this thread before or after it parks;
+            // before, `park` returns at once (the token is kept), so no job waits unnoticed.
+            None => std::thread::park(),
+        }
     }
 }
 
@@ -254,7 +263,7 @@ impl Drop for Wakes {
     fn drop(&mut self) {
         if self.owed {
             // One job or many: every shadow thread may have work.
-            queue().ready.notify_all();
+            queue().wake();
         }
     }
 }
