@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod config;
 pub mod conn;
+pub mod grpc;
 pub mod http;
 pub mod ops;
 

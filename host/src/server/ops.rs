@@ -46,7 +46,7 @@ pub fn asset(path: &str) -> Option<HttpResponse> {
         "/ops.css" => (STYLE, "text/css; charset=utf-8"),
         _ => return None,
     };
-    let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())));
+    let mut response = Response::new(super::http::Body::full(bytes::Bytes::from_static(body.as_bytes())));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));

@@ -87,6 +87,21 @@ pub struct Missing {
 }
 
 impl FeatureReport {
+    /// The report as the protobuf response carries it (`relish.v1.FeatureLookup`).
+    pub fn to_protobuf(&self) -> crate::wire::protobuf::FeatureLookup {
+        crate::wire::protobuf::FeatureLookup {
+            store: self.store.clone(),
+            hits: self.hits,
+            misses: self.misses,
+            stale: self.stale,
+            round_trips: self.round_trips,
+            error: self.error.map(str::to_owned),
+            missing_user: self.missing.user.clone(),
+            missing_candidates: self.missing.candidates.clone(),
+            unknown_ids: self.missing.unknown_ids,
+        }
+    }
+
     /// Why the policy finds declared features missing, if it does: the store's failure reason,
     /// else `unknown-ids`, else `missing-values`.
     pub fn incomplete(&self) -> Option<&'static str> {

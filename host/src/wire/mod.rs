@@ -9,7 +9,7 @@
 
 pub use relish_wire::{
     ArmRef, DecodeError, DecodeErrorKind, DecodeOptions, Fallback, Items, MAX_TAGS, PolicyRef, REQUEST_ID_RULE,
-    Response, Shape, derive_seed, is_request_id,
+    Response, Shape, derive_seed, is_request_id, protobuf, protobuf_surface,
 };
 
 use crate::runtime::{ContextStrings, types};

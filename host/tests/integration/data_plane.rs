@@ -389,10 +389,118 @@ fn protobuf_of(json: &str) -> Vec<u8> {
     relish_wire::decode(json.as_bytes(), &options).expect("a valid fixture").to_protobuf().encode_to_vec()
 }
 
+/// `POST /v1/rank/{surface}` with a protobuf body, asking for a protobuf answer.
+async fn rank_protobuf_answer(server: &util::TestServer, surface: &str, body: Vec<u8>) -> util::Answer {
+    let request = Request::post(format!("{}/v1/rank/{surface}", server.base))
+        .header("content-type", "application/x-protobuf")
+        .header("accept", "application/x-protobuf")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    util::send(request).await
+}
+
+/// A JSON answer with every score as the bits of its `f32` (what a protobuf answer carries), so
+/// that the two forms compare exactly.
+fn canonical(mut answer: serde_json::Value) -> serde_json::Value {
+    let answer_object = answer.as_object_mut().unwrap();
+    answer_object.remove("took_us");
+    for item in answer_object.get_mut("items").and_then(|i| i.as_array_mut()).into_iter().flatten() {
+        let score = item["score"].as_f64().unwrap() as f32;
+        item["score"] = score.to_bits().into();
+    }
+    answer
+}
+
+/// A protobuf answer in the JSON answer's terms (see [`canonical`]).
+fn canonical_protobuf(body: &[u8]) -> serde_json::Value {
+    use prost::Message as _;
+    let answer = relish_wire::protobuf::RankResponse::decode(body).expect("a RankResponse");
+    let items: Vec<serde_json::Value> = answer
+        .items
+        .iter()
+        .map(|item| {
+            let mut value = serde_json::json!({"id": item.id, "score": item.score.to_bits()});
+            if let Some(reason) = &item.reason {
+                value["reason"] = reason.clone().into();
+            }
+            value
+        })
+        .collect();
+    let policy = answer.policy.map(|p| serde_json::json!({"name": p.name, "version": p.version, "digest": p.digest}));
+    let arm = answer.arm.map(|a| {
+        serde_json::json!({"index": a.index, "name": a.name, "revision": a.revision, "bucket": a.bucket, "sticky": a.sticky})
+    });
+    let fallback = answer
+        .fallback
+        .map(|f| serde_json::json!({"reason": f.reason, "answered_by": f.answered_by, "detail": f.detail}));
+    assert!(answer.features.is_none(), "no surface here looks features up");
+    serde_json::json!({"request_id": answer.request_id, "items": items, "policy": policy, "arm": arm, "fallback": fallback})
+}
+
+/// The message bytes of a gRPC call, as they are (the test decodes them itself).
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf as _;
+        let length = src.remaining();
+        Ok(Some(src.copy_to_bytes(length)))
+    }
+}
+
+/// Calls `path` (`/relish.v1.Ranker/Rank`) over gRPC (HTTP/2 without TLS) with `message`.
+async fn grpc_call(
+    server: &util::TestServer,
+    path: &'static str,
+    message: Vec<u8>,
+) -> Result<tonic::Response<Bytes>, tonic::Status> {
+    let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http::<tonic::body::Body>();
+    let mut grpc = tonic::client::Grpc::with_origin(client, server.base.parse().unwrap());
+    grpc.ready().await.expect("the client is ready");
+    let path = hyper::http::uri::PathAndQuery::from_static(path);
+    let call = grpc.unary(tonic::Request::new(Bytes::from(message)), path, Raw);
+    tokio::time::timeout(std::time::Duration::from_secs(60), call).await.expect("the server answers within a minute")
+}
+
+/// `relish.v1.Ranker/Rank` over gRPC.
+async fn grpc_rank(server: &util::TestServer, message: Vec<u8>) -> Result<tonic::Response<Bytes>, tonic::Status> {
+    grpc_call(server, "/relish.v1.Ranker/Rank", message).await
+}
+
 /// Every fixture, sent as protobuf, gets the answer its JSON form gets, byte for byte but for
-/// the time it took, from every surface's own policy.
+/// the time it took, from every surface's own policy: as JSON, as a protobuf answer
+/// (`accept: application/x-protobuf`), and over gRPC.
 #[tokio::test]
-async fn every_fixture_gets_the_same_answer_as_protobuf() {
+async fn every_fixture_gets_the_same_answer_as_protobuf_and_over_grpc() {
     let surfaces = relish_host::server::config::STANDARD_SURFACES;
     let toml: String = surfaces.iter().map(|s| format!("[surfaces.{s}]\npolicy = \"{s}\"\n")).collect();
     // `popularity` is every surface's fallback.
@@ -413,15 +521,87 @@ async fn every_fixture_gets_the_same_answer_as_protobuf() {
         for answer in [rank(&server, &surface, &json).await, rank_protobuf(&server, &surface, protobuf_of(&json)).await]
         {
             assert_eq!(answer.status, StatusCode::OK, "{name}: {:?}", answer.body);
-            let mut answer = answer.json();
+            assert_eq!(answer.header("content-type"), Some("application/json"));
+            let answer = canonical(answer.json());
             assert_eq!(answer["fallback"], serde_json::Value::Null, "{name}: {answer}");
-            answer.as_object_mut().unwrap().remove("took_us");
             answers.push(answer);
         }
-        assert_eq!(answers[0], answers[1], "{name}");
+        let binary = rank_protobuf_answer(&server, &surface, protobuf_of(&json)).await;
+        assert_eq!(binary.status, StatusCode::OK, "{name}");
+        assert_eq!(binary.header("content-type"), Some("application/x-protobuf"));
+        let arm = binary.header("x-relish-arm").map(str::to_owned);
+        answers.push(canonical_protobuf(&binary.body));
+        let called = grpc_rank(&server, protobuf_of(&json)).await.unwrap_or_else(|s| panic!("{name}: {s:?}"));
+        let metadata = called.metadata();
+        assert_eq!(metadata.get("x-relish-arm").and_then(|v| v.to_str().ok()).map(str::to_owned), arm, "{name}");
+        assert!(metadata.get("server-timing").is_some(), "{name}");
+        answers.push(canonical_protobuf(called.get_ref()));
+        for (form, answer) in ["protobuf", "protobuf answer", "gRPC"].iter().zip(&answers[1..]) {
+            assert_eq!(&answers[0], answer, "{name}: {form}");
+        }
         compared += 1;
     }
     assert_eq!(compared, 10, "every fixture but the ids-only one");
+    server.stop().await;
+}
+
+/// A gRPC call is refused with the status its HTTP form's error maps to, naming the field, and
+/// counted like it; a method the service does not have is `UNIMPLEMENTED`.
+#[tokio::test]
+async fn a_bad_grpc_call_gets_a_status_naming_the_field() {
+    use prost::Message as _;
+    let server = util::start(&["popularity"], &[], "[defaults]\nmax_candidates = 3\n").await;
+    let options = relish_wire::DecodeOptions::default();
+    let message = |json: &str| relish_wire::decode(json.as_bytes(), &options).unwrap().to_protobuf();
+    let with_surface = |surface: &str, json: &str| {
+        let mut message = message(json);
+        message.surface = Some(surface.to_owned());
+        message
+    };
+    let trailer =
+        |status: &tonic::Status, key: &str| status.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
+
+    let no_surface = grpc_rank(&server, message(TWO).encode_to_vec()).await.unwrap_err();
+    assert_eq!(no_surface.code(), tonic::Code::InvalidArgument, "{no_surface:?}");
+    assert!(no_surface.message().contains("RankRequest.surface"), "{no_surface:?}");
+    assert_eq!(trailer(&no_surface, "relish-error-path").as_deref(), Some("surface"));
+
+    let unknown = grpc_rank(&server, with_surface("nowhere", TWO).encode_to_vec()).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    assert!(unknown.message().contains("no surface `nowhere`"), "{unknown:?}");
+    assert_eq!(trailer(&unknown, "relish-error-code").as_deref(), Some("unknown_surface"));
+
+    let mut broken = with_surface("discovery", TWO);
+    broken.candidates.as_mut().unwrap().ids.as_mut().unwrap().offsets[1] = 9;
+    let broken = grpc_rank(&server, broken.encode_to_vec()).await.unwrap_err();
+    assert_eq!(broken.code(), tonic::Code::InvalidArgument, "{broken:?}");
+    assert!(broken.message().contains("past the end of `data`"), "{broken:?}");
+    assert_eq!(trailer(&broken, "relish-error-path").as_deref(), Some("candidates.ids.offsets[1]"));
+    assert_eq!(trailer(&broken, "relish-error-code").as_deref(), Some("malformed_request"));
+
+    let garbage = grpc_rank(&server, vec![0xff, 0xff, 0xff]).await.unwrap_err();
+    assert_eq!(garbage.code(), tonic::Code::InvalidArgument, "{garbage:?}");
+    assert!(garbage.message().contains("not a protobuf `relish.v1.RankRequest`"), "{garbage:?}");
+
+    let four = r#"{"candidates": [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}]}"#;
+    let too_many = grpc_rank(&server, with_surface("discovery", four).encode_to_vec()).await.unwrap_err();
+    assert_eq!(too_many.code(), tonic::Code::OutOfRange, "{too_many:?}");
+    assert_eq!(trailer(&too_many, "relish-error-code").as_deref(), Some("too_large"));
+
+    let elsewhere = grpc_call(&server, "/relish.v1.Ranker/Explain", message(TWO).encode_to_vec()).await.unwrap_err();
+    assert_eq!(elsewhere.code(), tonic::Code::Unimplemented, "{elsewhere:?}");
+
+    // Counted as the HTTP API counts its refusals.
+    let scrape = get(&server, "/metrics").await.text();
+    assert_eq!(metric(&scrape, "relish_rejected_requests_total", &[("reason", "malformed_request")]), 3.0);
+    assert_eq!(metric(&scrape, "relish_rejected_requests_total", &[("reason", "unknown_surface")]), 1.0);
+    assert_eq!(metric(&scrape, "relish_rejected_requests_total", &[("reason", "too_large")]), 1.0);
+
+    // The same call with its surface is answered, as its HTTP form is.
+    let good = grpc_rank(&server, with_surface("discovery", TWO).encode_to_vec()).await.expect("answered");
+    let answer = relish_wire::protobuf::RankResponse::decode(good.get_ref().clone()).unwrap();
+    let grpc_ids: Vec<String> = answer.items.into_iter().map(|i| i.id).collect();
+    assert_eq!(grpc_ids, ids(&rank(&server, "discovery", TWO).await.json()));
     server.stop().await;
 }
 

@@ -11,9 +11,11 @@ mod decode;
 mod encode;
 pub mod types;
 
-/// The protobuf request's message types, generated from `proto/relish/v1/rank.proto` (the
-/// documentation of every field is there); build a [`protobuf::RankRequest`] and send its
-/// `prost::Message::encode_to_vec` with `content-type: application/x-protobuf`.
+/// The protobuf request's and response's message types, generated from
+/// `proto/relish/v1/rank.proto` (the documentation of every field is there); build a
+/// [`protobuf::RankRequest`] and send its `prost::Message::encode_to_vec` with `content-type:
+/// application/x-protobuf` (and `accept: application/x-protobuf` for a [`protobuf::RankResponse`]),
+/// or call the `relish.v1.Ranker` gRPC service with it.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod protobuf {
     include!(concat!(env!("OUT_DIR"), "/relish.v1.rs"));
@@ -21,6 +23,6 @@ pub mod protobuf {
 
 pub use decode::{
     DecodeError, DecodeErrorKind, DecodeOptions, Decoded, MAX_TAGS, REQUEST_ID_RULE, Shape, check_request, decode,
-    decode_fast, decode_protobuf, decode_with_serde, derive_seed, is_request_id,
+    decode_fast, decode_protobuf, decode_with_serde, derive_seed, is_request_id, protobuf_surface,
 };
 pub use encode::{ArmRef, Fallback, Items, PolicyRef, Response};

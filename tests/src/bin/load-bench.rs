@@ -11,6 +11,9 @@
 //! and in native mode (the same hyper server and JSON decoder; only the ranking differs), runs
 //! `wrk` against `POST /v1/rank/discovery`, and prints requests/s, p50 and p99 and the wasm/native
 //! ratio, then where a request's time goes (the `server-timing` parse / policy / encode split).
+//! Protobuf is measured three ways: under `wrk` (HTTP/1.1), and from one in-process client
+//! thread over one HTTP/2 connection ([`h2_loop`]) both as `POST`s with a protobuf answer and as
+//! gRPC calls: the last two tell what gRPC's framing costs the server.
 //! Then, with headroom, the wasm server without and with a 100 % shadow of the same version
 //! (`PUT /v1/surfaces/discovery/plan` with `shadow`): what shadow evaluation costs the caller.
 //! These two cases use an open-loop client ([`open_loop`]) rather than `wrk`: requests are sent
@@ -78,12 +81,23 @@ fn main() -> anyhow::Result<()> {
         let protobuf = {
             use prost::Message as _;
             let options = relish_wire::DecodeOptions::default();
-            relish_wire::decode(body.as_bytes(), &options)?.to_protobuf().encode_to_vec()
+            // With its surface, which a gRPC call must name (a `POST` may).
+            let mut message = relish_wire::decode(body.as_bytes(), &options)?.to_protobuf();
+            message.surface = Some("discovery".to_owned());
+            message.encode_to_vec()
         };
         let protobuf_path = dir.path().join(format!("body-{candidates}.pb"));
         std::fs::write(&protobuf_path, &protobuf)?;
         let mut runs = HashMap::new();
-        for mode in ["native", "wasm", "wasm, protobuf", "wasm + decision log 100 %", "wasm + traces 100 %"] {
+        for mode in [
+            "native",
+            "wasm",
+            "wasm, protobuf",
+            "wasm, protobuf over HTTP/2",
+            "wasm, gRPC",
+            "wasm + decision log 100 %",
+            "wasm + traces 100 %",
+        ] {
             let natives: HashMap<String, Arc<dyn Ranker>> = if mode == "native" {
                 HashMap::from([
                     ("discovery".to_owned(), Arc::new(Native::<Discovery>::new()) as Arc<dyn Ranker>),
@@ -92,7 +106,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 HashMap::new()
             };
-            let (sent, sent_path) = if mode.contains("protobuf") {
+            let (sent, sent_path) = if mode.contains("protobuf") || mode.contains("gRPC") {
                 (Sent { bytes: &protobuf, media: "application/x-protobuf" }, &protobuf_path)
             } else {
                 (Sent { bytes: body.as_bytes(), media: "application/json" }, &body_path)
@@ -107,7 +121,11 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 mode,
                 Load {
-                    client: Client::Wrk { connections: 32 },
+                    client: match mode {
+                        "wasm, gRPC" => Client::H2 { grpc: true, calls: 32 },
+                        "wasm, protobuf over HTTP/2" => Client::H2 { grpc: false, calls: 32 },
+                        _ => Client::Wrk { connections: 32 },
+                    },
                     shadow: false,
                     log: mode.contains("log"),
                     traces: mode.contains("traces").then_some(sink.as_str()),
@@ -295,6 +313,18 @@ fn main() -> anyhow::Result<()> {
             protobuf.parse_us,
             wasm.parse_us,
         ));
+        let (grpc, h2) = (&runs["wasm, gRPC"], &runs["wasm, protobuf over HTTP/2"]);
+        summary.push(format!(
+            "{candidates} candidates: gRPC / protobuf POST over HTTP/2 (the same one-thread client, 32 in flight) \
+             requests/s = {:.2} ({:.0} vs {:.0}); p50 {:.2} vs {:.2} ms, p99 {:.2} vs {:.2} ms",
+            grpc.requests_per_second / h2.requests_per_second,
+            grpc.requests_per_second,
+            h2.requests_per_second,
+            grpc.p50_ms,
+            h2.p50_ms,
+            grpc.p99_ms,
+            h2.p99_ms,
+        ));
         let traced = &runs["wasm + traces 100 %"];
         summary.push(format!(
             "{candidates} candidates: tracing every request gives requests/s x{:.2}, p99 x{:.2} against no endpoint",
@@ -348,6 +378,8 @@ enum Client {
     Wrk { connections: u32 },
     /// [`open_loop`] at this many requests per second.
     OpenLoop { rate: f64 },
+    /// [`h2_loop`]: protobuf over HTTP/2, `calls` in flight, as gRPC calls or as `POST`s.
+    H2 { grpc: bool, calls: usize },
 }
 
 #[expect(clippy::too_many_arguments, reason = "one benchmark case, spelled out")]
@@ -427,6 +459,10 @@ async fn measure(
         Client::OpenLoop { rate } => {
             let (url, body) = (url.clone(), Bytes::from(body.bytes.to_owned()));
             tokio::task::spawn_blocking(move || open_loop(&url, body, rate, seconds)).await??
+        }
+        Client::H2 { grpc, calls } => {
+            let (addr, body) = (handle.addr, Bytes::from(body.bytes.to_owned()));
+            tokio::task::spawn_blocking(move || h2_loop(addr, body, grpc, calls, seconds)).await??
         }
     };
     // What the decision log kept and dropped (counted before the shutdown writes the rest).
@@ -584,6 +620,78 @@ fn open_loop(url: &str, body: Bytes, rate: f64, seconds: u64) -> anyhow::Result<
             }
         }
         let elapsed = start.elapsed().as_secs_f64() - 1.0;
+        latencies.sort_unstable();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+        Ok((latencies.len() as f64 / elapsed, at(0.50), at(0.99)))
+    })
+}
+
+/// A closed loop from one thread over one HTTP/2 connection, `calls` requests in flight: the
+/// protobuf `body` as gRPC calls of `relish.v1.Ranker/Rank` (framed by hand, so the client does
+/// the same work either way) or as `POST /v1/rank/discovery` asking for a protobuf answer. What
+/// tells the cost of gRPC's framing and trailers on the server from the HTTP API's.
+fn h2_loop(
+    addr: std::net::SocketAddr,
+    body: Bytes,
+    grpc: bool,
+    calls: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = HttpClient::builder(TokioExecutor::new()).http2_only(true).build_http::<Full<Bytes>>();
+        let (url, body) = if grpc {
+            let mut framed = Vec::with_capacity(5 + body.len());
+            framed.push(0);
+            framed.extend_from_slice(&u32::try_from(body.len())?.to_be_bytes());
+            framed.extend_from_slice(&body);
+            (format!("http://{addr}/relish.v1.Ranker/Rank"), Bytes::from(framed))
+        } else {
+            (format!("http://{addr}/v1/rank/discovery"), body)
+        };
+        let call = move |client: HttpClient<_, Full<Bytes>>, url: String, body: Bytes| async move {
+            let request = if grpc {
+                hyper::Request::post(&url).header("content-type", "application/grpc").header("te", "trailers")
+            } else {
+                hyper::Request::post(&url)
+                    .header("content-type", "application/x-protobuf")
+                    .header("accept", "application/x-protobuf")
+            }
+            .body(Full::new(body))?;
+            let response = client.request(request).await?;
+            anyhow::ensure!(response.status() == 200, "the server answered {}", response.status());
+            let collected = response.into_body().collect().await?;
+            if grpc {
+                let status = collected.trailers().and_then(|t| t.get("grpc-status")).map(|v| v.as_bytes().to_vec());
+                anyhow::ensure!(status.as_deref() == Some(b"0"), "the call answered grpc-status {status:?}");
+            }
+            anyhow::Ok(())
+        };
+        // Warm-up: the connection and the server's first calls.
+        for _ in 0..50 {
+            call(client.clone(), url.clone(), body.clone()).await?;
+        }
+        let start = tokio::time::Instant::now();
+        let until = start + Duration::from_secs(seconds);
+        let tasks: Vec<_> = (0..calls)
+            .map(|_| {
+                let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while tokio::time::Instant::now() < until {
+                        let sent = tokio::time::Instant::now();
+                        call(client.clone(), url.clone(), body.clone()).await?;
+                        latencies.push(sent.elapsed());
+                    }
+                    anyhow::Ok(latencies)
+                })
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await??);
+        }
+        let elapsed = start.elapsed().as_secs_f64();
         latencies.sort_unstable();
         let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
         Ok((latencies.len() as f64 / elapsed, at(0.50), at(0.99)))

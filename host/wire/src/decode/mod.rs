@@ -32,7 +32,7 @@ mod row;
 mod tags;
 
 pub use check::check_request;
-pub use protobuf::decode_protobuf;
+pub use protobuf::{decode_protobuf, protobuf_surface};
 
 use std::fmt::{self, Write as _};
 

@@ -29,6 +29,22 @@ pub fn decode_protobuf(body: &[u8], options: &DecodeOptions<'_>) -> Result<Decod
     b.finish()
 }
 
+/// Only `RankRequest.surface`: decoding it skips every other field without reading into it (a
+/// length-delimited field is stepped over whole).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SurfaceOnly {
+    #[prost(string, optional, tag = "3")]
+    surface: Option<String>,
+}
+
+/// The `surface` a serialized `relish.v1.RankRequest` names, if any, without decoding the rest:
+/// what a gRPC call is routed by before its request is decoded with that surface's limits.
+pub fn protobuf_surface(body: &[u8]) -> Result<Option<String>, DecodeError> {
+    SurfaceOnly::decode(body)
+        .map(|only| only.surface)
+        .map_err(|e| invalid("", format!("not a protobuf `relish.v1.RankRequest`: {e}")))
+}
+
 /// A rejection: whether it is a limit (a `413`), the field path, and what is wrong.
 type Rejection = (bool, String, String);
 
@@ -348,6 +364,16 @@ mod tests {
         assert_eq!(format!("{:?}", decoded.request), format!("{:?}", json.request));
         assert_eq!((decoded.shape, decoded.bucket_key.as_deref()), (Shape::Protobuf, Some("device-9")));
         assert!(decoded.surface_given);
+    }
+
+    #[test]
+    fn the_surface_is_read_without_decoding_the_rest_and_garbage_is_refused() {
+        assert_eq!(protobuf_surface(&message().encode_to_vec()).unwrap().as_deref(), Some("discovery"));
+        let mut without = message();
+        without.surface = None;
+        assert_eq!(protobuf_surface(&without.encode_to_vec()).unwrap(), None);
+        let error = protobuf_surface(b"\xff\xff\xff").expect_err("not a message");
+        assert!(error.message.contains("not a protobuf `relish.v1.RankRequest`"), "{error}");
     }
 
     #[test]

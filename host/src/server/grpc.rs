@@ -1,0 +1,215 @@
+//! gRPC on the data-plane port: `relish.v1.Ranker/Rank` (`host/wire/proto/relish/v1/rank.proto`),
+//! a unary call whose message is the protobuf body of `POST /v1/rank/{surface}` and whose answer
+//! is the protobuf response, with the same checks, errors (as gRPC statuses) and headers (as
+//! metadata). `tonic` does the framing and statuses; the message is decoded by `relish-wire` into
+//! the same request the HTTP API decodes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf as _, Bytes};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+use tracing::Instrument;
+
+use super::State;
+use super::http::{Body, Form, HttpResponse, Refusal, answer, caller_request_id, serving, slot};
+use crate::serving::enrich::FeatureReport;
+use crate::wire;
+
+/// The one method's path.
+pub const RANK: &str = "/relish.v1.Ranker/Rank";
+
+/// Whether a request is a gRPC call (`content-type: application/grpc`, `+proto` and the like).
+pub fn is_grpc(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.get(..16).is_some_and(|p| p.eq_ignore_ascii_case("application/grpc")))
+}
+
+/// Answers a gRPC call.
+pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> HttpResponse {
+    if request.uri().path() != RANK {
+        let message = format!("no method `{}`: the service is `relish.v1.Ranker/Rank`", request.uri().path());
+        return collected(Status::unimplemented(message).into_http()).await;
+    }
+    let limit = state.config.server.max_body_bytes;
+    let mut grpc = tonic::server::Grpc::new(Raw).max_decoding_message_size(limit).max_encoding_message_size(usize::MAX);
+    let timeout = Duration::from_secs(state.config.server.read_timeout_secs);
+    let call = Rank { state: state.clone(), received: Instant::now() };
+    match tokio::time::timeout(timeout, grpc.unary(call, request)).await {
+        Ok(response) => collected(response).await,
+        Err(_) => {
+            state.metrics.rejected(StatusCode::REQUEST_TIMEOUT.as_u16(), "request_timeout");
+            let message = format!("the request did not arrive within {timeout:?}");
+            collected(Status::deadline_exceeded(message).into_http()).await
+        }
+    }
+}
+
+/// A unary answer (one message, then the trailers with the status) as the data plane's body.
+async fn collected(response: Response<tonic::body::Body>) -> HttpResponse {
+    let (parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            Body::with_trailers(collected.to_bytes(), trailers)
+        }
+        Err(status) => Body::with_trailers(Bytes::new(), Some(status_trailers(&status))),
+    };
+    Response::from_parts(parts, body)
+}
+
+fn status_trailers(status: &Status) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(status.code() as i32));
+    if let Ok(message) = HeaderValue::from_str(status.message()) {
+        trailers.insert("grpc-message", message);
+    }
+    trailers
+}
+
+/// The status a refusal is in gRPC, with the HTTP API's `code` and `path` in its trailers
+/// (`relish-error-code`, `relish-error-path`).
+fn status(state: &State, refusal: &Refusal) -> Status {
+    state.metrics.rejected(refusal.status.as_u16(), refusal.code);
+    let code = match refusal.status {
+        StatusCode::BAD_REQUEST => Code::InvalidArgument,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::OutOfRange,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
+        _ => Code::Internal,
+    };
+    let message = match &refusal.path {
+        Some(path) if !path.is_empty() => format!("{} (at `{path}`)", refusal.message),
+        _ => refusal.message.clone(),
+    };
+    let mut metadata = MetadataMap::new();
+    metadata.insert("relish-error-code", refusal.code.parse().expect("codes are ASCII"));
+    if let Some(path) = refusal.path.as_deref().filter(|p| !p.is_empty())
+        && let Ok(value) = path.parse()
+    {
+        metadata.insert("relish-error-path", value);
+    }
+    Status::with_metadata(code, message, metadata)
+}
+
+struct Rank {
+    state: Arc<State>,
+    received: Instant,
+}
+
+impl tonic::server::UnaryService<Bytes> for Rank {
+    type Response = Bytes;
+    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Bytes>, Status>> + Send>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let (state, received) = (self.state.clone(), self.received);
+        Box::pin(async move {
+            let (metadata, _, body) = request.into_parts();
+            let headers = metadata.into_headers();
+            let surface = match wire::protobuf_surface(&body) {
+                Ok(Some(surface)) => surface,
+                Ok(None) => {
+                    let refusal = Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_request",
+                        "a gRPC call names its surface in `RankRequest.surface`",
+                    )
+                    .at("surface");
+                    return Err(status(&state, &refusal));
+                }
+                Err(e) => {
+                    let refusal = Refusal::new(StatusCode::BAD_REQUEST, "malformed_request", e.message);
+                    return Err(status(&state, &refusal));
+                }
+            };
+            let caller_id = caller_request_id(&headers);
+            let span = tracing::info_span!("rank", surface = %surface, request_id = tracing::field::Empty);
+            if let Some(id) = &caller_id {
+                span.record("request_id", id.as_str());
+            }
+            let trace = state.tracing.as_ref().map(|tracing| tracing.begin(&surface, &headers, received));
+            let answered = async {
+                let id = caller_id.as_deref();
+                let binding = serving(&state, &surface)?;
+                let _inflight = slot(&state)?;
+                let answered = answer(&state, &binding, &body, Form::Protobuf, &surface, id, trace.as_ref()).await?;
+                let encode_started = Instant::now();
+                let features = answered.decision.features.as_ref().map(FeatureReport::to_protobuf);
+                let response = answered.decision.response(received.elapsed().as_micros() as u64);
+                let message = Bytes::from(response.to_protobuf_bytes(features));
+                let mut headers = HeaderMap::new();
+                answered.headers(id, encode_started.elapsed().as_micros() as u64, &mut headers);
+                answered.done(received);
+                Ok::<_, Refusal>((message, headers))
+            }
+            .instrument(span)
+            .await;
+            match answered {
+                Ok((message, mut headers)) => {
+                    if let Some(trace) = trace {
+                        trace.finish(StatusCode::OK, &mut headers);
+                    }
+                    let metadata = MetadataMap::from_headers(headers);
+                    Ok(tonic::Response::from_parts(metadata, message, tonic::Extensions::default()))
+                }
+                Err(refusal) => {
+                    if let Some(trace) = trace {
+                        trace.finish(refusal.status, &mut HeaderMap::new());
+                    }
+                    Err(status(&state, &refusal))
+                }
+            }
+        })
+    }
+}
+
+/// The message as bytes: decoding is `relish-wire`'s (with the HTTP API's checks and errors).
+#[derive(Clone, Copy)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let length = src.remaining();
+        Ok(Some(src.copy_to_bytes(length)))
+    }
+}
