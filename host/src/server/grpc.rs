@@ -43,7 +43,8 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> HttpRespon
         return collected(Status::unimplemented(message).into_http()).await;
     }
     let limit = state.config.server.max_body_bytes;
-    let mut grpc = tonic::server::Grpc::new(Raw).max_decoding_message_size(limit).max_encoding_message_size(usize::MAX);
+    let mut grpc =
+        tonic::server::Grpc::new(BytesCodec).max_decoding_message_size(limit).max_encoding_message_size(usize::MAX);
     let timeout = Duration::from_secs(state.config.server.read_timeout_secs);
     let call = Rank { state: state.clone(), received: Instant::now() };
     match tokio::time::timeout(timeout, grpc.unary(call, request)).await {
@@ -175,26 +176,28 @@ impl tonic::server::UnaryService<Bytes> for Rank {
     }
 }
 
-/// The message as bytes: decoding is `relish-wire`'s (with the HTTP API's checks and errors).
-#[derive(Clone, Copy)]
-struct Raw;
+/// A gRPC message as its bytes, unencoded and undecoded: the server's codec (decoding is
+/// `relish-wire`'s, with the HTTP API's checks and errors), and a client's for `tonic`'s generic
+/// client (`tonic::client::Grpc::unary`) with messages encoded by `prost`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesCodec;
 
-impl Codec for Raw {
+impl Codec for BytesCodec {
     type Encode = Bytes;
     type Decode = Bytes;
-    type Encoder = Raw;
-    type Decoder = Raw;
+    type Encoder = BytesCodec;
+    type Decoder = BytesCodec;
 
-    fn encoder(&mut self) -> Raw {
-        Raw
+    fn encoder(&mut self) -> BytesCodec {
+        BytesCodec
     }
 
-    fn decoder(&mut self) -> Raw {
-        Raw
+    fn decoder(&mut self) -> BytesCodec {
+        BytesCodec
     }
 }
 
-impl Encoder for Raw {
+impl Encoder for BytesCodec {
     type Item = Bytes;
     type Error = Status;
 
@@ -204,7 +207,7 @@ impl Encoder for Raw {
     }
 }
 
-impl Decoder for Raw {
+impl Decoder for BytesCodec {
     type Item = Bytes;
     type Error = Status;
 

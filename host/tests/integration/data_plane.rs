@@ -437,46 +437,6 @@ fn canonical_protobuf(body: &[u8]) -> serde_json::Value {
     serde_json::json!({"request_id": answer.request_id, "items": items, "policy": policy, "arm": arm, "fallback": fallback})
 }
 
-/// The message bytes of a gRPC call, as they are (the test decodes them itself).
-#[derive(Clone, Copy, Default)]
-struct Raw;
-
-impl tonic::codec::Codec for Raw {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = Raw;
-    type Decoder = Raw;
-
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl tonic::codec::Encoder for Raw {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for Raw {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        use bytes::Buf as _;
-        let length = src.remaining();
-        Ok(Some(src.copy_to_bytes(length)))
-    }
-}
-
 /// Calls `path` (`/relish.v1.Ranker/Rank`) over gRPC (HTTP/2 without TLS) with `message`.
 async fn grpc_call(
     server: &util::TestServer,
@@ -487,7 +447,8 @@ async fn grpc_call(
     let mut grpc = tonic::client::Grpc::with_origin(client, server.base.parse().unwrap());
     grpc.ready().await.expect("the client is ready");
     let path = hyper::http::uri::PathAndQuery::from_static(path);
-    let call = grpc.unary(tonic::Request::new(Bytes::from(message)), path, Raw);
+    let codec = relish_host::server::grpc::BytesCodec;
+    let call = grpc.unary(tonic::Request::new(Bytes::from(message)), path, codec);
     tokio::time::timeout(std::time::Duration::from_secs(60), call).await.expect("the server answers within a minute")
 }
 
