@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes};
@@ -46,15 +47,35 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> HttpRespon
     let mut grpc =
         tonic::server::Grpc::new(BytesCodec).max_decoding_message_size(limit).max_encoding_message_size(usize::MAX);
     let timeout = Duration::from_secs(state.config.server.read_timeout_secs);
-    let call = Rank { state: state.clone(), received: Instant::now() };
+    let reached = Arc::new(AtomicBool::new(false));
+    let call = Rank { state: state.clone(), received: Instant::now(), reached: reached.clone() };
     match tokio::time::timeout(timeout, grpc.unary(call, request)).await {
-        Ok(response) => collected(response).await,
+        Ok(mut response) => {
+            if !reached.load(Ordering::Relaxed) {
+                refused_by_tonic(&state, &mut response);
+            }
+            collected(response).await
+        }
         Err(_) => {
             state.metrics.rejected(StatusCode::REQUEST_TIMEOUT.as_u16(), "request_timeout");
             let message = format!("the request did not arrive within {timeout:?}");
             collected(Status::deadline_exceeded(message).into_http()).await
         }
     }
+}
+
+/// A call tonic refused before it reached [`Rank`] (a message over `server.max_body_bytes`, a
+/// compressed message, broken framing): counted as the HTTP API counts its refusals, with its
+/// code in `relish-error-code`, as [`status`] gives every other refusal. Such an answer is
+/// trailers-only: the status is in its headers.
+fn refused_by_tonic(state: &State, response: &mut Response<tonic::body::Body>) {
+    let code = match response.headers().get("grpc-status").map(HeaderValue::as_bytes) {
+        None | Some(b"0") => return,
+        Some(b"11") => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        Some(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
+    };
+    state.metrics.rejected(code.0.as_u16(), code.1);
+    response.headers_mut().insert("relish-error-code", HeaderValue::from_static(code.1));
 }
 
 /// A unary answer (one message, then the trailers with the status) as the data plane's body.
@@ -108,6 +129,8 @@ fn status(state: &State, refusal: &Refusal) -> Status {
 struct Rank {
     state: Arc<State>,
     received: Instant,
+    /// Set once tonic has read the message and handed it over.
+    reached: Arc<AtomicBool>,
 }
 
 impl tonic::server::UnaryService<Bytes> for Rank {
@@ -116,6 +139,7 @@ impl tonic::server::UnaryService<Bytes> for Rank {
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let (state, received) = (self.state.clone(), self.received);
+        self.reached.store(true, Ordering::Relaxed);
         Box::pin(async move {
             let (metadata, _, body) = request.into_parts();
             let headers = metadata.into_headers();

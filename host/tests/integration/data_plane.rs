@@ -511,7 +511,8 @@ async fn every_fixture_gets_the_same_answer_as_protobuf_and_over_grpc() {
 #[tokio::test]
 async fn a_bad_grpc_call_gets_a_status_naming_the_field() {
     use prost::Message as _;
-    let server = util::start(&["popularity"], &[], "[defaults]\nmax_candidates = 3\n").await;
+    let toml = "[server]\nmax_body_bytes = 4096\n[defaults]\nmax_candidates = 3\n";
+    let server = util::start(&["popularity"], &[], toml).await;
     let options = relish_wire::DecodeOptions::default();
     let message = |json: &str| relish_wire::decode(json.as_bytes(), &options).unwrap().to_protobuf();
     let with_surface = |surface: &str, json: &str| {
@@ -549,6 +550,14 @@ async fn a_bad_grpc_call_gets_a_status_naming_the_field() {
     assert_eq!(too_many.code(), tonic::Code::OutOfRange, "{too_many:?}");
     assert_eq!(trailer(&too_many, "relish-error-code").as_deref(), Some("too_large"));
 
+    // Past `server.max_body_bytes` (4 KiB here): refused by tonic before it is read, counted too.
+    let mut large = with_surface("discovery", TWO);
+    large.request_id = Some("r".repeat(5000));
+    let large = grpc_rank(&server, large.encode_to_vec()).await.unwrap_err();
+    assert_eq!(large.code(), tonic::Code::OutOfRange, "{large:?}");
+    assert!(large.message().contains("4096"), "the message names the limit: {large:?}");
+    assert_eq!(trailer(&large, "relish-error-code").as_deref(), Some("payload_too_large"));
+
     let elsewhere = grpc_call(&server, "/relish.v1.Ranker/Explain", message(TWO).encode_to_vec()).await.unwrap_err();
     assert_eq!(elsewhere.code(), tonic::Code::Unimplemented, "{elsewhere:?}");
 
@@ -557,6 +566,7 @@ async fn a_bad_grpc_call_gets_a_status_naming_the_field() {
     assert_eq!(metric(&scrape, "relish_rejected_requests_total", &[("reason", "malformed_request")]), 3.0);
     assert_eq!(metric(&scrape, "relish_rejected_requests_total", &[("reason", "unknown_surface")]), 1.0);
     assert_eq!(metric(&scrape, "relish_rejected_requests_total", &[("reason", "too_large")]), 1.0);
+    assert_eq!(metric(&scrape, "relish_rejected_requests_total", &[("reason", "payload_too_large")]), 1.0);
 
     // The same call with its surface is answered, as its HTTP form is.
     let good = grpc_rank(&server, with_surface("discovery", TWO).encode_to_vec()).await.expect("answered");
