@@ -49,19 +49,27 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> HttpRespon
     let timeout = Duration::from_secs(state.config.server.read_timeout_secs);
     let reached = Arc::new(AtomicBool::new(false));
     let call = Rank { state: state.clone(), received: Instant::now(), reached: reached.clone() };
-    match tokio::time::timeout(timeout, grpc.unary(call, request)).await {
-        Ok(mut response) => {
-            if !reached.load(Ordering::Relaxed) {
-                refused_by_tonic(&state, &mut response);
-            }
-            collected(response).await
-        }
-        Err(_) => {
+    let unary = grpc.unary(call, request);
+    tokio::pin!(unary);
+    // The read timeout is for the message to arrive: once tonic has handed it over, the
+    // decision runs to its own deadlines, however long the surface's are.
+    let answered = tokio::select! {
+        response = &mut unary => Some(response),
+        () = tokio::time::sleep(timeout) => None,
+    };
+    let mut response = match answered {
+        Some(response) => response,
+        None if reached.load(Ordering::Relaxed) => unary.await,
+        None => {
             state.metrics.rejected(StatusCode::REQUEST_TIMEOUT.as_u16(), "request_timeout");
             let message = format!("the request did not arrive within {timeout:?}");
-            collected(Status::deadline_exceeded(message).into_http()).await
+            return collected(Status::deadline_exceeded(message).into_http()).await;
         }
+    };
+    if !reached.load(Ordering::Relaxed) {
+        refused_by_tonic(&state, &mut response);
     }
+    collected(response).await
 }
 
 /// A call tonic refused before it reached [`Rank`] (a message over `server.max_body_bytes`, a

@@ -506,6 +506,27 @@ async fn every_fixture_gets_the_same_answer_as_protobuf_and_over_grpc() {
     server.stop().await;
 }
 
+/// The read timeout bounds the message's arrival, not the decision: a call on a surface whose
+/// deadline is longer than it (a looping policy stopped at 1.5 s, past a 1 s read timeout) is
+/// answered, by the fallback, as over HTTP.
+#[tokio::test]
+async fn a_grpc_call_decided_past_the_read_timeout_is_answered() {
+    use prost::Message as _;
+    let toml = "[server]\nread_timeout_secs = 1\n[surfaces.stuck]\npolicy = \"infinite-loop\"\n\
+                fallback = \"popularity\"\ndeadline_ms = 1500\n";
+    let server = util::start(&["popularity"], &["infinite-loop"], toml).await;
+    let mut message =
+        relish_wire::decode(TWO.as_bytes(), &relish_wire::DecodeOptions::default()).unwrap().to_protobuf();
+    message.surface = Some("stuck".to_owned());
+    let called = grpc_rank(&server, message.encode_to_vec()).await.expect("answered");
+    let answer = relish_wire::protobuf::RankResponse::decode(called.get_ref().clone()).unwrap();
+    let fallback = answer.fallback.expect("the fallback answered");
+    assert!(matches!(fallback.reason.as_str(), "timeout" | "preempted"), "{fallback:?}");
+    assert_eq!(fallback.answered_by, "popularity");
+    assert_eq!(answer.items.len(), 2);
+    server.stop().await;
+}
+
 /// A gRPC call is refused with the status its HTTP form's error maps to, naming the field, and
 /// counted like it; a method the service does not have is `UNIMPLEMENTED`.
 #[tokio::test]
