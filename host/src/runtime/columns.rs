@@ -5,6 +5,8 @@
 //! allocation and one copy per column however many strings it holds (see `wit/policy.wit`,
 //! versions); these methods keep the rest of the host as easy to write as with `Vec<String>`.
 
+use relish_wire::types::Strings;
+
 use super::types::{Cart, Context, Params, Span, StringColumn};
 
 impl StringColumn {
@@ -13,10 +15,16 @@ impl StringColumn {
         StringColumn { data: String::new(), offsets: vec![0] }
     }
 
+    /// The column's strings, borrowed (the wire format's view of the same two fields).
+    #[inline]
+    pub fn strings(&self) -> Strings<'_> {
+        Strings { data: &self.data, offsets: &self.offsets }
+    }
+
     /// The number of strings.
     #[inline]
     pub fn len(&self) -> usize {
-        self.offsets.len().saturating_sub(1)
+        self.strings().len()
     }
 
     /// Whether there are none.
@@ -28,17 +36,17 @@ impl StringColumn {
     /// String `i`. Panics if `i >= len()`.
     #[inline]
     pub fn get(&self, i: usize) -> &str {
-        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+        self.strings().get(i)
     }
 
     /// Every string, in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
-        self.offsets.windows(2).map(|w| &self.data[w[0] as usize..w[1] as usize])
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator + Clone + '_ {
+        self.strings().iter()
     }
 
     /// The index of the first string equal to `s` (a linear scan).
     pub fn position(&self, s: &str) -> Option<usize> {
-        self.iter().position(|t| t == s)
+        self.strings().position(s)
     }
 
     /// Whether some string equals `s`.
@@ -48,16 +56,19 @@ impl StringColumn {
 
     /// Appends a string.
     pub fn push(&mut self, s: &str) {
-        if self.offsets.is_empty() {
-            self.offsets.push(0);
-        }
-        self.data.push_str(s);
-        self.offsets.push(u32::try_from(self.data.len()).expect("a request is far below 4 GiB"));
+        relish_wire::types::push(&mut self.data, &mut self.offsets, s);
     }
 
     /// The strings, owned.
     pub fn to_vec(&self) -> Vec<String> {
         self.iter().map(str::to_owned).collect()
+    }
+}
+
+/// The wire format's column, moved (its two fields are the contract's).
+impl From<relish_wire::types::StringColumn> for StringColumn {
+    fn from(column: relish_wire::types::StringColumn) -> Self {
+        StringColumn { data: column.data, offsets: column.offsets }
     }
 }
 

@@ -2,10 +2,10 @@
 //! into the contract's records.
 //!
 //! `relish-wire` has no WebAssembly runtime in it, so it has request types of its own: the same
-//! records as the `wasmtime` bindings of `wit/policy.wit`, with the lists of names as plain
-//! `Vec<String>`. [`decode`] moves the bulk columns across (no copy) and packs each list of names
-//! into the contract's `string-column` (one buffer, as the policy receives it), so the rest of the
-//! host sees only the bindings' [`types`].
+//! records as the `wasmtime` bindings of `wit/policy.wit`, every list of names already the
+//! contract's packed `string-column` (one buffer, as the policy receives it). [`decode`] moves
+//! the columns across (no copy) and packs the context's five strings into its `text`, so the rest
+//! of the host sees only the bindings' [`types`].
 
 pub use relish_wire::{
     ArmRef, DecodeError, DecodeErrorKind, DecodeOptions, Fallback, Items, MAX_TAGS, PolicyRef, REQUEST_ID_RULE,
@@ -48,7 +48,7 @@ fn decoded(decoded: relish_wire::Decoded) -> Decoded {
     }
 }
 
-/// Moves a request into the contract's records, packing its lists of names into columns.
+/// Moves a request into the contract's records (the context's strings packed into one text).
 pub fn request(r: wire::Request) -> types::Request {
     let c = r.context;
     let strings = ContextStrings {
@@ -58,7 +58,7 @@ pub fn request(r: wire::Request) -> types::Request {
         locale: c.locale.as_deref(),
         device: c.device.as_deref(),
     };
-    let cart = types::Cart { item_ids: c.cart.item_ids.iter().collect(), tags: tags(c.cart.tags) };
+    let cart = types::Cart { item_ids: c.cart.item_ids.into(), tags: tags(c.cart.tags) };
     types::Request {
         surface: r.surface,
         request_id: r.request_id,
@@ -67,14 +67,11 @@ pub fn request(r: wire::Request) -> types::Request {
         local_weekday: weekday(r.local_weekday),
         seed: r.seed,
         context: types::Context::new(strings, c.latitude, c.longitude, cart),
-        user_features: types::Features {
-            names: r.user_features.names.iter().collect(),
-            values: r.user_features.values,
-        },
-        tag_vocabulary: r.tag_vocabulary.iter().collect(),
+        user_features: types::Features { names: r.user_features.names.into(), values: r.user_features.values },
+        tag_vocabulary: r.tag_vocabulary.into(),
         candidates: types::Candidates {
-            ids: types::StringColumn { data: r.candidates.ids.data, offsets: r.candidates.ids.offsets },
-            feature_names: r.candidates.feature_names.iter().collect(),
+            ids: r.candidates.ids.into(),
+            feature_names: r.candidates.feature_names.into(),
             features: r.candidates.features,
             tags: tags(r.candidates.tags),
         },

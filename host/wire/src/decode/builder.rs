@@ -26,18 +26,18 @@ struct Index {
 impl Index {
     /// The hash of `name` in this index: computed once for a lookup and the insertion after it.
     #[inline]
-    fn hash(&self, name: &str) -> u64 {
+    fn hash(&self, name: &[u8]) -> u64 {
         self.hasher.hash_one(name)
     }
 
     /// The position of `name` (of hash `hash`), where `key` gives the string at a position.
     #[inline]
-    fn find<'k>(&self, hash: u64, name: &str, key: impl Fn(u32) -> &'k str) -> Option<u32> {
+    fn find<'k>(&self, hash: u64, name: &[u8], key: impl Fn(u32) -> &'k [u8]) -> Option<u32> {
         self.table.find(hash, |&at| equal(key(at), name)).copied()
     }
 
     /// Adds the string of hash `hash` at position `at`; the caller has found it absent.
-    fn insert<'k>(&mut self, hash: u64, at: u32, key: impl Fn(u32) -> &'k str) {
+    fn insert<'k>(&mut self, hash: u64, at: u32, key: impl Fn(u32) -> &'k [u8]) {
         let rehash = |&at: &u32| self.hasher.hash_one(key(at));
         if self.table.capacity() == 0 {
             // Requests name a few dozen features or tags: one table, not four that grow.
@@ -66,14 +66,14 @@ pub(super) struct Builder<'o> {
     /// positions into `user_features.names`, or, from [`NULL_NAME`] on, into `null_user_names`.
     user_names: Index,
     /// The user features named with `null` (named, so not to be repeated, but without a value).
-    null_user_names: Vec<String>,
+    null_user_names: types::StringColumn,
     pub(super) context: Context,
     pub(super) cart: Option<types::Cart>,
     pub(super) shape: Option<Shape>,
     ids: types::StringColumn,
     /// Positions into `feature_names`.
     columns: Index,
-    pub(super) feature_names: Vec<String>,
+    pub(super) feature_names: types::StringColumn,
     /// The row shape's matrix as it is read.
     pub(super) rows: RowMatrix,
     /// By column, the row (plus one) that last gave it a value: a feature named twice in one
@@ -98,9 +98,18 @@ pub(super) struct Context {
 
 /// Whether two strings are equal, compared as [`same`] compares (no call to `memcmp`).
 #[inline]
-fn equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && same(a.as_bytes(), b.as_bytes())
+fn equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && same(a, b)
 }
+
+/// The bytes of string `i` of `column`, which has it (a position an [`Index`] holds).
+#[inline]
+fn key(column: &types::StringColumn, i: u32) -> &[u8] {
+    column.bytes(i as usize).expect("an index holds positions of its column")
+}
+
+/// Room for [`FEW`] names of about this many bytes each, made once.
+const NAME_BYTES: usize = 16;
 
 /// How many feature names, tags or user features a request is first given room for: what a
 /// typical request has, so that their vectors are allocated once or twice rather than grown from
@@ -120,7 +129,7 @@ const NULL_NAME: u32 = 1 << 31;
 struct Interner {
     /// Positions into `vocabulary`.
     index: Index,
-    vocabulary: Vec<String>,
+    vocabulary: types::StringColumn,
     /// By slot ([`Interner::slot`]), the position plus one of the tag last interned there; 0 for
     /// none.
     recent: [u32; RECENT],
@@ -131,7 +140,7 @@ const RECENT: usize = 64;
 
 impl Default for Interner {
     fn default() -> Self {
-        Interner { index: Index::default(), vocabulary: Vec::new(), recent: [0; RECENT] }
+        Interner { index: Index::default(), vocabulary: types::StringColumn::empty(), recent: [0; RECENT] }
     }
 }
 
@@ -140,14 +149,15 @@ impl Interner {
     /// share a slot both stay: the one found (or added) last moves to the first of the pair.
     #[inline]
     fn intern(&mut self, tag: &str) -> u32 {
-        let slot = Self::slot(tag.as_bytes());
+        let bytes = tag.as_bytes();
+        let slot = Self::slot(bytes);
         if let Some(id) = self.recent[slot].checked_sub(1)
-            && equal(&self.vocabulary[id as usize], tag)
+            && equal(key(&self.vocabulary, id), bytes)
         {
             return id;
         }
         let id = match self.recent[slot ^ 1].checked_sub(1) {
-            Some(id) if equal(&self.vocabulary[id as usize], tag) => id,
+            Some(id) if equal(key(&self.vocabulary, id), bytes) => id,
             _ => self.intern_indexed(tag),
         };
         self.recent[slot ^ 1] = self.recent[slot];
@@ -172,17 +182,17 @@ impl Interner {
     #[inline(never)]
     fn intern_indexed(&mut self, tag: &str) -> u32 {
         let vocabulary = &self.vocabulary;
-        let hash = self.index.hash(tag);
-        if let Some(id) = self.index.find(hash, tag, |id| &vocabulary[id as usize]) {
+        let hash = self.index.hash(tag.as_bytes());
+        if let Some(id) = self.index.find(hash, tag.as_bytes(), |id| key(vocabulary, id)) {
             return id;
         }
         let id = self.vocabulary.len() as u32;
         if id == 0 {
-            self.vocabulary.reserve(FEW);
+            self.vocabulary.reserve(FEW, FEW * NAME_BYTES);
         }
-        self.vocabulary.push(tag.to_owned());
+        self.vocabulary.push(tag);
         let vocabulary = &self.vocabulary;
-        self.index.insert(hash, id, |id| &vocabulary[id as usize]);
+        self.index.insert(hash, id, |id| key(vocabulary, id));
         id
     }
 }
@@ -317,15 +327,15 @@ impl<'o> Builder<'o> {
             seed: None,
             limit: None,
             user_id: None,
-            user_features: types::Features { names: Vec::new(), values: Vec::new() },
+            user_features: types::Features { names: types::StringColumn::empty(), values: Vec::new() },
             user_names: Index::default(),
-            null_user_names: Vec::new(),
+            null_user_names: types::StringColumn::empty(),
             context: Context::default(),
             cart: None,
             shape: None,
             ids: types::StringColumn { data: String::new(), offsets: vec![0] },
             columns: Index::default(),
-            feature_names: Vec::new(),
+            feature_names: types::StringColumn::empty(),
             rows: RowMatrix::default(),
             row_marks: Vec::new(),
             matrix: None,
@@ -393,9 +403,9 @@ impl<'o> Builder<'o> {
     }
 
     /// The column of feature `name`, added if new.
-    fn column(&mut self, name: &str) -> Result<u32, String> {
-        let hash = self.columns.hash(name);
-        if let Some(j) = self.columns.find(hash, name, |j| &self.feature_names[j as usize]) {
+    pub(super) fn column(&mut self, name: &str) -> Result<u32, String> {
+        let hash = self.columns.hash(name.as_bytes());
+        if let Some(j) = self.columns.find(hash, name.as_bytes(), |j| key(&self.feature_names, j)) {
             return Ok(j);
         }
         if self.feature_names.len() >= self.options.max_features {
@@ -406,28 +416,29 @@ impl<'o> Builder<'o> {
         self.room_for_matrix(self.candidates(), self.feature_names.len() + 1)?;
         let j = self.feature_names.len() as u32;
         if j == 0 {
-            // Requests have a few dozen features: two allocations, not six of a growing vector.
-            self.feature_names.reserve(FEW);
+            // Requests have a few dozen features: three allocations, not many of growing vectors.
+            self.feature_names.reserve(FEW, FEW * NAME_BYTES);
             self.row_marks.reserve(FEW);
         }
-        self.feature_names.push(name.to_owned());
+        self.feature_names.push(name);
         self.row_marks.push(0);
         let names = &self.feature_names;
-        self.columns.insert(hash, j, |j| &names[j as usize]);
+        self.columns.insert(hash, j, |j| key(names, j));
         Ok(j)
     }
 
     /// The column of feature `name`, if it has one.
     fn find_column(&self, name: &str) -> Option<u32> {
-        self.columns.find(self.columns.hash(name), name, |j| &self.feature_names[j as usize])
+        let name = name.as_bytes();
+        self.columns.find(self.columns.hash(name), name, |j| key(&self.feature_names, j))
     }
 
     /// The column of feature `name`, trying column `guess` first: candidates usually list their
     /// features in the same order, so the next key is usually the next column, and comparing
     /// one name is cheaper than hashing it.
     pub(super) fn column_at(&mut self, name: &str, guess: usize) -> Result<u32, String> {
-        match self.feature_names.get(guess) {
-            Some(known) if equal(known, name) => Ok(guess as u32),
+        match self.feature_names.bytes(guess) {
+            Some(known) if equal(known, name.as_bytes()) => Ok(guess as u32),
             _ => self.column(name),
         }
     }
@@ -444,12 +455,12 @@ impl<'o> Builder<'o> {
     /// as a top-level field may: a repeated one is refused.
     pub(super) fn user_feature(&mut self, name: &str, value: f32) -> Result<(), String> {
         let (named, nulls) = (&self.user_features.names, &self.null_user_names);
-        let key = |at: u32| match at.checked_sub(NULL_NAME) {
-            None => named[at as usize].as_str(),
-            Some(null) => nulls[null as usize].as_str(),
+        let either = |at: u32| match at.checked_sub(NULL_NAME) {
+            None => key(named, at),
+            Some(null) => key(nulls, null),
         };
-        let hash = self.user_names.hash(name);
-        if self.user_names.find(hash, name, key).is_some() {
+        let hash = self.user_names.hash(name.as_bytes());
+        if self.user_names.find(hash, name.as_bytes(), either).is_some() {
             return Err(repeated_feature(name, "the user's features"));
         }
         if named.len() + nulls.len() >= self.options.max_features {
@@ -457,23 +468,23 @@ impl<'o> Builder<'o> {
             return Err(self.too_large(message));
         }
         let at = if value.is_nan() {
-            self.null_user_names.push(name.to_owned());
+            self.null_user_names.push(name);
             NULL_NAME + (self.null_user_names.len() - 1) as u32
         } else {
             if self.user_features.names.is_empty() {
-                self.user_features.names.reserve(FEW);
+                self.user_features.names.reserve(FEW, FEW * NAME_BYTES);
                 self.user_features.values.reserve(FEW);
             }
-            self.user_features.names.push(name.to_owned());
+            self.user_features.names.push(name);
             self.user_features.values.push(value);
             (self.user_features.names.len() - 1) as u32
         };
         let (named, nulls) = (&self.user_features.names, &self.null_user_names);
-        let key = |at: u32| match at.checked_sub(NULL_NAME) {
-            None => named[at as usize].as_str(),
-            Some(null) => nulls[null as usize].as_str(),
+        let either = |at: u32| match at.checked_sub(NULL_NAME) {
+            None => key(named, at),
+            Some(null) => key(nulls, null),
         };
-        self.user_names.insert(hash, at, key);
+        self.user_names.insert(hash, at, either);
         Ok(())
     }
 
@@ -496,7 +507,7 @@ impl<'o> Builder<'o> {
     /// The error of [`Builder::mark_row_feature`], out of its way.
     #[cold]
     fn repeated_row_feature(&self, column: usize) -> String {
-        repeated_feature(&self.feature_names[column], "this candidate's features")
+        repeated_feature(self.feature_names.get(column), "this candidate's features")
     }
 
     /// Appends `tag` to the open row of `column` (which starts at `start`) unless the row has it.
@@ -590,7 +601,9 @@ impl<'o> Builder<'o> {
                 latitude: self.context.latitude,
                 longitude: self.context.longitude,
                 device: self.context.device,
-                cart: self.cart.unwrap_or_else(|| types::Cart { item_ids: Vec::new(), tags: empty_tags() }),
+                cart: self
+                    .cart
+                    .unwrap_or_else(|| types::Cart { item_ids: types::StringColumn::empty(), tags: empty_tags() }),
             },
             user_features: self.user_features,
             tag_vocabulary: self.tags.vocabulary,
@@ -660,7 +673,7 @@ fn duplicate_id(ids: &types::StringColumn) -> Option<(usize, usize)> {
         let this = id(i);
         let entry = seen.entry(
             hasher.hash_one(this),
-            |&first| equal(id(first as usize), this),
+            |&first| equal(id(first as usize).as_bytes(), this.as_bytes()),
             |&first| hasher.hash_one(id(first as usize)),
         );
         match entry {

@@ -3,7 +3,8 @@
 use crate::types;
 
 /// Checks the promises the contract makes a policy about a request's shape: string and tag
-/// offsets that start at 0, never decrease and end at their data; a matrix of exactly n × d
+/// offsets that start at 0, never decrease, end at their data and (strings) fall on character
+/// boundaries; a matrix of exactly n × d
 /// values, none infinite; distinct feature names, user features and vocabulary; tag indices
 /// inside the vocabulary and distinct per row; user feature values that are not NaN.
 ///
@@ -11,12 +12,12 @@ use crate::types;
 /// tests hold the decoder to that; a host that builds requests another way can check them here.
 pub fn check_request(request: &types::Request) -> Result<(), String> {
     let c = &request.candidates;
-    let ids = &c.ids;
-    let n = ids.offsets.len().checked_sub(1).ok_or("`candidates.ids.offsets` is empty")?;
-    check_offsets("candidates.ids", &ids.offsets, ids.data.len())?;
-    if let Some(&bad) = ids.offsets.iter().find(|&&o| !ids.data.is_char_boundary(o as usize)) {
-        return Err(format!("candidates.ids: offset {bad} is inside a UTF-8 character"));
-    }
+    check_column("candidates.ids", &c.ids)?;
+    check_column("candidates.feature_names", &c.feature_names)?;
+    check_column("tag_vocabulary", &request.tag_vocabulary)?;
+    check_column("user_features.names", &request.user_features.names)?;
+    check_column("context.cart.item_ids", &request.context.cart.item_ids)?;
+    let n = c.ids.len();
     let d = c.feature_names.len();
     if Some(c.features.len()) != n.checked_mul(d) {
         return Err(format!("candidates.features: {} values for {n} × {d}", c.features.len()));
@@ -54,9 +55,22 @@ fn check_offsets(name: &str, offsets: &[u32], end: usize) -> Result<(), String> 
     Ok(())
 }
 
-fn check_distinct(name: &str, items: &[String]) -> Result<(), String> {
+/// A packed column's offsets: from 0, never decreasing, to the end of its data, each on a
+/// character boundary.
+fn check_column(name: &str, column: &types::StringColumn) -> Result<(), String> {
+    if column.offsets.is_empty() {
+        return Err(format!("`{name}.offsets` is empty"));
+    }
+    check_offsets(name, &column.offsets, column.data.len())?;
+    if let Some(&bad) = column.offsets.iter().find(|&&o| !column.data.is_char_boundary(o as usize)) {
+        return Err(format!("{name}: offset {bad} is inside a UTF-8 character"));
+    }
+    Ok(())
+}
+
+fn check_distinct(name: &str, items: &types::StringColumn) -> Result<(), String> {
     let mut seen = std::collections::HashSet::with_capacity(items.len());
-    match items.iter().find(|item| !seen.insert(item.as_str())) {
+    match items.iter().find(|item| !seen.insert(*item)) {
         Some(item) => Err(format!("{name}: `{item}` appears twice")),
         None => Ok(()),
     }
@@ -77,4 +91,43 @@ fn check_tags(name: &str, column: &types::TagColumn, rows: usize, vocabulary: us
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_request;
+    use crate::decode::{DecodeOptions, decode};
+
+    fn request() -> crate::types::Request {
+        let body = br#"{"user": {"id": "u", "features": {"a": 1, "b": 2}},
+            "context": {"cart": [{"id": "c1", "tags": ["x"]}]},
+            "candidates": [{"id": "v1", "features": {"f": 1, "g": 2}, "tags": ["x", "y"]}]}"#;
+        decode(body, &DecodeOptions::default()).expect("a valid body").request
+    }
+
+    #[test]
+    fn a_decoded_request_keeps_every_promise() {
+        assert_eq!(check_request(&request()), Ok(()));
+    }
+
+    #[test]
+    fn a_broken_or_repeated_list_of_names_is_named() {
+        let mut bad = request();
+        bad.candidates.feature_names.offsets.push(99);
+        let error = check_request(&bad).unwrap_err();
+        assert!(error.starts_with("candidates.feature_names:"), "{error}");
+
+        let mut bad = request();
+        bad.user_features.names.offsets.clear();
+        assert_eq!(check_request(&bad).unwrap_err(), "`user_features.names.offsets` is empty");
+
+        let mut bad = request();
+        bad.tag_vocabulary = ["x", "x"].into_iter().collect();
+        assert_eq!(check_request(&bad).unwrap_err(), "tag_vocabulary: `x` appears twice");
+
+        let mut bad = request();
+        bad.context.cart.item_ids = crate::types::StringColumn { data: "é".to_owned(), offsets: vec![0, 1, 2] };
+        let error = check_request(&bad).unwrap_err();
+        assert!(error.starts_with("context.cart.item_ids:"), "{error}");
+    }
 }

@@ -34,7 +34,7 @@ pub(super) fn decode(body: &[u8], options: &DecodeOptions<'_>) -> Option<Decoded
     // is much cheaper than once per string: strings are then slices between ASCII quotes.
     let text = std::str::from_utf8(body).ok()?;
     let mut builder = Builder::new(options);
-    let mut parser = Parser { text, body, at: 0 };
+    let mut parser = Parser { text, body, at: 0, keys: Vec::new() };
     parser.request(&mut builder)?;
     parser.skip_whitespace();
     if parser.at != body.len() {
@@ -106,6 +106,10 @@ struct Parser<'b> {
     /// `text`'s bytes.
     body: &'b [u8],
     at: usize,
+    /// The row shape's feature names in column order, as they appear in the body: `keys[j]` is
+    /// the name of column `j` (pushed when the column is made here), so that matching the next
+    /// key of a row costs what a `Vec` lookup does (see [`Parser::known_key`]).
+    keys: Vec<&'b [u8]>,
 }
 
 /// The bytes that end the run of plain characters in a string: the closing quote, a backslash
@@ -457,7 +461,7 @@ impl<'b> Parser<'b> {
                 5 => c.device = p.optional_string()?.map(str::to_owned),
                 6 => c.time = p.optional_string()?.map(parse_time).transpose().ok()?,
                 _ => {
-                    let mut cart = types::Cart { item_ids: Vec::new(), tags: empty_tags() };
+                    let mut cart = types::Cart { item_ids: types::StringColumn::empty(), tags: empty_tags() };
                     if !p.null() {
                         p.array(|p| p.cart_item(b, &mut cart))?;
                     }
@@ -479,7 +483,7 @@ impl<'b> Parser<'b> {
         let mut id = None;
         self.fields(&["id", "tags"], |p, field| {
             match field {
-                0 => id = Some(p.string()?.to_owned()),
+                0 => id = Some(p.string()?),
                 _ => p.tags(b, &mut cart.tags)?,
             }
             Some(())
@@ -562,9 +566,20 @@ impl<'b> Parser<'b> {
             let mut next = 0;
             loop {
                 self.skip_whitespace();
-                let column = match self.known_key(&b.feature_names, next) {
+                let column = match self.known_key(next) {
                     Some(column) => column,
-                    None => b.column_at(self.string()?, next).ok()?,
+                    None => {
+                        let name = self.string()?;
+                        // `keys` had no match at `next` or after it: look the name up.
+                        let column = b.column(name).ok()?;
+                        if column as usize == self.keys.len() {
+                            if self.keys.is_empty() {
+                                self.keys.reserve(32);
+                            }
+                            self.keys.push(name.as_bytes());
+                        }
+                        column
+                    }
                 };
                 self.expect(b':')?;
                 let value = self.value()?;
@@ -581,16 +596,20 @@ impl<'b> Parser<'b> {
         Some(())
     }
 
-    /// Consumes the key `"names[guess]"` or `"names[guess + 1]"` if it comes next (see
+    /// Consumes the key `"keys[guess]"` or `"keys[guess + 1]"` if it comes next (see
     /// [`Parser::quoted`]). Every known name came through [`Parser::string`], so it has no quote,
-    /// backslash or control character: equal bytes are the same key.
+    /// backslash or control character: equal bytes are the same key. `keys[j]` is only ever the
+    /// name column `j` was made for, so a name missing here (a column made another way) is only
+    /// a miss: the caller looks it up by name.
     #[inline]
-    fn known_key(&mut self, names: &[String], guess: usize) -> Maybe<u32> {
-        if self.quoted(names.get(guess)?.as_bytes()) {
+    fn known_key(&mut self, guess: usize) -> Maybe<u32> {
+        let key = *self.keys.get(guess)?;
+        if self.quoted(key) {
             return Some(guess as u32);
         }
         let skipped = guess + 1;
-        self.quoted(names.get(skipped)?.as_bytes()).then_some(skipped as u32)
+        let key = *self.keys.get(skipped)?;
+        self.quoted(key).then_some(skipped as u32)
     }
 
     /// The columnar shape: an object of `{ids, feature_names, features, tags}` columns.
@@ -852,7 +871,7 @@ mod tests {
     /// What [`Parser::number`] makes of `body`, and where it stopped.
     fn parse(body: &[u8]) -> Option<(Number, usize)> {
         let text = std::str::from_utf8(body).ok()?;
-        let mut parser = Parser { text, body, at: 0 };
+        let mut parser = Parser { text, body, at: 0, keys: Vec::new() };
         parser.number().map(|number| (number, parser.at))
     }
 

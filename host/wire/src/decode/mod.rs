@@ -334,7 +334,7 @@ mod tests {
 
     fn row_tags<'r>(request: &'r types::Request, column: &types::TagColumn, row: usize) -> Vec<&'r str> {
         let indices = &column.indices[column.offsets[row] as usize..column.offsets[row + 1] as usize];
-        indices.iter().map(|&i| request.tag_vocabulary[i as usize].as_str()).collect()
+        indices.iter().map(|&i| request.tag_vocabulary.get(i as usize)).collect()
     }
 
     fn feature(request: &types::Request, row: usize, name: &str) -> f32 {
@@ -947,8 +947,8 @@ mod tests {
         );
         let request = ok(&body);
         assert_eq!(request.candidates.ids.data.len(), long.len());
-        assert_eq!(request.candidates.feature_names, std::slice::from_ref(&long));
-        assert_eq!(request.tag_vocabulary, std::slice::from_ref(&long));
+        assert_eq!(request.candidates.feature_names, [&long]);
+        assert_eq!(request.tag_vocabulary, [&long]);
         assert_eq!(request.user_features.names, [long]);
     }
 

@@ -109,11 +109,12 @@ fn read(b: &mut Builder<'_>, message: pb::RankRequest) -> Result<(), Rejection> 
                 let message = format!("too many cart items: at most {max} allowed");
                 return Err((true, format!("context.cart.item_ids[{max}]"), message));
             }
-            let mut read = types::Cart { item_ids: Vec::with_capacity(ids.len()), tags: empty_tags() };
+            let mut read = types::Cart { item_ids: types::StringColumn::empty(), tags: empty_tags() };
+            read.item_ids.reserve(ids.len(), ids.iter().map(|id| id.len()).sum());
             let rows = tag_rows(cart.tags.as_ref(), ids.len(), "context.cart.tags")?;
             for (row, id) in ids.iter().enumerate() {
                 tags(b, &mut read.tags, rows.get(row), &vocabulary, "context.cart.tags")?;
-                read.item_ids.push((*id).to_owned());
+                read.item_ids.push(id);
                 close_row(&mut read.tags, row + 1);
             }
             b.cart = Some(read);
@@ -291,13 +292,8 @@ impl Decoded {
     }
 }
 
-fn pack(strings: &[String]) -> pb::StringColumn {
-    let mut column = pb::StringColumn { data: String::new(), offsets: vec![0] };
-    for s in strings {
-        column.data.push_str(s);
-        column.offsets.push(column.data.len() as u32);
-    }
-    column
+fn pack(column: &types::StringColumn) -> pb::StringColumn {
+    pb::StringColumn { data: column.data.clone(), offsets: column.offsets.clone() }
 }
 
 fn tag_column(column: &types::TagColumn) -> pb::TagColumn {
@@ -381,7 +377,7 @@ mod tests {
         let mut message = message();
         // The same tags, the vocabulary reversed and the indices remapped.
         let vocabulary = json().request.tag_vocabulary;
-        let reversed: Vec<String> = vocabulary.iter().rev().cloned().collect();
+        let reversed: types::StringColumn = vocabulary.iter().rev().collect();
         let remap = |column: &mut pb::TagColumn| {
             for index in &mut column.indices {
                 *index = (vocabulary.len() - 1) as u32 - *index;
@@ -465,20 +461,20 @@ mod tests {
         m.candidates.as_mut().unwrap().tags.as_mut().unwrap().offsets.pop();
         rejects(&m, DecodeErrorKind::Invalid, "candidates.tags.offsets", "has 3 offsets but 3 rows need 4");
         let mut m = message();
-        m.tag_vocabulary = Some(pack(&["a".into(), "b".into(), "a".into()]));
+        m.tag_vocabulary = Some(pack(&["a", "b", "a"].into_iter().collect()));
         rejects(&m, DecodeErrorKind::Invalid, "tag_vocabulary[2]", "`a` appears twice");
     }
 
     #[test]
     fn the_json_rules_hold_for_protobuf_naming_the_field() {
         let mut m = message();
-        m.candidates.as_mut().unwrap().ids = Some(pack(&["a".into(), "b".into(), "a".into()]));
+        m.candidates.as_mut().unwrap().ids = Some(pack(&["a", "b", "a"].into_iter().collect()));
         rejects(&m, DecodeErrorKind::Invalid, "candidates.ids[2]", "`a` is also the id of candidate 0");
         let mut m = message();
-        m.candidates.as_mut().unwrap().feature_names = Some(pack(&["x".into(), "y".into(), "x".into()]));
+        m.candidates.as_mut().unwrap().feature_names = Some(pack(&["x", "y", "x"].into_iter().collect()));
         rejects(&m, DecodeErrorKind::Invalid, "candidates.feature_names[2]", "`x` appears twice");
         let mut m = message();
-        m.user.as_mut().unwrap().feature_names = Some(pack(&["a".into(), "a".into()]));
+        m.user.as_mut().unwrap().feature_names = Some(pack(&["a", "a"].into_iter().collect()));
         m.user.as_mut().unwrap().feature_values = vec![1.0, 2.0];
         rejects(&m, DecodeErrorKind::Invalid, "user.feature_names[1]", "duplicate feature `a`");
         let mut m = message();
@@ -511,8 +507,8 @@ mod tests {
         let mut m = message();
         m.context = None;
         m.candidates = Some(pb::Candidates {
-            ids: Some(pack(&["a".into()])),
-            feature_names: Some(pack(&["x".into(), "y".into(), "z".into()])),
+            ids: Some(pack(&["a"].into_iter().collect())),
+            feature_names: Some(pack(&["x", "y", "z"].into_iter().collect())),
             features: vec![1.0, 2.0, 3.0],
             tags: None,
         });

@@ -199,7 +199,7 @@ impl<'de> Visitor<'de> for ContextSeed<'_, '_> {
                     b.context.time = map.next_value_seed(check(parse))?;
                 }
                 ContextField::Cart => {
-                    let mut cart = types::Cart { item_ids: Vec::new(), tags: empty_tags() };
+                    let mut cart = types::Cart { item_ids: types::StringColumn::empty(), tags: empty_tags() };
                     map.next_value_seed(CartSeed { builder: b, cart: &mut cart })?;
                     b.cart = Some(cart);
                 }
@@ -282,7 +282,7 @@ impl<'de> Visitor<'de> for CartItemSeed<'_, '_, '_> {
             }
         }
         let id = id.ok_or_else(|| de::Error::missing_field("id"))?;
-        self.cart.item_ids.push(id);
+        self.cart.item_ids.push(&id);
         close_row(&mut self.cart.tags, self.cart.item_ids.len());
         Ok(())
     }
