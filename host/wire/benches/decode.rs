@@ -6,7 +6,8 @@
 //!
 //! Beside each decode, the floor it is measured against: serde_json skimming the same bytes into
 //! `IgnoredAny` (it checks the syntax and reads no value), and the full serde decoder that the
-//! fast path falls back to. Compare the three within one run.
+//! fast path falls back to. Compare the three within one run. Last, the decoder and the skim
+//! timed in alternation ([`interleaved`]), whose ratio drift on a shared machine cannot skew.
 //!
 //! The bodies are built here by a small deterministic generator (not `relish-tests`, which depends
 //! on this crate): a discovery request with 20 features per venue, a few of them missing, one to
@@ -16,7 +17,7 @@
 use std::fmt::Write as _;
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use relish_wire::{self as wire, ArmRef, DecodeOptions, Items, PolicyRef, Response};
 
 // The allocator of the `relish` binary, which the decoder runs under in the server: glibc's
@@ -238,5 +239,50 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
+/// The decoder against the skim, interleaved: on a shared machine the load drifts over the
+/// seconds between two criterion cases, so a ratio of two cases measured apart can be off by a
+/// third either way. Here each round times a batch of decodes and a batch of skims of the same
+/// body back to back (which goes first alternates), and the ratio of each round's pair is kept:
+/// drift slower than a round cancels out. Prints the median and quartiles of the rounds' ratios.
+fn interleaved() {
+    let options = DecodeOptions { now_unix_ms: 1_795_867_200_000, ..DecodeOptions::default() };
+    println!("\ndecoder / skim, interleaved (101 rounds of about 2 ms each way): median [quartiles]");
+    for n in [50, 500] {
+        for (shape, body) in [("rows", rows(n)), ("columns", columns(n))] {
+            let body = body.as_bytes();
+            let decode = || drop(black_box(wire::decode(black_box(body), &options).expect("decodes")));
+            let skim = || drop(black_box(serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body))));
+            let batch = |f: &dyn Fn(), k: usize| {
+                let started = std::time::Instant::now();
+                for _ in 0..k {
+                    f();
+                }
+                started.elapsed().as_secs_f64()
+            };
+            // Batches of about 2 ms of skimming, after a warm-up.
+            let k = ((2e-3 / (batch(&skim, 50) / 50.0)) as usize).max(1);
+            batch(&decode, k);
+            let mut ratios: Vec<f64> = (0..101)
+                .map(|round| {
+                    if round % 2 == 0 {
+                        let d = batch(&decode, k);
+                        d / batch(&skim, k)
+                    } else {
+                        let s = batch(&skim, k);
+                        batch(&decode, k) / s
+                    }
+                })
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            println!("{shape}/{n}: {:.3} [{:.3} {:.3}]", ratios[50], ratios[25], ratios[75]);
+        }
+    }
+}
+
 criterion_group!(benches, decode, encode);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    interleaved();
+}
