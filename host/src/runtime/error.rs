@@ -177,6 +177,11 @@ impl CallError {
         !matches!(self, CallError::Capacity(_) | CallError::Preempted { .. })
     }
 
+    /// Whether the call was stopped by its deadline, on the CPU clock or the wall clock.
+    pub fn is_deadline(&self) -> bool {
+        matches!(self, CallError::Timeout(_) | CallError::Preempted { .. })
+    }
+
     /// The short reason code responses, logs and metrics use.
     pub fn reason(&self) -> &'static str {
         match self {

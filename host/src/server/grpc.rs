@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 use tracing::Instrument;
 
 use super::State;
-use super::http::{Body, Form, HttpResponse, Refusal, answer, caller_request_id, serving, slot};
+use super::http::{Body, Caller, Form, HttpResponse, Refusal, answer, caller_request_id, serving, slot};
 use crate::serving::enrich::FeatureReport;
 use crate::wire;
 
@@ -167,6 +167,15 @@ impl tonic::server::UnaryService<Bytes> for Rank {
                     return Err(status(&state, &refusal));
                 }
             };
+            // The caller's deadline counts from when the call arrived, as the caller's does
+            // from when it sent it.
+            let until = match grpc_timeout(&headers) {
+                Ok(timeout) => timeout.map(|timeout| received + timeout),
+                Err(message) => {
+                    let refusal = Refusal::new(StatusCode::BAD_REQUEST, "malformed_request", message);
+                    return Err(status(&state, &refusal));
+                }
+            };
             let caller_id = caller_request_id(&headers);
             let span = tracing::info_span!("rank", surface = %surface, request_id = tracing::field::Empty);
             if let Some(id) = &caller_id {
@@ -177,7 +186,8 @@ impl tonic::server::UnaryService<Bytes> for Rank {
                 let id = caller_id.as_deref();
                 let binding = serving(&state, &surface)?;
                 let _inflight = slot(&state)?;
-                let answered = answer(&state, &binding, &body, Form::Protobuf, &surface, id, trace.as_ref()).await?;
+                let caller = Caller { id, trace: trace.as_ref(), until };
+                let answered = answer(&state, &binding, &body, Form::Protobuf, &surface, caller).await?;
                 let encode_started = Instant::now();
                 let features = answered.decision.features.as_ref().map(FeatureReport::to_protobuf);
                 let response = answered.decision.response(received.elapsed().as_micros() as u64);
@@ -206,6 +216,33 @@ impl tonic::server::UnaryService<Bytes> for Rank {
             }
         })
     }
+}
+
+/// The call's `grpc-timeout`, if it has one: at most eight digits and a unit, `H`, `M`, `S`,
+/// `m` (milliseconds), `u` (microseconds) or `n` (nanoseconds), as the gRPC protocol over HTTP/2
+/// spells it. Anything else is refused, naming the header.
+fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, String> {
+    let Some(value) = headers.get("grpc-timeout") else { return Ok(None) };
+    let bad = || {
+        format!(
+            "`grpc-timeout: {}` is not a timeout: at most 8 digits and a unit (H, M, S, m, u or n), as in `250m`",
+            String::from_utf8_lossy(value.as_bytes())
+        )
+    };
+    let (digits, unit) = value.as_bytes().split_at_checked(value.len().saturating_sub(1)).ok_or_else(bad)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let amount: u64 = std::str::from_utf8(digits).map_err(|_| bad())?.parse().map_err(|_| bad())?;
+    Ok(Some(match unit {
+        b"H" => Duration::from_secs(amount * 3600),
+        b"M" => Duration::from_secs(amount * 60),
+        b"S" => Duration::from_secs(amount),
+        b"m" => Duration::from_millis(amount),
+        b"u" => Duration::from_micros(amount),
+        b"n" => Duration::from_nanos(amount),
+        _ => return Err(bad()),
+    }))
 }
 
 /// A gRPC message as its bytes, unencoded and undecoded: the server's codec (decoding is
@@ -246,5 +283,39 @@ impl Decoder for BytesCodec {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         let length = src.remaining();
         Ok(Some(src.copy_to_bytes(length)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hyper::header::{HeaderMap, HeaderValue};
+
+    use super::grpc_timeout;
+
+    fn timeout(value: &str) -> Result<Option<Duration>, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-timeout", HeaderValue::from_str(value).unwrap());
+        grpc_timeout(&headers)
+    }
+
+    #[test]
+    fn a_grpc_timeout_is_read_in_each_unit() {
+        assert_eq!(grpc_timeout(&HeaderMap::new()), Ok(None));
+        assert_eq!(timeout("2H"), Ok(Some(Duration::from_secs(7200))));
+        assert_eq!(timeout("3M"), Ok(Some(Duration::from_secs(180))));
+        assert_eq!(timeout("1S"), Ok(Some(Duration::from_secs(1))));
+        assert_eq!(timeout("250m"), Ok(Some(Duration::from_millis(250))));
+        assert_eq!(timeout("99999999u"), Ok(Some(Duration::from_micros(99_999_999))));
+        assert_eq!(timeout("0n"), Ok(Some(Duration::ZERO)));
+    }
+
+    #[test]
+    fn a_malformed_grpc_timeout_is_refused_naming_it() {
+        for bad in ["", "m", "5", "5x", "-5m", "123456789m", "1.5S", "5 m"] {
+            let error = timeout(bad).expect_err(bad);
+            assert!(error.contains(&format!("`grpc-timeout: {bad}`")), "{error}");
+        }
     }
 }

@@ -391,7 +391,7 @@ async fn rank_in_span(
         }
     };
 
-    let answered = match answer(state, &binding, &body, form, surface, id, trace).await {
+    let answered = match answer(state, &binding, &body, form, surface, Caller { id, trace, until: None }).await {
         Ok(answered) => answered,
         Err(refusal) => return refusal.answer(state, id),
     };
@@ -424,6 +424,17 @@ pub(super) struct Answered {
     wakes: Option<shadow::Wakes>,
 }
 
+/// What a rank request says of its caller, beside its body.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Caller<'a> {
+    /// The caller's `x-request-id`, if valid.
+    pub(super) id: Option<&'a str>,
+    /// The request's trace, when it is traced.
+    pub(super) trace: Option<&'a RequestTrace>,
+    /// When the caller gives up (a gRPC call's `grpc-timeout`): no policy runs past it.
+    pub(super) until: Option<Instant>,
+}
+
 /// Decodes `body` (as `form`), looks its features up, decides it on `binding` and hands it to the
 /// decision log: everything a rank request does between reading its body and encoding its answer,
 /// in either protocol.
@@ -433,9 +444,9 @@ pub(super) async fn answer(
     body: &[u8],
     form: Form,
     surface: &str,
-    id: Option<&str>,
-    trace: Option<&RequestTrace>,
+    caller: Caller<'_>,
 ) -> Result<Answered, Refusal> {
+    let Caller { id, trace, until } = caller;
     let parse_started = Instant::now();
     let now_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let options = DecodeOptions {
@@ -514,8 +525,10 @@ pub(super) async fn answer(
         let (worker, metrics, key) = (binding.clone(), state.metrics.clone(), key.clone());
         let request = decoded.request;
         let span = tracing::Span::current();
-        match tokio::task::spawn_blocking(move || span.in_scope(|| worker.decide(request, key.as_deref(), &metrics)))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            span.in_scope(|| worker.decide_until(request, key.as_deref(), &metrics, until))
+        })
+        .await
         {
             Ok(decision) => decision,
             Err(failed) => {
@@ -525,7 +538,7 @@ pub(super) async fn answer(
         }
     } else {
         let (decision, owed) =
-            shadow::deferring_wakes(|| binding.decide(decoded.request, key.as_deref(), &state.metrics));
+            shadow::deferring_wakes(|| binding.decide_until(decoded.request, key.as_deref(), &state.metrics, until));
         wakes = Some(owed);
         decision
     };

@@ -30,6 +30,9 @@ use self::health::Health;
 use self::shadow::ShadowStats;
 use crate::control::plan::{self, Revision};
 use crate::fallback::{self, INPUT_ORDER};
+
+/// The reason of a call stopped at the caller's deadline (`grpc-timeout`) rather than its own.
+pub const CALLER_DEADLINE: &str = "caller-deadline";
 use crate::metrics::{BindingMetrics, Metrics};
 use crate::runtime::{Budget, CallError, Contract, Digest, FeatureSpec, PolicyPre, Ranker, Ranking, types};
 use crate::wire;
@@ -288,11 +291,21 @@ impl Binding {
     /// Answers a request: the arm its key is assigned to, else the fallback policy, else the
     /// input order; then starts the shadows it is sampled for. Never fails; every fallback is
     /// counted and logged.
-    pub fn decide(
+    pub fn decide(self: &Arc<Self>, request: types::Request, key: Option<&str>, metrics: &Arc<Metrics>) -> Decision {
+        self.decide_until(request, key, metrics, None)
+    }
+
+    /// [`Binding::decide`] for a caller that gives up at `until` (a gRPC call's `grpc-timeout`):
+    /// each policy call gets the surface's deadline or what is left before `until`, whichever
+    /// is shorter. A call stopped at the caller's deadline answers with the fallback (reason
+    /// `caller-deadline`) and does not count toward automatic rollback: the policy may have been
+    /// well within its own deadline. When nothing is left, no policy is called: input order.
+    pub fn decide_until(
         self: &Arc<Self>,
         mut request: types::Request,
         key: Option<&str>,
         metrics: &Arc<Metrics>,
+        until: Option<Instant>,
     ) -> Decision {
         let started = Instant::now();
         let assignment = self.assign(key, request.seed);
@@ -301,7 +314,7 @@ impl Binding {
             request.params.clone_from(&arm.params);
         }
         let result = match arm {
-            Some(arm) => self.call(arm, &request, metrics),
+            Some(arm) => self.call(arm, &request, metrics, until),
             None => Err(("no-policy", format!("no plan serves surface `{}`", self.surface))),
         };
         let (ranking, failure) = match result {
@@ -314,7 +327,7 @@ impl Binding {
             }
             Err((reason, detail)) => {
                 let (ranking, failure) =
-                    self.fall_back(&mut request, reason, detail, arm.map(|a| a.bound.digest), metrics);
+                    self.fall_back(&mut request, reason, detail, arm.map(|a| a.bound.digest), metrics, until);
                 let (name, policy, version) = arm.map_or(("none", "none", "none"), |a| {
                     (a.name.as_str(), a.bound.name.as_str(), a.bound.version.as_str())
                 });
@@ -369,6 +382,7 @@ impl Binding {
         arm: &ArmBinding,
         request: &types::Request,
         metrics: &Metrics,
+        until: Option<Instant>,
     ) -> Result<Ranking, (&'static str, String)> {
         let _permit = match &self.limiter {
             Some(limiter) => Some(limiter.try_acquire().ok_or_else(|| {
@@ -376,18 +390,57 @@ impl Binding {
             })?),
             None => None,
         };
-        let result = arm.bound.ranker.rank(request, &self.budget);
+        let cut = self.cut(until)?;
+        let result = arm.bound.ranker.rank(request, cut.as_ref().unwrap_or(&self.budget));
+        let by_caller = result.as_ref().is_err_and(|error| self.by_caller(cut.as_ref(), error));
         if let Some(health) = &arm.health {
             // A full instance pool or a preempted thread is the host's problem, not the
-            // revision's: it does not count.
-            if result.as_ref().err().is_none_or(CallError::is_policy_fault) {
+            // revision's, and a call stopped at the caller's deadline was maybe well within its
+            // own: neither counts.
+            if !by_caller && result.as_ref().err().is_none_or(CallError::is_policy_fault) {
                 health.record(result.is_ok());
             }
         }
         result.map_err(|error: CallError| {
-            metrics.policy_error(&arm.bound.name, &arm.bound.version, error.reason());
-            (error.reason(), error.to_string())
+            let reason = if by_caller { CALLER_DEADLINE } else { error.reason() };
+            metrics.policy_error(&arm.bound.name, &arm.bound.version, reason);
+            match &cut {
+                Some(cut) if by_caller => (reason, self.cut_detail(cut, &error)),
+                _ => (reason, error.to_string()),
+            }
         })
+    }
+
+    /// The budget of a call for a caller that gives up at `until`, if that is before the
+    /// surface's deadline would be: the deadline cut to what is left, with no preemption grace
+    /// (past it, an answer is of no use to the caller). An error when nothing is left.
+    fn cut(&self, until: Option<Instant>) -> Result<Option<Budget>, (&'static str, String)> {
+        let Some(until) = until else { return Ok(None) };
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((CALLER_DEADLINE, "the caller's deadline (grpc-timeout) passed before the call".to_owned()));
+        }
+        let longest = self.budget.deadline + self.budget.preemption_grace.unwrap_or(self.budget.deadline);
+        Ok((left < longest).then(|| Budget {
+            deadline: left.min(self.budget.deadline),
+            preemption_grace: Some(left.saturating_sub(self.budget.deadline)),
+            ..self.budget.clone()
+        }))
+    }
+
+    /// Whether a call of budget `cut` (from [`Binding::cut`]) that failed with `error` was
+    /// stopped by the caller's deadline: when it cut the surface's own. A call that ran past
+    /// the surface's deadline on its CPU clock is the policy's fault whatever the caller gave.
+    fn by_caller(&self, cut: Option<&Budget>, error: &CallError) -> bool {
+        cut.is_some_and(|cut| cut.deadline < self.budget.deadline) && error.is_deadline()
+    }
+
+    fn cut_detail(&self, cut: &Budget, error: &CallError) -> String {
+        format!(
+            "stopped at the caller's deadline (grpc-timeout), {:?} into the call, before the surface's own              deadline of {:?}: {error}",
+            cut.deadline + cut.preemption_grace.unwrap_or_default(),
+            self.budget.deadline
+        )
     }
 
     /// The fallback chain after the arm failed: the fallback policy, else the input order.
@@ -398,28 +451,43 @@ impl Binding {
         detail: String,
         failed: Option<Digest>,
         metrics: &Metrics,
+        until: Option<Instant>,
     ) -> (Ranking, Failure) {
         // The fallback runs with its own defaults, not the arm's parameters.
         request.params = types::Params::empty();
         let mut fallback_failure = None;
         // A version is no fallback for itself: it would fail the same way again.
         let fallback = self.fallback.as_ref().filter(|f| Some(f.digest) != failed);
-        let (ranking, answered_by) = match fallback {
-            Some(fallback) => match fallback.ranker.rank(request, &self.budget) {
-                Ok(ranking) => (ranking, fallback.name.clone()),
-                Err(error) => {
-                    metrics.policy_error(&fallback.name, &fallback.version, error.reason());
+        let ranked = fallback.map(|fallback| {
+            let cut = self.cut(until)?;
+            let result = fallback.ranker.rank(request, cut.as_ref().unwrap_or(&self.budget));
+            result.map_err(|error| {
+                let by_caller = self.by_caller(cut.as_ref(), &error);
+                let reason = if by_caller { CALLER_DEADLINE } else { error.reason() };
+                metrics.policy_error(&fallback.name, &fallback.version, reason);
+                match &cut {
+                    Some(cut) if by_caller => (reason, self.cut_detail(cut, &error)),
+                    _ => (reason, error.to_string()),
+                }
+            })
+        });
+        let (ranking, answered_by) = match (fallback, ranked) {
+            (Some(fallback), Some(Ok(ranking))) => (ranking, fallback.name.clone()),
+            (Some(fallback), Some(Err((reason, detail)))) => {
+                if reason == CALLER_DEADLINE {
+                    tracing::warn!(surface = %self.surface, fallback = %fallback.name, reason, "{detail}; answering in input order");
+                } else {
                     tracing::error!(
                         surface = %self.surface,
                         fallback = %fallback.name,
-                        reason = error.reason(),
-                        "the fallback policy failed too: {error}; answering in input order"
+                        reason,
+                        "the fallback policy failed too: {detail}; answering in input order"
                     );
-                    fallback_failure = Some((error.reason(), error.to_string()));
-                    (fallback::input_order(request), INPUT_ORDER.to_owned())
                 }
-            },
-            None => (fallback::input_order(request), INPUT_ORDER.to_owned()),
+                fallback_failure = Some((reason, detail));
+                (fallback::input_order(request), INPUT_ORDER.to_owned())
+            }
+            _ => (fallback::input_order(request), INPUT_ORDER.to_owned()),
         };
         (ranking, Failure { reason, answered_by, detail, fallback_failure })
     }

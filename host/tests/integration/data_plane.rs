@@ -443,12 +443,21 @@ async fn grpc_call(
     path: &'static str,
     message: Vec<u8>,
 ) -> Result<tonic::Response<Bytes>, tonic::Status> {
+    grpc_call_with(server, path, tonic::Request::new(Bytes::from(message))).await
+}
+
+/// A gRPC call of `request` (its metadata as given: the generic client enforces no timeout).
+async fn grpc_call_with(
+    server: &util::TestServer,
+    path: &'static str,
+    request: tonic::Request<Bytes>,
+) -> Result<tonic::Response<Bytes>, tonic::Status> {
     let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http::<tonic::body::Body>();
     let mut grpc = tonic::client::Grpc::with_origin(client, server.base.parse().unwrap());
     grpc.ready().await.expect("the client is ready");
     let path = hyper::http::uri::PathAndQuery::from_static(path);
     let codec = relish_host::server::grpc::BytesCodec;
-    let call = grpc.unary(tonic::Request::new(Bytes::from(message)), path, codec);
+    let call = grpc.unary(request, path, codec);
     tokio::time::timeout(std::time::Duration::from_secs(60), call).await.expect("the server answers within a minute")
 }
 
@@ -524,6 +533,43 @@ async fn a_grpc_call_decided_past_the_read_timeout_is_answered() {
     assert!(matches!(fallback.reason.as_str(), "timeout" | "preempted"), "{fallback:?}");
     assert_eq!(fallback.answered_by, "popularity");
     assert_eq!(answer.items.len(), 2);
+    server.stop().await;
+}
+
+/// A gRPC call's `grpc-timeout` bounds its policies: a policy still running when the caller
+/// gives up is stopped there, long before the surface's own deadline, and the call is answered
+/// with the fallback order, reason `caller-deadline`, counted apart from the policy's own
+/// timeouts. A malformed `grpc-timeout` is refused, naming the header.
+#[tokio::test]
+async fn a_grpc_call_is_answered_within_its_grpc_timeout() {
+    use prost::Message as _;
+    let toml = "[surfaces.stuck]\npolicy = \"infinite-loop\"\nfallback = \"popularity\"\ndeadline_ms = 5000\n";
+    let server = util::start(&["popularity"], &["infinite-loop"], toml).await;
+    let mut message =
+        relish_wire::decode(TWO.as_bytes(), &relish_wire::DecodeOptions::default()).unwrap().to_protobuf();
+    message.surface = Some("stuck".to_owned());
+    let with_timeout = |timeout: &str| {
+        let mut request = tonic::Request::new(Bytes::from(message.encode_to_vec()));
+        request.metadata_mut().insert("grpc-timeout", timeout.parse().unwrap());
+        request
+    };
+
+    let called = grpc_call_with(&server, "/relish.v1.Ranker/Rank", with_timeout("300m")).await.expect("answered");
+    let answer = relish_wire::protobuf::RankResponse::decode(called.get_ref().clone()).unwrap();
+    let fallback = answer.fallback.expect("the fallback answered");
+    assert_eq!(fallback.reason, "caller-deadline", "{fallback:?}");
+    // Nothing is left of the caller's time for the fallback policy: the input order answers.
+    assert_eq!(fallback.answered_by, "input-order", "{fallback:?}");
+    assert_eq!(answer.items.len(), 2);
+    let scrape = get(&server, "/metrics").await.text();
+    let errors =
+        |reason| metric(&scrape, "relish_policy_errors_total", &[("policy", "infinite-loop"), ("reason", reason)]);
+    assert_eq!(errors("caller-deadline"), 1.0, "{scrape}");
+    assert_eq!(errors("timeout"), 0.0, "not the policy's own timeout");
+
+    let refused = grpc_call_with(&server, "/relish.v1.Ranker/Rank", with_timeout("5x")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("`grpc-timeout: 5x` is not a timeout"), "{refused:?}");
     server.stop().await;
 }
 
