@@ -30,12 +30,12 @@ use self::health::Health;
 use self::shadow::ShadowStats;
 use crate::control::plan::{self, Revision};
 use crate::fallback::{self, INPUT_ORDER};
-
-/// The reason of a call stopped at the caller's deadline (`grpc-timeout`) rather than its own.
-pub const CALLER_DEADLINE: &str = "caller-deadline";
 use crate::metrics::{BindingMetrics, Metrics};
 use crate::runtime::{Budget, CallError, Contract, Digest, FeatureSpec, PolicyPre, Ranker, Ranking, types};
 use crate::wire;
+
+/// The reason of a call stopped at the caller's deadline (`grpc-timeout`) rather than its own.
+pub const CALLER_DEADLINE: &str = "caller-deadline";
 
 /// A loaded policy version, with the names responses and metrics use.
 #[derive(Clone)]
@@ -412,8 +412,9 @@ impl Binding {
     }
 
     /// The budget of a call for a caller that gives up at `until`, if that is before the
-    /// surface's deadline would be: the deadline cut to what is left, with no preemption grace
-    /// (past it, an answer is of no use to the caller). An error when nothing is left.
+    /// surface's deadline and grace would end: the CPU deadline at most what is left, and the
+    /// wall-clock limit at `until` (past it, an answer is of no use to the caller). An error when
+    /// nothing is left.
     fn cut(&self, until: Option<Instant>) -> Result<Option<Budget>, (&'static str, String)> {
         let Some(until) = until else { return Ok(None) };
         let left = until.saturating_duration_since(Instant::now());
@@ -437,7 +438,8 @@ impl Binding {
 
     fn cut_detail(&self, cut: &Budget, error: &CallError) -> String {
         format!(
-            "stopped at the caller's deadline (grpc-timeout), {:?} into the call, before the surface's own              deadline of {:?}: {error}",
+            "stopped at the caller's deadline (grpc-timeout), {:?} into the call, before the surface's own \
+             deadline of {:?}: {error}",
             cut.deadline + cut.preemption_grace.unwrap_or_default(),
             self.budget.deadline
         )
