@@ -137,6 +137,22 @@ fn main() -> anyhow::Result<()> {
             );
             runs.insert(mode, run);
         }
+        // The wasm server with the JSON body, open loop.
+        let open_loop_case = |mode: &str, load: Load<'_>| {
+            let sent = Sent { bytes: body.as_bytes(), media: "application/json" };
+            let natives = HashMap::new();
+            runtime.block_on(measure(
+                dir.path(),
+                &bundled,
+                wasm_runtime.clone(),
+                natives,
+                sent,
+                &body_path,
+                seconds,
+                mode,
+                load,
+            ))
+        };
         // A third of one core's sequential rate: the shadow's calls fit beside the answers.
         let wasm_us = runs["wasm"].parse_us + runs["wasm"].policy_us + runs["wasm"].encode_us;
         let rate = (1e6 / wasm_us / 3.0).round();
@@ -154,17 +170,8 @@ fn main() -> anyhow::Result<()> {
                 // apart from the CPU its call takes beside the answers.
                 (4, "wasm + 100 % shadow of popularity, open loop", Some("popularity"), false, false),
             ] {
-                let run = runtime.block_on(measure(
-                    dir.path(),
-                    &bundled,
-                    wasm_runtime.clone(),
-                    HashMap::new(),
-                    Sent { bytes: body.as_bytes(), media: "application/json" },
-                    &body_path,
-                    seconds,
-                    mode,
-                    Load { client: Client::OpenLoop { rate }, shadow, log, traces: traces.then_some(sink.as_str()) },
-                ))?;
+                let traces = traces.then_some(sink.as_str());
+                let run = open_loop_case(mode, Load { client: Client::OpenLoop { rate }, shadow, log, traces })?;
                 println!(
                     "| {candidates} | {mode}, {rate} req/s, round {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
                     round + 1,
@@ -215,18 +222,8 @@ fn main() -> anyhow::Result<()> {
             "| {candidates} | floor server, open loop at {floor_rate} req/s (70 % of its wrk rate) | {:.0} | {:.2} | {:.2} | | | |",
             floor_at_70.0, floor_at_70.1, floor_at_70.2
         );
-        let wasm_at_70 = runtime
-            .block_on(measure(
-                dir.path(),
-                &bundled,
-                wasm_runtime.clone(),
-                HashMap::new(),
-                Sent { bytes: body.as_bytes(), media: "application/json" },
-                &body_path,
-                seconds,
-                "wasm, open loop at 70 % of the floor",
-                Load { client: Client::OpenLoop { rate: floor_rate }, shadow: None, log: false, traces: None },
-            ))
+        let at_70 = Load { client: Client::OpenLoop { rate: floor_rate }, shadow: None, log: false, traces: None };
+        let wasm_at_70 = open_loop_case("wasm, open loop at 70 % of the floor", at_70)
             .inspect_err(|error| {
                 println!("| {candidates} | wasm, open loop at {floor_rate} req/s: {error} | | | | | | |")
             })
