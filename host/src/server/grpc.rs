@@ -170,7 +170,8 @@ impl tonic::server::UnaryService<Bytes> for Rank {
             // The caller's deadline counts from when the call arrived, as the caller's does
             // from when it sent it.
             let until = match grpc_timeout(&headers) {
-                Ok(timeout) => timeout.map(|timeout| received + timeout),
+                // A timeout past what an `Instant` holds (eight digits of hours) is no deadline.
+                Ok(timeout) => timeout.and_then(|timeout| received.checked_add(timeout)),
                 Err(message) => {
                     let refusal = Refusal::new(StatusCode::BAD_REQUEST, "malformed_request", message);
                     return Err(status(&state, &refusal));
@@ -308,6 +309,7 @@ mod tests {
         assert_eq!(timeout("1S"), Ok(Some(Duration::from_secs(1))));
         assert_eq!(timeout("250m"), Ok(Some(Duration::from_millis(250))));
         assert_eq!(timeout("99999999u"), Ok(Some(Duration::from_micros(99_999_999))));
+        assert_eq!(timeout("99999999H"), Ok(Some(Duration::from_secs(99_999_999 * 3600))));
         assert_eq!(timeout("0n"), Ok(Some(Duration::ZERO)));
     }
 
