@@ -11,6 +11,10 @@
 //! and in native mode (the same hyper server and JSON decoder; only the ranking differs), runs
 //! `wrk` against `POST /v1/rank/discovery`, and prints requests/s, p50 and p99 and the wasm/native
 //! ratio, then where a request's time goes (the `server-timing` parse / policy / encode split).
+//! The surface has the product's default deadline, as `relish serve` with the bundled policies
+//! does, so its decisions run inline on the runtime's workers; one case gives it a 200 ms
+//! deadline instead (a slow surface, whose decisions run on the blocking pool: what that hand-off
+//! costs). Each case counts the answers a fallback gave while the load ran.
 //! Protobuf is measured three ways: under `wrk` (HTTP/1.1), and from one in-process client
 //! thread over one HTTP/2 connection ([`h2_loop`]) both as `POST`s with a protobuf answer and as
 //! gRPC calls: the last two tell what gRPC's framing costs the server.
@@ -51,6 +55,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Run {
     logged: f64,
+    /// Answers given by a fallback while the load ran (`relish_fallbacks_total`).
+    fallbacks: f64,
     dropped: f64,
     requests_per_second: f64,
     p50_ms: f64,
@@ -70,8 +76,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let wasm_runtime = Runtime::new(RuntimeConfig::default())?;
     let (sink, exports) = runtime.block_on(otlp_sink())?;
-    println!("| candidates | mode | requests/s | p50 ms | p99 ms | parse µs | policy µs | encode µs |");
-    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| candidates | mode | requests/s | p50 ms | p99 ms | parse µs | policy µs | encode µs | fallbacks |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut summary = Vec::new();
     for candidates in sizes {
         let body = synthetic::venues(candidates, 7, false).to_string();
@@ -95,6 +101,7 @@ fn main() -> anyhow::Result<()> {
             "wasm, protobuf",
             "wasm, protobuf over HTTP/2",
             "wasm, gRPC",
+            "wasm, slow surface (off the workers)",
             "wasm + decision log 100 %",
             "wasm + traces 100 %",
         ] {
@@ -129,11 +136,18 @@ fn main() -> anyhow::Result<()> {
                     shadow: None,
                     log: mode.contains("log"),
                     traces: mode.contains("traces").then_some(sink.as_str()),
+                    slow: mode.contains("slow"),
                 },
             ))?;
             println!(
-                "| {candidates} | {mode} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
-                run.requests_per_second, run.p50_ms, run.p99_ms, run.parse_us, run.policy_us, run.encode_us
+                "| {candidates} | {mode} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                run.requests_per_second,
+                run.p50_ms,
+                run.p99_ms,
+                run.parse_us,
+                run.policy_us,
+                run.encode_us,
+                run.fallbacks
             );
             runs.insert(mode, run);
         }
@@ -171,16 +185,18 @@ fn main() -> anyhow::Result<()> {
                 (4, "wasm + 100 % shadow of popularity, open loop", Some("popularity"), false, false),
             ] {
                 let traces = traces.then_some(sink.as_str());
-                let run = open_loop_case(mode, Load { client: Client::OpenLoop { rate }, shadow, log, traces })?;
+                let load = Load { client: Client::OpenLoop { rate }, shadow, log, traces, slow: false };
+                let run = open_loop_case(mode, load)?;
                 println!(
-                    "| {candidates} | {mode}, {rate} req/s, round {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
+                    "| {candidates} | {mode}, {rate} req/s, round {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
                     round + 1,
                     run.requests_per_second,
                     run.p50_ms,
                     run.p99_ms,
                     run.parse_us,
                     run.policy_us,
-                    run.encode_us
+                    run.encode_us,
+                    run.fallbacks
                 );
                 open[index].push(run);
             }
@@ -215,28 +231,30 @@ fn main() -> anyhow::Result<()> {
         })?;
         let (floor_report, floor_rate, floor_at_70) = floor;
         println!(
-            "| {candidates} | floor server (skim, fixed 1 KB answer) | {:.0} | {:.2} | {:.2} | | | |",
+            "| {candidates} | floor server (skim, fixed 1 KB answer) | {:.0} | {:.2} | {:.2} | | | | |",
             floor_report.requests_per_second, floor_report.p50_ms, floor_report.p99_ms
         );
         println!(
-            "| {candidates} | floor server, open loop at {floor_rate} req/s (70 % of its wrk rate) | {:.0} | {:.2} | {:.2} | | | |",
+            "| {candidates} | floor server, open loop at {floor_rate} req/s (70 % of its wrk rate) | {:.0} | {:.2} | {:.2} | | | | |",
             floor_at_70.0, floor_at_70.1, floor_at_70.2
         );
-        let at_70 = Load { client: Client::OpenLoop { rate: floor_rate }, shadow: None, log: false, traces: None };
+        let at_70 =
+            Load { client: Client::OpenLoop { rate: floor_rate }, shadow: None, log: false, traces: None, slow: false };
         let wasm_at_70 = open_loop_case("wasm, open loop at 70 % of the floor", at_70)
             .inspect_err(|error| {
-                println!("| {candidates} | wasm, open loop at {floor_rate} req/s: {error} | | | | | | |")
+                println!("| {candidates} | wasm, open loop at {floor_rate} req/s: {error} | | | | | | | |")
             })
             .ok();
         if let Some(wasm_at_70) = wasm_at_70 {
             println!(
-                "| {candidates} | wasm, open loop at {floor_rate} req/s (70 % of the floor's) | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
+                "| {candidates} | wasm, open loop at {floor_rate} req/s (70 % of the floor's) | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 wasm_at_70.requests_per_second,
                 wasm_at_70.p50_ms,
                 wasm_at_70.p99_ms,
                 wasm_at_70.parse_us,
                 wasm_at_70.policy_us,
-                wasm_at_70.encode_us
+                wasm_at_70.encode_us,
+                wasm_at_70.fallbacks
             );
             summary.push(format!(
             "{candidates} candidates: relish serve (wasm) / floor server requests/s = {:.2} ({:.0} vs {:.0}); at {floor_rate} \
@@ -284,6 +302,17 @@ fn main() -> anyhow::Result<()> {
             cheap_shadow.p99_ms / light.p99_ms,
         ));
         let (wasm, native, logged) = (&runs["wasm"], &runs["native"], &runs["wasm + decision log 100 %"]);
+        let slow = &runs["wasm, slow surface (off the workers)"];
+        summary.push(format!(
+            "{candidates} candidates: a slow surface (200 ms deadline: every decision on the blocking pool) / the default \
+             deadline (decisions inline on the workers) requests/s = {:.2} ({:.0} vs {:.0}); fallbacks under load {:.0} \
+             and {:.0}",
+            slow.requests_per_second / wasm.requests_per_second,
+            slow.requests_per_second,
+            wasm.requests_per_second,
+            slow.fallbacks,
+            wasm.fallbacks,
+        ));
         let protobuf = &runs["wasm, protobuf"];
         summary.push(format!(
             "{candidates} candidates: protobuf ({} KB) / JSON ({} KB) requests/s = {:.2} ({:.0} vs {:.0}); parse {:.0} µs vs {:.0} µs",
@@ -351,6 +380,10 @@ struct Load<'a> {
     log: bool,
     /// The OTLP endpoint every request is traced to, if any.
     traces: Option<&'a str>,
+    /// A slow surface: a 200 ms deadline, so that every decision may hold a thread longer than
+    /// `server.inline_decision_ms` and runs on the blocking pool. Otherwise the surface has the
+    /// product's default deadline, and its decisions run inline on the runtime's workers.
+    slow: bool,
 }
 
 /// What sends a case's requests.
@@ -378,9 +411,9 @@ async fn measure(
     load: Load<'_>,
 ) -> anyhow::Result<Run> {
     let log = if load.log { "log_sample = 1.0\n" } else { "" };
+    let deadline = if load.slow { "deadline_ms = 200\n" } else { "" };
     let mut config = Config::from_toml(&format!(
-        "[surfaces.discovery]\npolicy = \"discovery\"\n{log}\
-         [defaults]\ndeadline_ms = 200\n[server]\nmax_concurrency = 4096\n"
+        "[surfaces.discovery]\npolicy = \"discovery\"\n{log}{deadline}[server]\nmax_concurrency = 4096\n"
     ))?;
     config.server.listen = ([127, 0, 0, 1], 0).into();
     config.admin.listen = ([127, 0, 0, 1], 0).into();
@@ -458,10 +491,12 @@ async fn measure(
             .sum::<f64>()
     };
     let (logged, dropped) = (counter("relish_decisions_logged_total"), counter("relish_decisions_dropped_total"));
+    let fallbacks = counter("relish_fallbacks_total");
     handle.shutdown().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(Run {
         logged,
+        fallbacks,
         dropped,
         requests_per_second,
         p50_ms,
