@@ -284,5 +284,46 @@ criterion_group!(benches, decode, encode);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    interleaved();
+    if wants_interleaved(std::env::args().skip(1)) {
+        interleaved();
+    }
+}
+
+/// Whether the command line asks for [`interleaved`] too: not when it only lists the cases
+/// (`--list`), and with a filter only if the filter is part of the name `interleaved` (as
+/// criterion matches a case), so that `-- rows/50` runs that case alone and `-- interleaved` runs
+/// only the interleaved ratios.
+fn wants_interleaved(args: impl Iterator<Item = String>) -> bool {
+    // Criterion's options that take a value: what follows them is not a filter.
+    const VALUED: [&str; 16] = [
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+        "--color",
+        "--format",
+        "--plotting-backend",
+        "--output-format",
+    ];
+    let mut args = args;
+    let mut filter = None;
+    while let Some(arg) = args.next() {
+        if arg == "--list" {
+            return false;
+        }
+        if VALUED.contains(&arg.as_str()) || arg == "-c" {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filter = Some(arg);
+        }
+    }
+    filter.is_none_or(|filter| "interleaved".contains(filter.as_str()))
 }
