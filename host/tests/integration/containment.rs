@@ -154,17 +154,20 @@ async fn a_host_starved_of_cpu_answers_every_request_and_never_rolls_back_a_heal
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let bundled = util::bundled(dir.path(), &["popularity"], &[]);
+    let bundled = util::bundled(dir.path(), &["popularity"], &["memory-growth"]);
     // A strict rollback: two failures in a window of ten calls would roll `discovery` back. The
-    // deadline is short enough that a starved call is still running at a tick past it, and long
-    // enough that no call of this policy uses half of it in CPU time (a call stopped on the wall
-    // clock with half its deadline of CPU used is blamed on the policy: `timeout`). At 2 ms, in a
-    // debug build on a slow machine, the host's own part of a call on a starved, cache-thrashed
-    // CPU sometimes reached 1 ms: the test failed in two of six runs here.
+    // version is healthy but not instant: `memory-growth`, told to stop after 8 MiB, writes 8 MiB
+    // on every call (page faults included, far less than half the deadline in CPU time: a call
+    // stopped on the wall clock with half its deadline of CPU used is blamed on the policy,
+    // `timeout`). So a starved call of it is still running at the wall-clock limit (the 20 ms
+    // deadline plus as much grace), where a call of a few microseconds (`popularity`, until
+    // 2026-12-08) was preempted only when the scheduler happened to stop it inside the policy:
+    // on a fast machine, in none of 40 calls.
     let toml = format!(
-        "[server]\nbundled_dir = {:?}\n[surfaces.discovery]\npolicy = \"popularity\"\ndeadline_ms = 10\n\
+        "[server]\nbundled_dir = {:?}\n[surfaces.discovery]\npolicy = \"memory-growth\"\ndeadline_ms = 20\n\
+         params = {{ stop_after_mb = \"8\" }}\n\
          rollback_min_calls = 5\nrollback_window = 10\nrollback_failure_rate = 0.2\n\
-         [surfaces.banners]\npolicy = \"popularity\"\ndeadline_ms = 5000\n",
+         [surfaces.banners]\npolicy = \"memory-growth\"\ndeadline_ms = 5000\nparams = {{ stop_after_mb = \"8\" }}\n",
         bundled.display().to_string()
     );
     std::fs::write(dir.path().join("relish.toml"), toml).unwrap();
@@ -174,7 +177,7 @@ async fn a_host_starved_of_cpu_answers_every_request_and_never_rolls_back_a_heal
     util::ready(&server, &mut host).await;
     let before = admin(&server, "GET", "/v1/surfaces/discovery", "").await.json();
     // The first calls of a fresh host pay for what is set up once (a pool slot's memory image,
-    // thread-local state): in a debug build here, sometimes more than the 2 ms deadline in CPU
+    // thread-local state): in a debug build here, sometimes more than a short deadline in CPU
     // time. They are paid on another surface of the same version, with a long deadline.
     for _ in 0..5 {
         assert_eq!(rank(&server, "banners", THREE).await.json()["fallback"], serde_json::Value::Null);
@@ -213,8 +216,7 @@ async fn a_host_starved_of_cpu_answers_every_request_and_never_rolls_back_a_heal
         })
         .collect();
     // At least eight calls (enough for the strict rollback above to trip, were preemption a
-    // failure), and on until one was stopped while preempted: a starved call that happens to be
-    // off the CPU at every tick past its deadline just finishes late.
+    // failure), and on until one was stopped while preempted.
     let mut statuses = Vec::new();
     let mut preempted = false;
     while statuses.len() < 8 || (!preempted && statuses.len() < 40) {

@@ -67,6 +67,22 @@ struct Run {
     bytes: usize,
 }
 
+impl Run {
+    /// The table's cells of a run, from requests/s to fallbacks.
+    fn cells(&self) -> String {
+        format!(
+            "{:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0}",
+            self.requests_per_second,
+            self.p50_ms,
+            self.p99_ms,
+            self.parse_us,
+            self.policy_us,
+            self.encode_us,
+            self.fallbacks
+        )
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args().nth(1).map_or(Ok(10), |s| s.parse())?;
     let sizes: Vec<usize> = std::env::args().skip(2).map(|s| s.parse()).collect::<Result<_, _>>()?;
@@ -139,16 +155,7 @@ fn main() -> anyhow::Result<()> {
                     slow: mode.contains("slow"),
                 },
             ))?;
-            println!(
-                "| {candidates} | {mode} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
-                run.requests_per_second,
-                run.p50_ms,
-                run.p99_ms,
-                run.parse_us,
-                run.policy_us,
-                run.encode_us,
-                run.fallbacks
-            );
+            println!("| {candidates} | {mode} | {} |", run.cells());
             runs.insert(mode, run);
         }
         // The wasm server with the JSON body, open loop.
@@ -187,17 +194,7 @@ fn main() -> anyhow::Result<()> {
                 let traces = traces.then_some(sink.as_str());
                 let load = Load { client: Client::OpenLoop { rate }, shadow, log, traces, slow: false };
                 let run = open_loop_case(mode, load)?;
-                println!(
-                    "| {candidates} | {mode}, {rate} req/s, round {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
-                    round + 1,
-                    run.requests_per_second,
-                    run.p50_ms,
-                    run.p99_ms,
-                    run.parse_us,
-                    run.policy_us,
-                    run.encode_us,
-                    run.fallbacks
-                );
+                println!("| {candidates} | {mode}, {rate} req/s, round {} | {} |", round + 1, run.cells());
                 open[index].push(run);
             }
         }
@@ -247,14 +244,8 @@ fn main() -> anyhow::Result<()> {
             .ok();
         if let Some(wasm_at_70) = wasm_at_70 {
             println!(
-                "| {candidates} | wasm, open loop at {floor_rate} req/s (70 % of the floor's) | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
-                wasm_at_70.requests_per_second,
-                wasm_at_70.p50_ms,
-                wasm_at_70.p99_ms,
-                wasm_at_70.parse_us,
-                wasm_at_70.policy_us,
-                wasm_at_70.encode_us,
-                wasm_at_70.fallbacks
+                "| {candidates} | wasm, open loop at {floor_rate} req/s (70 % of the floor's) | {} |",
+                wasm_at_70.cells()
             );
             summary.push(format!(
             "{candidates} candidates: relish serve (wasm) / floor server requests/s = {:.2} ({:.0} vs {:.0}); at {floor_rate} \
