@@ -242,7 +242,7 @@ impl TagSets {
 
     // Inlined into `jaccard`, which MMR calls |pool| times per pick: LLVM left it a call for
     // wasm, where each call pays Cranelift's prologue and a deadline check (measured: a
-    // `discovery` call 18 % faster in wasm, 7–10 % natively).
+    // `discovery` call 16–18 % faster in wasm, 7–10 % natively).
     #[inline]
     fn set(&self, i: usize) -> &[u64] {
         &self.bits[i * self.words..(i + 1) * self.words]
