@@ -402,12 +402,9 @@ impl Binding {
             }
         }
         result.map_err(|error: CallError| {
-            let reason = if by_caller { CALLER_DEADLINE } else { error.reason() };
+            let (reason, detail) = self.failure(cut.as_ref(), &error);
             metrics.policy_error(&arm.bound.name, &arm.bound.version, reason);
-            match &cut {
-                Some(cut) if by_caller => (reason, self.cut_detail(cut, &error)),
-                _ => (reason, error.to_string()),
-            }
+            (reason, detail)
         })
     }
 
@@ -436,13 +433,21 @@ impl Binding {
         cut.is_some_and(|cut| cut.deadline < self.budget.deadline) && error.is_deadline()
     }
 
-    fn cut_detail(&self, cut: &Budget, error: &CallError) -> String {
-        format!(
-            "stopped at the caller's deadline (grpc-timeout), {:?} into the call, before the surface's own \
-             deadline of {:?}: {error}",
-            cut.deadline + cut.preemption_grace.unwrap_or_default(),
-            self.budget.deadline
-        )
+    /// The reason and detail of a call of budget `cut` (from [`Binding::cut`]) that failed with
+    /// `error`: `caller-deadline` when the caller's deadline stopped it, else the error's own.
+    fn failure(&self, cut: Option<&Budget>, error: &CallError) -> (&'static str, String) {
+        match cut {
+            Some(cut) if self.by_caller(Some(cut), error) => {
+                let detail = format!(
+                    "stopped at the caller's deadline (grpc-timeout), {:?} into the call, before the surface's own \
+                     deadline of {:?}: {error}",
+                    cut.deadline + cut.preemption_grace.unwrap_or_default(),
+                    self.budget.deadline
+                );
+                (CALLER_DEADLINE, detail)
+            }
+            _ => (error.reason(), error.to_string()),
+        }
     }
 
     /// The fallback chain after the arm failed: the fallback policy, else the input order.
@@ -464,13 +469,9 @@ impl Binding {
             let cut = self.cut(until)?;
             let result = fallback.ranker.rank(request, cut.as_ref().unwrap_or(&self.budget));
             result.map_err(|error| {
-                let by_caller = self.by_caller(cut.as_ref(), &error);
-                let reason = if by_caller { CALLER_DEADLINE } else { error.reason() };
+                let (reason, detail) = self.failure(cut.as_ref(), &error);
                 metrics.policy_error(&fallback.name, &fallback.version, reason);
-                match &cut {
-                    Some(cut) if by_caller => (reason, self.cut_detail(cut, &error)),
-                    _ => (reason, error.to_string()),
-                }
+                (reason, detail)
             })
         });
         let (ranking, answered_by) = match (fallback, ranked) {
