@@ -6,11 +6,13 @@
 //! (what a server request pays: new store, instantiate, copy the request in, rank, copy the answer
 //! out, validate), the call on one reused instance (the same minus instantiation), and the same
 //! algorithm compiled natively, ranking the same request already in memory (no copy at all: the
-//! strictest baseline).
+//! strictest baseline). Last, goal 4's ratios: `discovery` on a fresh instance (and on a reused
+//! one) against native, timed in alternation ([`interleaved`]), whose ratio the drift of a shared
+//! machine cannot skew as it can skew two criterion cases measured seconds apart.
 
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use relish_guest::{Policy, Request};
 use relish_host::runtime::{Budget, types};
 use relish_policy_banners::Banners;
@@ -23,6 +25,9 @@ use relish_policy_food_categories::FoodCategories;
 use relish_policy_popularity::Popularity;
 use relish_policy_venue_items::VenueItems;
 use relish_tests::{decode, policy, synthetic, to_guest};
+
+#[path = "../../host/wire/benches/support/interleave.rs"]
+mod interleave;
 
 fn compare<P: Policy>(c: &mut Criterion, name: &str, request: &types::Request, label: &str) {
     let budget = Budget { deadline: std::time::Duration::from_secs(1), ..Budget::default() };
@@ -45,6 +50,11 @@ fn instantiation(c: &mut Criterion) {
     let budget = Budget { deadline: std::time::Duration::from_secs(1), ..Budget::default() };
     let loaded = policy("popularity");
     c.bench_function("instantiate and drop", |b| b.iter(|| black_box(loaded.instance(&budget).expect("an instance"))));
+    // Goal 4's policy: its core module is larger (more functions, data and table entries).
+    let loaded = policy("discovery");
+    c.bench_function("instantiate and drop/discovery", |b| {
+        b.iter(|| black_box(loaded.instance(&budget).expect("an instance")))
+    });
     // What a call's deadline adds to it: one read of the thread's CPU clock when it starts (see
     // `runtime::deadline`).
     c.bench_function("thread CPU clock read", |b| {
@@ -52,18 +62,26 @@ fn instantiation(c: &mut Criterion) {
     });
 }
 
+/// The `discovery` requests of goal 4: 500 (seed 1) and 50 (seed 2) venues with 20 features, a
+/// user with features.
+const PERSONAL: [(usize, u64); 2] = [(500, 1), (50, 2)];
+
+fn personal((n, seed): (usize, u64)) -> types::Request {
+    let request = decode(&synthetic::venues(n, seed, false).to_string());
+    assert_eq!(request.candidates.feature_names.len(), 20, "the benchmark request has 20 features");
+    request
+}
+
 fn calls(c: &mut Criterion) {
-    let personal = decode(&synthetic::venues(500, 1, false).to_string());
-    assert_eq!(personal.candidates.feature_names.len(), 20, "the benchmark request has 20 features");
-    compare::<Discovery>(c, "discovery", &personal, "500x20");
-    compare::<Popularity>(c, "popularity", &personal, "500x20");
-    let small = decode(&synthetic::venues(50, 2, false).to_string());
-    compare::<Discovery>(c, "discovery", &small, "50x20");
+    let personal_500 = personal(PERSONAL[0]);
+    compare::<Discovery>(c, "discovery", &personal_500, "500x20");
+    compare::<Popularity>(c, "popularity", &personal_500, "500x20");
+    compare::<Discovery>(c, "discovery", &personal(PERSONAL[1]), "50x20");
 
     // The portfolio, each at its typical request size.
     let page = decode(&synthetic::venues(300, 3, false).to_string());
     compare::<Category>(c, "category", &page, "300 venues");
-    compare::<DiscoveryGbdt>(c, "discovery-gbdt", &personal, "500 venues");
+    compare::<DiscoveryGbdt>(c, "discovery-gbdt", &personal_500, "500 venues");
     let menu = decode(&synthetic::menu("venue-items", 150, 0, 4).to_string());
     compare::<VenueItems>(c, "venue-items", &menu, "150 items");
     let cart = decode(&synthetic::menu("cart-cross-sell", 200, 3, 5).to_string());
@@ -74,9 +92,37 @@ fn calls(c: &mut Criterion) {
     compare::<FoodCategories>(c, "food-categories", &categories, "30 categories");
 }
 
+/// Goal 4's ratios, interleaved (see [`interleave`]): `discovery` on a fresh instance, and on a
+/// reused one, against native.
+fn interleaved() {
+    let budget = Budget { deadline: std::time::Duration::from_secs(1), ..Budget::default() };
+    let loaded = policy("discovery");
+    println!(
+        "\ndiscovery, wasm / native, interleaved ({} rounds of about 2 ms of native each): median [quartiles]",
+        interleave::ROUNDS
+    );
+    for (n, seed) in PERSONAL {
+        let request = personal((n, seed));
+        let native = Request::new(to_guest(&request), Discovery::SPEC);
+        let native = || drop(black_box(Discovery::rank(black_box(&native)).expect("the policy answers")));
+        let fresh = || drop(black_box(loaded.rank(black_box(&request), &budget).expect("the policy answers")));
+        let instance = std::cell::RefCell::new(loaded.instance(&budget).expect("an instance"));
+        let reused = || drop(black_box(instance.borrow_mut().rank(black_box(&request)).expect("the policy answers")));
+        println!("{n}x20: fresh / native {}", interleave::ratio(&fresh, &native, 2e-3));
+        println!("{n}x20: reused / native {}", interleave::ratio(&reused, &native, 2e-3));
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(3));
     targets = instantiation, calls
 }
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if interleave::wanted(std::env::args().skip(1)) {
+        interleaved();
+    }
+}

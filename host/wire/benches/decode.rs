@@ -20,6 +20,9 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use relish_wire::{self as wire, ArmRef, DecodeOptions, Items, PolicyRef, Response};
 
+#[path = "support/interleave.rs"]
+mod interleave;
+
 // The allocator of the `relish` binary, which the decoder runs under in the server: glibc's
 // malloc would make the decoder's few dozen allocations per request (names, columns) cost
 // several times what they cost there, while the skim allocates nothing.
@@ -239,42 +242,20 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-/// The decoder against the skim, interleaved: on a shared machine the load drifts over the
-/// seconds between two criterion cases, so a ratio of two cases measured apart can be off by a
-/// third either way. Here each round times a batch of decodes and a batch of skims of the same
-/// body back to back (which goes first alternates), and the ratio of each round's pair is kept:
-/// drift slower than a round cancels out. Prints the median and quartiles of the rounds' ratios.
+/// The decoder against the skim, interleaved (see [`interleave`]): goal 1's ratio. Prints the
+/// median and quartiles of the rounds' ratios.
 fn interleaved() {
     let options = DecodeOptions { now_unix_ms: 1_795_867_200_000, ..DecodeOptions::default() };
-    println!("\ndecoder / skim, interleaved (101 rounds of about 2 ms each way): median [quartiles]");
+    println!(
+        "\ndecoder / skim, interleaved ({} rounds of about 2 ms each way): median [quartiles]",
+        interleave::ROUNDS
+    );
     for n in [50, 500] {
         for (shape, body) in [("rows", rows(n)), ("columns", columns(n))] {
             let body = body.as_bytes();
             let decode = || drop(black_box(wire::decode(black_box(body), &options).expect("decodes")));
             let skim = || drop(black_box(serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body))));
-            let batch = |f: &dyn Fn(), k: usize| {
-                let started = std::time::Instant::now();
-                for _ in 0..k {
-                    f();
-                }
-                started.elapsed().as_secs_f64()
-            };
-            // Batches of about 2 ms of skimming, after a warm-up.
-            let k = ((2e-3 / (batch(&skim, 50) / 50.0)) as usize).max(1);
-            batch(&decode, k);
-            let mut ratios: Vec<f64> = (0..101)
-                .map(|round| {
-                    if round % 2 == 0 {
-                        let d = batch(&decode, k);
-                        d / batch(&skim, k)
-                    } else {
-                        let s = batch(&skim, k);
-                        batch(&decode, k) / s
-                    }
-                })
-                .collect();
-            ratios.sort_by(f64::total_cmp);
-            println!("{shape}/{n}: {:.3} [{:.3} {:.3}]", ratios[50], ratios[25], ratios[75]);
+            println!("{shape}/{n}: {}", interleave::ratio(&decode, &skim, 2e-3));
         }
     }
 }
@@ -284,46 +265,7 @@ criterion_group!(benches, decode, encode);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if wants_interleaved(std::env::args().skip(1)) {
+    if interleave::wanted(std::env::args().skip(1)) {
         interleaved();
     }
-}
-
-/// Whether the command line asks for [`interleaved`] too: not when it only lists the cases
-/// (`--list`), and with a filter only if the filter is part of the name `interleaved` (as
-/// criterion matches a case), so that `-- rows/50` runs that case alone and `-- interleaved` runs
-/// only the interleaved ratios.
-fn wants_interleaved(args: impl Iterator<Item = String>) -> bool {
-    // Criterion's options that take a value: what follows them is not a filter.
-    const VALUED: [&str; 16] = [
-        "--save-baseline",
-        "--baseline",
-        "--baseline-lenient",
-        "--load-baseline",
-        "--sample-size",
-        "--warm-up-time",
-        "--measurement-time",
-        "--nresamples",
-        "--noise-threshold",
-        "--confidence-level",
-        "--significance-level",
-        "--profile-time",
-        "--color",
-        "--format",
-        "--plotting-backend",
-        "--output-format",
-    ];
-    let mut args = args;
-    let mut filter = None;
-    while let Some(arg) = args.next() {
-        if arg == "--list" {
-            return false;
-        }
-        if VALUED.contains(&arg.as_str()) || arg == "-c" {
-            args.next();
-        } else if !arg.starts_with('-') {
-            filter = Some(arg);
-        }
-    }
-    filter.is_none_or(|filter| "interleaved".contains(filter.as_str()))
 }
