@@ -67,7 +67,7 @@ impl Ranking {
 
     /// Appends candidate `index` with its score and a short reason code (for example `affinity`).
     pub fn push_with_reason(&mut self, index: usize, score: f32, reason: &str) {
-        let code = match self.reason_codes.iter().position(|c| c == reason) {
+        let code = match self.reason_codes.iter().position(|c| crate::columns::same(c, reason)) {
             Some(code) => code,
             None => {
                 self.reason_codes.push(reason.to_owned());

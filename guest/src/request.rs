@@ -387,7 +387,7 @@ impl<'a> Candidates<'a> {
 
     /// The index of the candidate with this id, if any (a linear scan).
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        (0..self.n).find(|&i| self.id(i) == id)
+        (0..self.n).find(|&i| crate::columns::same(self.id(i), id))
     }
 
     /// The feature column names.

@@ -10,13 +10,19 @@ use crate::request::Column;
 /// Rescales the present (non-NaN) values to `[0, 1]` in place; NaN stays NaN. A column whose present
 /// values are all equal carries no information and becomes all `0.0`.
 pub fn min_max(values: &mut [f32]) {
-    let (lo, hi) = values
-        .iter()
-        .filter(|v| !v.is_nan())
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (math::min(lo, v), math::max(hi, v)));
+    // Without a branch per value: `math::min` and `math::max` already pass over a NaN `v`, and
+    // `(NaN - lo) / range` is NaN, so the loop over a usable range vectorises.
+    let (lo, hi) =
+        values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (math::min(lo, v), math::max(hi, v)));
     let range = hi - lo;
-    for v in values.iter_mut().filter(|v| !v.is_nan()) {
-        *v = if range > 0.0 && range.is_finite() { (*v - lo) / range } else { 0.0 };
+    if range > 0.0 && range.is_finite() {
+        for v in values.iter_mut() {
+            *v = (*v - lo) / range;
+        }
+    } else {
+        for v in values.iter_mut().filter(|v| !v.is_nan()) {
+            *v = 0.0;
+        }
     }
 }
 
@@ -133,6 +139,7 @@ pub fn reorders(counts: Column<'_>, ages: Column<'_>, saturation: f32, half_life
 /// assert_eq!(strongest(&[(0.2, "affinity"), (0.5, "reorder")], "popular"), "reorder");
 /// assert_eq!(strongest(&[(0.0, "affinity"), (-1.0, "daypart")], "popular"), "popular");
 /// ```
+#[inline]
 pub fn strongest<'a>(contributions: &[(f32, &'a str)], otherwise: &'a str) -> &'a str {
     contributions
         .iter()

@@ -108,7 +108,7 @@ pub const fn concat<T: Copy, const N: usize>(parts: &[&[T]]) -> [T; N] {
 impl Spec {
     /// The parameter declared under `name`, if any.
     pub fn param(&self, name: &str) -> Option<&'static Param> {
-        self.params.iter().find(|param| param.name == name)
+        self.params.iter().find(|param| crate::columns::same(param.name, name))
     }
 
     /// The contract's `metadata` record for this spec.

@@ -163,8 +163,11 @@ fn diversify(request: &Request, relevance: &[f32], open_order: &[u32], w: &Weigh
     let mut order = mmr(pool, &normalised, w.mmr_depth, w.lambda, |a, b| {
         cuisines.jaccard(position[a as usize] as usize, position[b as usize] as usize)
     });
-    let picked = order.len();
-    order.extend(open_order.iter().filter(|i| !order[..picked].contains(i)).copied().collect::<Vec<_>>());
+    let mut picked = vec![false; candidates.len()];
+    for &i in &order {
+        picked[i as usize] = true;
+    }
+    order.extend(open_order.iter().copied().filter(|&i| !picked[i as usize]));
     cap_per_key(&order, w.window, w.max_per_cuisine, primary_cuisine)
 }
 
