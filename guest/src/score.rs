@@ -179,7 +179,12 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
 
 /// [`top_k`] restricted to some candidates: the `k` best of `candidates`, best first.
 pub fn top_k_of(candidates: impl IntoIterator<Item = u32>, scores: &[f32], k: usize) -> Vec<u32> {
-    let mut keys: Vec<u64> = candidates.into_iter().map(|i| key(scores, i)).collect();
+    let keys: Vec<u64> = candidates.into_iter().map(|i| key(scores, i)).collect();
+    largest(keys, k).into_iter().map(index).collect()
+}
+
+/// The `k` largest keys, largest first: selects in `O(n)` and sorts only the top `k`.
+fn largest(mut keys: Vec<u64>, k: usize) -> Vec<u64> {
     let k = k.min(keys.len());
     if k == 0 {
         return Vec::new();
@@ -189,22 +194,28 @@ pub fn top_k_of(candidates: impl IntoIterator<Item = u32>, scores: &[f32], k: us
         keys.truncate(k);
     }
     keys.sort_unstable_by(|a, b| b.cmp(a));
-    keys.into_iter().map(index).collect()
+    keys
 }
+
+/// The low 31 bits of a [`top_k_preferring`] key: the inverted candidate index.
+const LOW_31: u32 = (1 << 31) - 1;
 
 /// The `k` best candidates with the preferred ones first: every candidate with `preferred[i]`
 /// (best score first) before any other (best score first); ties keep input order, NaN scores come
 /// last within their group.
 ///
 /// The shape of "open venues first", "available items first": a hard rule above the scores.
+/// One selection over every candidate, without a branch per candidate: the preferred flag is the
+/// key's top bit, above the score key and the inverted index (in 31 bits: a request has far fewer
+/// candidates).
 pub fn top_k_preferring(scores: &[f32], preferred: &[bool], k: usize) -> Vec<u32> {
-    let all = 0..scores.len() as u32;
-    let mut order = top_k_of(all.clone().filter(|&i| preferred[i as usize]), scores, k);
-    if order.len() < k {
-        let rest = k - order.len();
-        order.extend(top_k_of(all.filter(|&i| !preferred[i as usize]), scores, rest));
-    }
-    order
+    assert!(scores.len() <= LOW_31 as usize, "candidate indices fit in 31 bits");
+    let keys: Vec<u64> = (0..scores.len() as u32)
+        .map(|i| {
+            ((preferred[i as usize] as u64) << 63) | ((sort_key(scores[i as usize]) as u64) << 31) | (LOW_31 - i) as u64
+        })
+        .collect();
+    largest(keys, k).into_iter().map(|key| LOW_31 - (key as u32 & LOW_31)).collect()
 }
 
 /// Sorts a list of candidate indices by score, best first (ties keep index order, NaN last).
@@ -473,6 +484,28 @@ mod tests {
         assert_eq!(top_k_preferring(&scores, &preferred, 4), vec![2, 1, 0, 3]);
         assert_eq!(top_k_preferring(&scores, &preferred, 3), vec![2, 1, 0]);
         assert_eq!(top_k_preferring(&scores, &preferred, 1), vec![2]);
+    }
+
+    #[test]
+    fn top_k_preferring_is_the_preferred_top_k_then_the_rest() {
+        // Few distinct values (ties), NaN, both zeros, infinities: every case of the key.
+        const VALUES: [f32; 7] = [f32::NAN, -0.0, 0.0, 1.5, -2.0, f32::INFINITY, f32::NEG_INFINITY];
+        let mut rng = crate::Rng::from_seed(16);
+        for round in 0..500 {
+            let n = rng.below(40) as usize;
+            let scores: Vec<f32> = (0..n).map(|_| VALUES[rng.below(VALUES.len() as u64) as usize]).collect();
+            let preferred: Vec<bool> = (0..n).map(|_| rng.below(3) > 0).collect();
+            let k = rng.below(n as u64 + 3) as usize;
+            let all = 0..n as u32;
+            let mut expected = top_k_of(all.clone().filter(|&i| preferred[i as usize]), &scores, k);
+            let rest = k - expected.len().min(k);
+            expected.extend(top_k_of(all.filter(|&i| !preferred[i as usize]), &scores, rest));
+            assert_eq!(
+                top_k_preferring(&scores, &preferred, k),
+                expected,
+                "round {round}: {scores:?} {preferred:?} {k}"
+            );
+        }
     }
 
     #[test]
