@@ -66,17 +66,18 @@ fn instantiation(c: &mut Criterion) {
 /// user with features.
 const PERSONAL: [(usize, u64); 2] = [(500, 1), (50, 2)];
 
-fn personal((n, seed): (usize, u64)) -> types::Request {
+fn personal(n: usize, seed: u64) -> types::Request {
     let request = decode(&synthetic::venues(n, seed, false).to_string());
     assert_eq!(request.candidates.feature_names.len(), 20, "the benchmark request has 20 features");
     request
 }
 
 fn calls(c: &mut Criterion) {
-    let personal_500 = personal(PERSONAL[0]);
+    let [(n, seed), (small_n, small_seed)] = PERSONAL;
+    let personal_500 = personal(n, seed);
     compare::<Discovery>(c, "discovery", &personal_500, "500x20");
     compare::<Popularity>(c, "popularity", &personal_500, "500x20");
-    compare::<Discovery>(c, "discovery", &personal(PERSONAL[1]), "50x20");
+    compare::<Discovery>(c, "discovery", &personal(small_n, small_seed), "50x20");
 
     // The portfolio, each at its typical request size.
     let page = decode(&synthetic::venues(300, 3, false).to_string());
@@ -102,7 +103,7 @@ fn interleaved() {
         interleave::ROUNDS
     );
     for (n, seed) in PERSONAL {
-        let request = personal((n, seed));
+        let request = personal(n, seed);
         let native = Request::new(to_guest(&request), Discovery::SPEC);
         let native = || drop(black_box(Discovery::rank(black_box(&native)).expect("the policy answers")));
         let fresh = || drop(black_box(loaded.rank(black_box(&request), &budget).expect("the policy answers")));
